@@ -1,0 +1,309 @@
+"""Typed configuration: the study's protocol as defaults, every deviation a named key.
+
+A run's config is loaded from YAML, validated strictly (unknown keys and bad values are
+errors that name the key and what is allowed) and written back in full into the run
+directory, so a run records every value it used, defaults included.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cxrbio.errors import ConfigError
+
+#: The seven classes of the study, in the order of its confusion matrices (Tables 2 and 6).
+PAPER_CLASSES: tuple[str, ...] = (
+    "COVID-19",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Pneumonia",
+    "Normal",
+)
+
+#: Common spellings of the study's classes in public data sets and folder names.
+DEFAULT_LABEL_ALIASES: dict[str, str] = {
+    "covid": "COVID-19",
+    "covid19": "COVID-19",
+    "sarscov2": "COVID-19",
+    "pulmonaryedema": "Edema",
+    "pleuraleffusion": "Effusion",
+    "copd": "Emphysema",
+    "chronicobstructivepulmonarydisease": "Emphysema",
+    "pulmonaryfibrosis": "Fibrosis",
+    "bacterialpneumonia": "Pneumonia",
+    "viralpneumonia": "Pneumonia",
+    "nofinding": "Normal",
+    "healthy": "Normal",
+}
+
+#: MobileNetV2 has 17 inverted-residual blocks (expanded_conv, block_1 ... block_16).
+MAX_FINETUNE_BLOCKS = 17
+STRATEGY_PATTERN = re.compile(r"^(scratch|offshelf|finetune-(\d+))$")
+
+
+def normalise_label_key(text: str) -> str:
+    """Key for matching labels: case, spaces and punctuation do not matter."""
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class QCConfig(StrictModel):
+    """Low-contrast quality control (see docs/data.md for the metric and how it was set)."""
+
+    min_contrast: float = Field(
+        0.20,
+        ge=0.0,
+        le=1.0,
+        description="Least spread between the 1st and 99th intensity percentile of the "
+        "image content (intensities scaled to 0..1) for the image to pass.",
+    )
+    exclude_low_contrast: bool = Field(
+        True, description="Leave low-contrast images out of folds, as the study did."
+    )
+
+
+class DuplicateConfig(StrictModel):
+    """Exact (sha256) and near (perceptual hash) duplicate detection."""
+
+    near_duplicate_max_distance: int = Field(
+        6, ge=0, le=64, description="Largest Hamming distance of 64-bit pHashes called a near-duplicate."
+    )
+
+
+class PrivacyConfig(StrictModel):
+    pseudonymize_patients: bool = Field(
+        True, description="Replace patient ids in every output by a salted hash."
+    )
+
+
+class NihConfig(StrictModel):
+    """ChestX-ray14 (Data_Entry_2017.csv): which single-label findings become which class."""
+
+    findings: dict[str, str] = Field(
+        default_factory=lambda: {
+            "Edema": "Edema",
+            "Effusion": "Effusion",
+            "Emphysema": "Emphysema",
+            "Fibrosis": "Fibrosis",
+        }
+    )
+
+
+class CovidDatasetConfig(StrictModel):
+    """ieee8023 covid-chestxray-dataset (metadata.csv): findings kept and frontal views."""
+
+    findings: dict[str, str] = Field(
+        default_factory=lambda: {"COVID-19": "COVID-19", "No Finding": "Normal"}
+    )
+    views: list[str] = Field(default_factory=lambda: ["PA", "AP", "AP Supine", "AP semi erect", "AP erect"])
+    modality: str = "X-ray"
+
+
+class DataConfig(StrictModel):
+    classes: list[str] = Field(default_factory=lambda: list(PAPER_CLASSES), min_length=2)
+    label_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABEL_ALIASES))
+    positive_class: str | None = Field(
+        "COVID-19", description="The class of the study's 2-class metrics (null: none)."
+    )
+    drop_unknown_labels: bool = Field(
+        False, description="Skip images whose label is not a class (listed) instead of failing."
+    )
+    image_size: int = Field(200, ge=32, le=1024, description="Side of the square letterbox, px.")
+    cache: Literal["memory", "disk"] = Field(
+        "memory", description="Where the decoded, letterboxed uint8 images are kept for training."
+    )
+    qc: QCConfig = Field(default_factory=QCConfig)
+    duplicates: DuplicateConfig = Field(default_factory=DuplicateConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    nih: NihConfig = Field(default_factory=NihConfig)
+    covid_dataset: CovidDatasetConfig = Field(default_factory=CovidDatasetConfig)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_unique(cls, classes: list[str]) -> list[str]:
+        keys = [normalise_label_key(c) for c in classes]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"class names must be unique (ignoring case and punctuation), got {classes}")
+        return classes
+
+    @model_validator(mode="after")
+    def _targets_are_classes(self) -> DataConfig:
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not one of classes {self.classes}; "
+                "name one of them, or null for no 2-class metrics"
+            )
+        return self
+
+    def canonical_label(self, raw: str) -> str | None:
+        """The class a raw label names, or None: exact, then case/punctuation-free, then alias."""
+        if raw in self.classes:
+            return raw
+        key = normalise_label_key(str(raw))
+        for cls in self.classes:
+            if normalise_label_key(cls) == key:
+                return cls
+        aliases = {normalise_label_key(k): v for k, v in self.label_aliases.items()}
+        target = aliases.get(key)
+        return target if target in self.classes else None
+
+
+class FoldsConfig(StrictModel):
+    k: int = Field(10, ge=2, le=100, description="Number of cross-validation folds (the study: 10).")
+    seed: int = 42
+    scheme: Literal["stratified-group"] = Field(
+        "stratified-group", description="Label-stratified, patient-grouped k-fold."
+    )
+
+
+class AugmentConfig(StrictModel):
+    enabled: bool = True
+    rotation_degrees: float = Field(10.0, ge=0, le=45)
+    shift_pixels: float = Field(20.0, ge=0, description="Largest shift at reference_size; scaled with image_size.")
+    reference_size: int = Field(200, ge=1)
+
+
+class ModelConfig(StrictModel):
+    alpha: float = Field(1.0, description="MobileNetV2 width multiplier.")
+    dense_units: int = Field(2500, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    weights: str = Field("imagenet", description="'imagenet', a weights file, or run:RUN_DIR/STRATEGY.")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_supported(cls, alpha: float) -> float:
+        allowed = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+        if alpha not in allowed:
+            raise ValueError(f"alpha must be one of {allowed} (the widths MobileNetV2 defines), got {alpha}")
+        return alpha
+
+
+class TrainConfig(StrictModel):
+    strategies: list[str] = Field(
+        default_factory=lambda: ["offshelf"] + [f"finetune-{n}" for n in (1, 3, 5, 7, 9, 11)] + ["scratch"]
+    )
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(50, ge=1)
+    early_stopping_patience: int = Field(10, ge=0, description="0 disables early stopping.")
+    validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    class_weights: bool = False
+    seed: int = 42
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, strategies: list[str]) -> list[str]:
+        for name in strategies:
+            match = STRATEGY_PATTERN.match(name)
+            if not match or (match.group(2) and not 1 <= int(match.group(2)) <= MAX_FINETUNE_BLOCKS):
+                raise ValueError(
+                    f"unknown strategy {name!r}; allowed: scratch, offshelf, finetune-N with 1 <= N <= {MAX_FINETUNE_BLOCKS}"
+                )
+        if len(set(strategies)) != len(strategies):
+            raise ValueError(f"strategies are listed twice: {strategies}")
+        return strategies
+
+
+class Config(StrictModel):
+    """The whole run configuration; the defaults are the study as published."""
+
+    name: str = "paper"
+    data: DataConfig = Field(default_factory=DataConfig)
+    folds: FoldsConfig = Field(default_factory=FoldsConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _describe_validation_error(error: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            parent = _section_model(model, item["loc"][:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "see configs/paper.yaml"
+            lines.append(f"unknown key '{loc}' (allowed here: {allowed})")
+        else:
+            got = item.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            where = f"'{loc}': " if loc else ""
+            lines.append(f"{where}{item['msg']}{got_text}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def _section_model(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class reached by following field names along ``path``."""
+    current: type[BaseModel] = model
+    for part in path:
+        field = current.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        current = annotation
+    return current
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(
+            _describe_validation_error(error, source, Config),
+            fix="correct the key or value; configs/paper.yaml lists every key with its default.",
+        ) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load and validate a YAML config; ``None`` gives the study's defaults."""
+    raw: dict[str, Any] = {}
+    source = "default config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist.", fix="pass an existing YAML file, e.g. configs/paper.yaml.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)}).") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}.")
+        raw = loaded
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return config_from_dict(raw, source)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    from cxrbio.rundir import atomic_write_text
+
+    atomic_write_text(Path(path), config_to_yaml(config))

@@ -1,0 +1,155 @@
+"""The training input pipeline: decode and letterbox once, augment on the fly in TensorFlow.
+
+Images are decoded, letterboxed and stored as one uint8 array per run (in memory, or a
+memory-mapped ``.npy`` under RUN_DIR/cache for data sets larger than RAM). Training then
+runs on tensors only: indices are shuffled, batched, gathered from the cache, and every
+batch gets one random rotation+shift per image in a single projective resampling (one
+interpolation, not two). No Python runs per image in the training loop.
+
+Batches are ``(images, labels)``: float32 ``(B, S, S, 1)`` in 0..255 and int32 class indices;
+the model's own preprocessing layer maps grey to three channels and to its input range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrbio.config import AugmentConfig
+from cxrbio.data.imageio import read_image
+from cxrbio.data.preprocess import letterbox
+from cxrbio.data.scan import ProgressCallback, map_images
+from cxrbio.rundir import atomic_write
+
+
+def load_letterboxed(job: tuple[str, int]) -> np.ndarray:
+    path, size = job
+    pixels, _geometry = letterbox(read_image(path).pixels, size)
+    return pixels
+
+
+def cache_key(manifest: pd.DataFrame, size: int) -> str:
+    """Changes whenever an image's bytes, the image list or the size change."""
+    digest = hashlib.sha256(str(size).encode())
+    for image_id, sha in zip(manifest["image_id"], manifest["sha256"].fillna("")):
+        digest.update(f"{image_id}:{sha};".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_image_cache(
+    manifest: pd.DataFrame,
+    size: int,
+    cache: str = "memory",
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """uint8 array (N, size, size), row i = manifest row i, letterboxed on black."""
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("a disk cache needs a cache_dir")
+        target = Path(cache_dir) / f"images-{size}-{cache_key(manifest, size)}.npy"
+        if target.is_file():
+            return np.load(target, mmap_mode="r")
+    images = np.stack(map_images(load_letterboxed, manifest["path"].tolist(), size, workers, progress)) if len(manifest) else np.zeros((0, size, size), np.uint8)
+    if cache == "disk":
+        atomic_write(target, lambda tmp: np.save(tmp.open("wb"), images))
+        return np.load(target, mmap_mode="r")
+    return images
+
+
+def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed):  # noqa: ANN001 - tf tensors
+    """Projective transforms (B, 8) for random rotation +-rotation_degrees and shift +-shift px.
+
+    The shift is given at ``reference_size`` (200 px in the study) and scaled to ``size``.
+    Output pixel (x, y) samples the input at R(p - c - t) + c: rotation about the centre c,
+    then translation t.
+    """
+    import tensorflow as tf
+
+    angle_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    max_angle = config.rotation_degrees * math.pi / 180.0
+    max_shift = config.shift_pixels * size / config.reference_size
+    angles = tf.random.stateless_uniform([batch], angle_seed, -max_angle, max_angle)
+    shifts = tf.random.stateless_uniform([batch, 2], shift_seed, -max_shift, max_shift)
+    return transforms_for(angles, shifts[:, 0], shifts[:, 1], size)
+
+
+def transforms_for(angles, shift_x, shift_y, size: int):  # noqa: ANN001 - tf tensors
+    import tensorflow as tf
+
+    c = (size - 1) / 2.0
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    a2 = c - cos * (c + shift_x) - sin * (c + shift_y)
+    b2 = c + sin * (c + shift_x) - cos * (c + shift_y)
+    zeros = tf.zeros_like(angles)
+    return tf.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
+
+
+def apply_transforms(images, transforms):  # noqa: ANN001 - tf tensors
+    import tensorflow as tf
+
+    size = tf.shape(images)[1:3]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=size, fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT",
+    )
+
+
+def make_dataset(
+    images: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    training: bool,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+):
+    """tf.data.Dataset of (images, labels) batches for the rows ``indices`` of the cache.
+
+    ``training`` shuffles (reshuffled every epoch) and augments when ``augment.enabled``;
+    evaluation keeps the order of ``indices`` and never augments. Deterministic per seed.
+    """
+    import tensorflow as tf
+
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int32)
+    if len(indices) != len(labels):
+        raise ValueError("indices and labels differ in length")
+    size = int(images.shape[1])
+    dataset = tf.data.Dataset.from_tensor_slices((indices, labels))
+    if training:
+        dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+
+    if isinstance(images, np.memmap) or not images.flags.owndata and isinstance(images.base, np.memmap):
+        def gather(idx, y):  # noqa: ANN001
+            batch = tf.numpy_function(lambda i: np.asarray(images[np.asarray(i)]), [idx], tf.uint8)
+            return tf.ensure_shape(batch, [None, size, size]), y
+    else:
+        table = tf.constant(np.asarray(images))
+
+        def gather(idx, y):  # noqa: ANN001
+            return tf.gather(table, idx), y
+
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def to_float(x, y):  # noqa: ANN001
+        return tf.cast(x, tf.float32)[..., None], y
+
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment is not None and augment.enabled:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds)
+
+        def augment_batch(batch, seed_pair):  # noqa: ANN001
+            x, y = batch
+            transforms = augmentation_transforms(tf.shape(x)[0], size, augment, seed_pair)
+            return apply_transforms(x, transforms), y
+
+        dataset = dataset.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,250 @@
+"""``cxrbio data scan``: from a data set to RUN_DIR/manifest.parquet.
+
+Discovery -> one pass over every image (decode, QC, hashes, letterbox geometry) ->
+patient ids -> duplicate groups -> folds -> pseudonyms -> atomic write. The manifest
+schema is documented in docs/data.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrbio.config import Config, save_config
+from cxrbio.data.duplicates import UnionFind, near_duplicate_groups, perceptual_hash, sha256_file
+from cxrbio.data.folds import assign_folds
+from cxrbio.data.imageio import read_image
+from cxrbio.data.layouts import Discovery, discover
+from cxrbio.data.preprocess import letterbox_geometry
+from cxrbio.data.privacy import load_or_create_salt, pseudonym
+from cxrbio.data.qc import QC_LOW_CONTRAST, QC_MISSING, QC_OK, QC_UNREADABLE, contrast_spread
+from cxrbio.errors import DataError, ImageReadError
+from cxrbio.rundir import RunDir, atomic_write_parquet
+
+ProgressCallback = Callable[[int, int], None]
+
+#: Below this many images a worker pool costs more to start than it saves.
+PARALLEL_THRESHOLD = 200
+
+
+@dataclass
+class ScanResult:
+    manifest: pd.DataFrame
+    layout: str
+    notes: list[str] = field(default_factory=list)
+    fold_error: DataError | None = None
+
+
+def inspect_image(path: str, size: int) -> dict[str, Any]:
+    """Everything the manifest needs from one file; problems become a QC status, not an exception."""
+    if not os.path.isfile(path):
+        return {"qc_status": QC_MISSING, "qc_reason": "file does not exist"}
+    try:
+        decoded = read_image(path)
+    except ImageReadError as error:
+        return {"qc_status": QC_UNREADABLE, "qc_reason": error.message.split(": ", 1)[-1]}
+    geometry = letterbox_geometry(decoded.height, decoded.width, size)
+    return {
+        "qc_status": QC_OK,
+        "qc_reason": "",
+        "width": decoded.width,
+        "height": decoded.height,
+        "bits": decoded.bits,
+        "format": decoded.format,
+        "qc_contrast": contrast_spread(decoded.pixels),
+        "sha256": sha256_file(path),
+        "phash": perceptual_hash(decoded.pixels),
+        "patient_hint": decoded.patient_hint,
+        "lb_x0": geometry.x0,
+        "lb_y0": geometry.y0,
+        "lb_width": geometry.width,
+        "lb_height": geometry.height,
+    }
+
+
+def _inspect_star(args: tuple[str, int]) -> dict[str, Any]:
+    return inspect_image(*args)
+
+
+def map_images(function: Callable[[tuple[str, int]], Any], paths: list[str], size: int,
+               workers: int | None, progress: ProgressCallback | None) -> list[Any]:
+    """Apply ``function`` to every path, in worker processes when it pays; report progress."""
+    jobs = [(p, size) for p in paths]
+    workers = workers or os.cpu_count() or 1
+    results: list[Any] = []
+    iterator: Iterable[Any]
+    if workers > 1 and len(jobs) >= PARALLEL_THRESHOLD:
+        # spawn, not fork: the parent may hold TensorFlow threads, which fork can deadlock.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            iterator = pool.map(function, jobs, chunksize=16)
+            for result in iterator:
+                results.append(result)
+                if progress:
+                    progress(len(results), len(jobs))
+        return results
+    for job in jobs:
+        results.append(function(job))
+        if progress:
+            progress(len(results), len(jobs))
+    return results
+
+
+def _image_ids(paths: pd.Series, root: Path) -> list[str]:
+    """Stable, non-identifying ids: a hash of the path relative to the data root."""
+    ids = []
+    for path in paths:
+        try:
+            rel = Path(path).relative_to(root).as_posix()
+        except ValueError:
+            rel = Path(path).as_posix()
+        ids.append("img-" + hashlib.sha1(rel.encode("utf-8")).hexdigest()[:12])
+    return ids
+
+
+def _fill_patients(frame: pd.DataFrame, notes: list[str]) -> pd.Series:
+    raw = frame["patient_raw"].copy()
+    hints = frame.get("patient_hint")
+    if hints is not None:
+        use_hint = raw.isna() & hints.notna()
+        raw[use_hint] = "dicom:" + hints[use_hint].astype(str)
+    anonymous = raw.isna()
+    if anonymous.any():
+        notes.append(
+            f"{int(anonymous.sum())} images have no patient id (no patient_id column, known file-name scheme "
+            "or DICOM PatientID): each is taken as its own patient. If one patient has several images, add a "
+            "patient_id column, or the folds may leak."
+        )
+        raw[anonymous] = "file:" + frame.loc[anonymous, "path"]
+    return raw.astype(str)
+
+
+def _duplicates(frame: pd.DataFrame, max_distance: int, notes: list[str]) -> None:
+    """Adds dup_group (near-duplicate component, -1 if unreadable) and exact_duplicates."""
+    readable = frame["phash"].notna().to_numpy()
+    frame["dup_group"] = -1
+    frame["exact_duplicates"] = 0
+    if not readable.any():
+        return
+    hashes = frame.loc[readable, "phash"].tolist()
+    groups = near_duplicate_groups(hashes, max_distance)
+    frame.loc[readable, "dup_group"] = groups
+    sizes = frame.loc[readable].groupby("sha256")["sha256"].transform("size") - 1
+    frame.loc[readable, "exact_duplicates"] = sizes.astype(int)
+
+
+def _fold_groups(frame: pd.DataFrame) -> pd.Series:
+    """A patient's images and all images near-duplicate to them form one fold group.
+
+    The group key is the smallest raw patient id in the component, so it does not depend
+    on row order (folds stay reproducible) and never leaves memory un-pseudonymised.
+    """
+    patients = frame["patient_raw"].to_numpy()
+    codes, uniques = pd.factorize(patients, sort=True)
+    links = UnionFind(len(uniques))
+    for _group, members in frame[frame["dup_group"] >= 0].groupby("dup_group"):
+        member_codes = np.unique(codes[frame.index.get_indexer(members.index)])
+        for other in member_codes[1:]:
+            links.union(int(member_codes[0]), int(other))
+    roots = links.labels()
+    return pd.Series(uniques[roots[codes]], index=frame.index)
+
+
+def scan(
+    data: str | Path,
+    config: Config,
+    run_dir: str | Path,
+    layout: str | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ScanResult:
+    """Build and write RUN_DIR/manifest.parquet (and config.yaml) for ``data``."""
+    run = RunDir(run_dir)
+    if (run.root / "train").is_dir() and any((run.root / "train").iterdir()) and not force:
+        raise DataError(
+            f"{run.root} already holds trained models; a new manifest would orphan them.",
+            fix="scan into a new run directory, or pass --force to replace the manifest anyway.",
+        )
+    discovery: Discovery = discover(data, config.data, layout)
+    notes = list(discovery.notes)
+    frame = discovery.frame
+    size = config.data.image_size
+
+    inspected = pd.DataFrame(map_images(_inspect_star, frame["path"].tolist(), size, workers, progress), index=frame.index)
+    frame = pd.concat([frame, inspected], axis=1)
+    if "qc_contrast" not in frame:
+        frame["qc_contrast"] = np.nan
+        frame["phash"] = None
+        frame["sha256"] = None
+    missing = frame["qc_status"] == QC_MISSING
+    if missing.all():
+        raise DataError(
+            f"none of the {len(frame)} listed images exists (e.g. {frame['path'].iloc[0]}).",
+            fix=f"paths in a CSV are relative to the CSV's folder ({discovery.root}); correct them.",
+        )
+    low = (frame["qc_status"] == QC_OK) & (frame["qc_contrast"] < config.data.qc.min_contrast)
+    frame.loc[low, "qc_status"] = QC_LOW_CONTRAST
+    frame.loc[low, "qc_reason"] = [
+        f"contrast spread {c:.3f} < {config.data.qc.min_contrast}" for c in frame.loc[low, "qc_contrast"]
+    ]
+    excluded_statuses = {QC_UNREADABLE, QC_MISSING} | ({QC_LOW_CONTRAST} if config.data.qc.exclude_low_contrast else set())
+    frame["included"] = ~frame["qc_status"].isin(excluded_statuses)
+    if not frame["included"].any():
+        raise DataError(f"every image in {data} failed QC (unreadable, missing or low contrast).", fix="check the data.")
+
+    frame["patient_raw"] = _fill_patients(frame, notes)
+    _duplicates(frame, config.data.duplicates.near_duplicate_max_distance, notes)
+    frame["fold_group"] = _fold_groups(frame)
+    frame["image_id"] = _image_ids(frame["path"], discovery.root)
+    if frame["image_id"].duplicated().any():
+        dup = frame.loc[frame["image_id"].duplicated(), "path"].iloc[0]
+        raise DataError(f"the image {dup} is listed more than once.", fix="remove the repeated rows.")
+
+    fold_error: DataError | None = None
+    frame["fold"] = -1
+    included = frame["included"]
+    try:
+        frame.loc[included, "fold"] = assign_folds(
+            frame.loc[included, "label"], frame.loc[included, "fold_group"], config.folds.k, config.folds.seed
+        )
+    except DataError as error:
+        fold_error = error
+
+    if config.data.privacy.pseudonymize_patients:
+        salt = load_or_create_salt(run.salt)
+        frame["patient_id"] = [pseudonym(p, salt) for p in frame["patient_raw"]]
+        frame["fold_group"] = [pseudonym(g, salt) for g in frame["fold_group"]]
+    else:
+        frame["patient_id"] = frame["patient_raw"]
+    manifest = _ordered(frame.drop(columns=["patient_raw", "patient_hint"], errors="ignore"))
+    manifest.attrs = {}
+    atomic_write_parquet(run.manifest, manifest)
+    save_config(config, run.config)
+    return ScanResult(manifest=manifest, layout=discovery.layout, notes=notes, fold_error=fold_error)
+
+
+_FIRST_COLUMNS = [
+    "image_id", "path", "label", "raw_label", "patient_id", "source", "fold", "included",
+    "qc_status", "qc_reason", "qc_contrast", "width", "height", "bits", "format",
+    "lb_x0", "lb_y0", "lb_width", "lb_height", "sha256", "phash", "dup_group", "exact_duplicates",
+    "fold_group", "row",
+]
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    first = [c for c in _FIRST_COLUMNS if c in frame]
+    rest = [c for c in frame.columns if c not in first]
+    out = frame[first + rest].reset_index(drop=True)
+    for column in ("width", "height", "bits", "lb_x0", "lb_y0", "lb_width", "lb_height"):
+        if column in out:
+            out[column] = out[column].astype("Int64")
+    return out

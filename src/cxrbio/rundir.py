@@ -1,0 +1,102 @@
+"""The run directory: the only channel between stages (see docs/architecture.md).
+
+Paths are defined here once, and every write goes through an atomic helper (temp file in
+the same folder, then ``os.replace``), so an interrupted stage or a full disk never leaves
+a half-written file that a later stage would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST = "manifest.parquet"
+CONFIG = "config.yaml"
+SALT = ".pseudonym-salt"
+
+
+class RunDir:
+    """Paths of one run directory; creating the object touches nothing on disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def salt(self) -> Path:
+        """Secret salt for patient pseudonyms: never copy it into anything you share."""
+        return self.root / SALT
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def train_fold(self, strategy: str, fold: int) -> Path:
+        return self.root / "train" / strategy / f"fold-{fold}"
+
+    def metrics(self, strategy: str) -> Path:
+        return self.root / "metrics" / f"{strategy}.json"
+
+    def embeddings(self, strategy: str, fold: int) -> Path:
+        return self.root / "embeddings" / strategy / f"fold-{fold}.parquet"
+
+    def mask(self, image_id: str) -> Path:
+        return self.root / "masks" / f"{image_id}.png"
+
+    @property
+    def radiomics(self) -> Path:
+        return self.root / "radiomics" / "features.parquet"
+
+    def analysis(self, strategy: str) -> Path:
+        return self.root / "analysis" / strategy
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def read_manifest(self) -> pd.DataFrame:
+        from cxrbio.errors import DataError
+
+        if not self.manifest.is_file():
+            raise DataError(
+                f"{self.root} has no {MANIFEST}.",
+                fix=f"run 'cxrbio data scan DATA --out {self.root}' first.",
+            )
+        return pd.read_parquet(self.manifest)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
