@@ -42,9 +42,9 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except CxrbioError as error:
-            err_console.print(f"[bold red]error:[/] {error.message}")
+            err_console.print(f"[bold red]error:[/] {error.message}", soft_wrap=True)
             if error.fix:
-                err_console.print(f"[bold]fix:[/] {error.fix}")
+                err_console.print(f"[bold]fix:[/] {error.fix}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: files already written are complete and kept.")
@@ -163,7 +163,7 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
     dup_lines = ", ".join(f"{name}: {value}" for name, value in summary.duplicates.items())
     console.print(f"Duplicates -- {dup_lines}")
     for note in [*result.notes, *summary.confounding]:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if summary.folds is not None:
         console.print(frame_table(summary.folds, f"Images per fold ({cfg.folds.k} folds, patient-grouped)", "fold"))
     console.print(f"Manifest: {out / 'manifest.parquet'}")

@@ -169,12 +169,22 @@ def _discover_folders(root: Path, config: DataConfig) -> Discovery:
     return Discovery("folders", root, frame, notes)
 
 
+#: Columns read as text whatever they hold (ids such as 00012 keep their zeros).
+_TEXT_COLUMNS = ("path", "label", "patient_id", "source", "Image Index", "Finding Labels", "Patient ID",
+                 "patientid", "finding", "view", "modality", "folder", "filename")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV: identifier columns as text ('' when empty), other columns type-inferred."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+        frame = pd.read_csv(path, dtype={c: str for c in header if c in _TEXT_COLUMNS})
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"{path} cannot be parsed as CSV ({error}).", fix="save it as UTF-8 comma-separated text.") from None
-    frame.columns = [c.strip() for c in frame.columns]
+    frame.columns = header
+    for column in header:
+        if column in _TEXT_COLUMNS:
+            frame[column] = frame[column].fillna("")
     return frame
 
 

@@ -82,6 +82,7 @@ def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed):
 def transforms_for(angles, shift_x, shift_y, size: int):  # noqa: ANN001 - tf tensors
     import tensorflow as tf
 
+    angles, shift_x, shift_y = (tf.cast(t, tf.float32) for t in (angles, shift_x, shift_y))
     c = (size - 1) / 2.0
     cos, sin = tf.cos(angles), tf.sin(angles)
     a2 = c - cos * (c + shift_x) - sin * (c + shift_y)

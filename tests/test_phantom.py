@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxrbio.config import PAPER_CLASSES
+from cxrbio.data.phantom import FINDINGS, generate_phantom, parse_shortcut
+from cxrbio.errors import DataError
+
+
+def load(path):
+    return np.asarray(Image.open(path))
+
+
+def test_layout_and_ground_truth(phantom_dir):
+    m = pd.read_csv(phantom_dir / "manifest.csv")
+    findings = pd.read_csv(phantom_dir / "findings.csv")
+    assert sorted(m["label"].unique()) == sorted(PAPER_CLASSES)
+    assert (m.groupby("label").size() == 8).all()
+    assert (m.groupby("patient_id").size() > 1).any()  # several images per patient
+    assert m.groupby("patient_id")["label"].nunique().max() == 1
+    params = json.loads((phantom_dir / "phantom.json").read_text())
+    assert params["seed"] == 3 and params["size"] == 64
+    for row in m.itertuples():
+        image, lungs = load(phantom_dir / row.path), load(phantom_dir / row.lung_mask) > 0
+        assert image.shape == lungs.shape and image.shape[0] == 64
+        assert 0.1 < lungs.mean() < 0.6
+        names = set(findings.loc[findings["path"] == row.path, "finding"])
+        assert names == set(FINDINGS[row.label]), row.path
+    for row in findings.itertuples():
+        mask = load(phantom_dir / row.mask) > 0
+        assert mask.sum() == row.area_px
+
+
+def test_lesions_lie_in_the_lungs(phantom_dir):
+    m = pd.read_csv(phantom_dir / "manifest.csv").set_index("path")
+    findings = pd.read_csv(phantom_dir / "findings.csv")
+    for row in findings[findings["finding"] != "cardiomegaly"].itertuples():
+        lesion = load(phantom_dir / row.mask) > 0
+        lungs = load(phantom_dir / m.loc[row.path, "lung_mask"]) > 0
+        if lesion.sum() >= 5:
+            assert (lesion & lungs).sum() / lesion.sum() > 0.85, (row.path, row.finding)
+
+
+def test_planted_physics(tmp_path):
+    """Opacities are brighter than the same patient's lungs elsewhere; emphysema is darker."""
+    out = tmp_path / "ph"
+    generate_phantom(out, per_class=6, size=128, seed=11)
+    m = pd.read_csv(out / "manifest.csv")
+    findings = pd.read_csv(out / "findings.csv")
+    lung_means = {}
+    for row in m.itertuples():
+        image = load(out / row.path).astype(float)
+        lungs = load(out / row.lung_mask) > 0
+        lung_means.setdefault(row.label, []).append(image[lungs].mean())
+        for f in findings[findings["path"] == row.path].itertuples():
+            if f.finding in {"consolidation", "effusion", "ground_glass"}:
+                lesion = load(out / f.mask) > 0
+                rest = lungs & ~lesion
+                if lesion.sum() > 20 and rest.sum() > 20:
+                    assert image[lesion].mean() > image[rest].mean() + 5, (row.path, f.finding)
+    means = {k: np.mean(v) for k, v in lung_means.items()}
+    assert means["Emphysema"] < means["Normal"] - 5
+    assert means["Effusion"] > means["Normal"]
+
+
+def test_deterministic_per_seed(tmp_path):
+    a = generate_phantom(tmp_path / "a", per_class=2, size=64, seed=5)
+    b = generate_phantom(tmp_path / "b", per_class=2, size=64, seed=5)
+    c = generate_phantom(tmp_path / "c", per_class=2, size=64, seed=6)
+    pd.testing.assert_frame_equal(a, b)
+    for path in a["path"]:
+        assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
+    assert any((tmp_path / "a" / p).read_bytes() != (tmp_path / "c" / p).read_bytes() for p in c["path"] if (tmp_path / "a" / p).exists())
+
+
+def test_shortcut_marker_outside_lungs(tmp_path):
+    m = generate_phantom(tmp_path / "s", per_class=10, size=96, seed=2, shortcut=("Pneumonia", 0.5))
+    marked = m[m["shortcut"]]
+    assert set(marked["label"]) == {"Pneumonia"}
+    assert 2 <= len(marked) <= 9  # about half, drawn at random
+    for row in marked.itertuples():
+        image = load(tmp_path / "s" / row.path)
+        lungs = load(tmp_path / "s" / row.lung_mask) > 0
+        box = (slice(row.shortcut_y0, row.shortcut_y1), slice(row.shortcut_x0, row.shortcut_x1))
+        assert not lungs[box].any()
+        assert (image[box] >= 240).mean() > 0.3  # the bright marker is there
+    assert (m.loc[~m["shortcut"], "shortcut_x0"] == -1).all()
+
+
+@pytest.mark.parametrize("text", ["Pneumonia", "Nope:0.5", "Pneumonia:1.5", "Pneumonia:x"])
+def test_bad_shortcut_argument(text):
+    with pytest.raises(DataError, match="CLASS:FRACTION"):
+        parse_shortcut(text)
+
+
+def test_shortcut_argument_is_case_insensitive():
+    assert parse_shortcut("covid-19:0.8") == ("COVID-19", 0.8)
