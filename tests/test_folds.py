@@ -53,9 +53,19 @@ def test_too_few_groups():
 
 
 def test_near_duplicate_groups_by_hamming_distance():
-    hashes = ["0000000000000000", "0000000000000003", "ffffffffffffffff", "00000000000000ff"]
+    zero = "0" * 64
+    hashes = [zero, zero[:-1] + "3", "f" * 64, zero[:-2] + "ff", "1" + zero[1:]]
     groups = near_duplicate_groups(hashes, max_distance=2)
-    assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
+    assert groups[0] == groups[1] == groups[4]  # bits in the first and the last word both count
+    assert len({groups[0], groups[2], groups[3]}) == 3
+    # Chains join: a~b and b~c put a, b and c in one group even if a and c are far apart.
+    chain = near_duplicate_groups([zero, zero[:-1] + "3", zero[:-1] + "f"], max_distance=2)
+    assert len(set(chain)) == 1
+    # Blocked computation gives the same groups as one block.
+    rng = np.random.default_rng(0)
+    many = ["".join(rng.choice(list("0123456789abcdef"), 64)) for _ in range(50)] + [zero] * 3
+    np.testing.assert_array_equal(near_duplicate_groups(many, 8, max_block_elements=40),
+                                  near_duplicate_groups(many, 8))
 
 
 def test_near_duplicates_of_different_patients_share_a_fold(tmp_path):

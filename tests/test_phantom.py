@@ -98,3 +98,13 @@ def test_bad_shortcut_argument(text):
 
 def test_shortcut_argument_is_case_insensitive():
     assert parse_shortcut("covid-19:0.8") == ("COVID-19", 0.8)
+
+
+def test_distinct_phantom_patients_are_not_near_duplicates(phantom_dir):
+    """Regression: with a 64-bit pHash, phantom patients chained into one group and one fold."""
+    from cxrbio.data.scan import scan
+    from tests.conftest import make_config
+
+    m = scan(phantom_dir, make_config(), phantom_dir.parent / "run-dups").manifest
+    per_group = m.groupby("dup_group")["patient_id"].nunique()
+    assert per_group.max() == 1

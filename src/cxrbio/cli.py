@@ -31,7 +31,6 @@ app.add_typer(data_app, name="data")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def user_errors(command: F) -> F:
@@ -173,14 +172,14 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory of the demo.")] = Path("runs/demo"),
-    config: Annotated[Path, typer.Option("--config", help="Demo config.")] = DEFAULT_DEMO_CONFIG,
+    config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
     per_class: Annotated[int | None, typer.Option("--per-class", help="Phantom images per class (default from config).")] = None,
 ) -> None:
     """Run the pipeline on the built-in phantom data: generate, scan (later stages follow as they land)."""
-    from cxrbio.config import load_config
+    from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom
 
-    cfg = load_config(config)
+    cfg = load_config(config or bundled_config("demo.yaml"))
     phantom_dir = out / "phantom"
     n = per_class or 40
     timings: dict[str, float] = {}

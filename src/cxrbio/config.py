@@ -48,6 +48,12 @@ MAX_FINETUNE_BLOCKS = 17
 STRATEGY_PATTERN = re.compile(r"^(scratch|offshelf|finetune-(\d+))$")
 
 
+def bundled_config(name: str) -> Path:
+    """A config shipped with cxrbio (paper.yaml, demo.yaml): the repository's, else the installed copy."""
+    repository = Path(__file__).resolve().parents[2] / "configs" / name
+    return repository if repository.is_file() else Path(__file__).resolve().parent / "configs" / name
+
+
 def normalise_label_key(text: str) -> str:
     """Key for matching labels: case, spaces and punctuation do not matter."""
     return re.sub(r"[^0-9a-z]", "", text.lower())
@@ -78,7 +84,7 @@ class DuplicateConfig(StrictModel):
     """Exact (sha256) and near (perceptual hash) duplicate detection."""
 
     near_duplicate_max_distance: int = Field(
-        6, ge=0, le=64, description="Largest Hamming distance of 64-bit pHashes called a near-duplicate."
+        12, ge=0, le=256, description="Largest Hamming distance of 256-bit pHashes called a near-duplicate."
     )
 
 

@@ -139,6 +139,13 @@ def _duplicates(frame: pd.DataFrame, max_distance: int, notes: list[str]) -> Non
     frame.loc[readable, "dup_group"] = groups
     sizes = frame.loc[readable].groupby("sha256")["sha256"].transform("size") - 1
     frame.loc[readable, "exact_duplicates"] = sizes.astype(int)
+    patients_per_group = frame.loc[readable].groupby("dup_group")["patient_raw"].nunique()
+    if len(patients_per_group) and patients_per_group.max() > 5:
+        notes.append(
+            f"one near-duplicate group joins {int(patients_per_group.max())} patients, and all of them must share a "
+            "fold; if they are not copies of one radiograph, lower data.duplicates.near_duplicate_max_distance "
+            f"(now {max_distance})"
+        )
 
 
 def _fold_groups(frame: pd.DataFrame) -> pd.Series:
