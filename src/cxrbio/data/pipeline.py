@@ -127,7 +127,7 @@ def make_dataset(
         dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
 
-    if isinstance(images, np.memmap) or not images.flags.owndata and isinstance(images.base, np.memmap):
+    if isinstance(images, np.memmap):  # disk cache: read each batch's rows from the file
         def gather(idx, y):  # noqa: ANN001
             batch = tf.numpy_function(lambda i: np.asarray(images[np.asarray(i)]), [idx], tf.uint8)
             return tf.ensure_shape(batch, [None, size, size]), y

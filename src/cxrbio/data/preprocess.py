@@ -21,13 +21,13 @@ class LetterboxGeometry:
     y0: int
     width: int
     height: int
+    source_width: int = 0
+    source_height: int = 0
 
     @property
     def scale(self) -> float:
+        """Letterbox pixels per source pixel."""
         return self.width / self.source_width if self.source_width else 1.0
-
-    source_width: int = 0
-    source_height: int = 0
 
     def content_mask(self) -> np.ndarray:
         """True where the image is, False on the black padding."""

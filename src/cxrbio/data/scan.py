@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -81,12 +81,10 @@ def map_images(function: Callable[[tuple[str, int]], Any], paths: list[str], siz
     jobs = [(p, size) for p in paths]
     workers = workers or os.cpu_count() or 1
     results: list[Any] = []
-    iterator: Iterable[Any]
     if workers > 1 and len(jobs) >= PARALLEL_THRESHOLD:
         # spawn, not fork: the parent may hold TensorFlow threads, which fork can deadlock.
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            iterator = pool.map(function, jobs, chunksize=16)
-            for result in iterator:
+            for result in pool.map(function, jobs, chunksize=16):
                 results.append(result)
                 if progress:
                     progress(len(results), len(jobs))
@@ -157,7 +155,9 @@ def _fold_groups(frame: pd.DataFrame) -> pd.Series:
     patients = frame["patient_raw"].to_numpy()
     codes, uniques = pd.factorize(patients, sort=True)
     links = UnionFind(len(uniques))
-    for _group, members in frame[frame["dup_group"] >= 0].groupby("dup_group"):
+    readable = frame[frame["dup_group"] >= 0]
+    shared = readable[readable.groupby("dup_group")["dup_group"].transform("size") > 1]
+    for _group, members in shared.groupby("dup_group"):
         member_codes = np.unique(codes[frame.index.get_indexer(members.index)])
         for other in member_codes[1:]:
             links.union(int(member_codes[0]), int(other))
