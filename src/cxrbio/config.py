@@ -186,6 +186,9 @@ class ModelConfig(StrictModel):
     dense_units: int = Field(2500, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     weights: str = Field("imagenet", description="'imagenet', a weights file, or run:RUN_DIR/STRATEGY.")
+    finetune_batchnorm: Literal["frozen", "train"] = Field(
+        "frozen", description="BatchNorm inside fine-tuned blocks: inference mode (Keras guide) or trained."
+    )
 
     @field_validator("alpha")
     @classmethod

@@ -1,0 +1,1 @@
+"""MobileNetV2 + the study's head, the three training strategies, and weight sources."""
