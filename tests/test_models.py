@@ -129,3 +129,19 @@ def test_unreachable_imagenet_weights_name_the_remedies():
     with pytest.raises(WeightsUnavailable) as info:
         load_backbone(96, 0.35, "imagenet")
     assert imagenet_file_name(0.35, 96) in info.value.fix and "--skip-unavailable" in info.value.fix
+
+
+def test_backbone_from_an_earlier_run(tmp_path, weights_file):
+    from cxrbio.models.weights import load_backbone
+
+    model = build_model(7, SIZE, config(weights_file), Strategy.parse("finetune-3"), seed=5)
+    target = tmp_path / "earlier" / "train" / "scratch" / "fold-1" / "model.keras"
+    target.parent.mkdir(parents=True)
+    model.save(target)
+    loaded = load_backbone(SIZE, 0.35, f"run:{tmp_path / 'earlier'}/scratch/fold-1")
+    for a, b in zip(backbone_of(model).get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(WeightsUnavailable, match="no trained model"):
+        load_backbone(SIZE, 0.35, f"run:{tmp_path / 'earlier'}/scratch")  # fold 0 does not exist
+    with pytest.raises(WeightsUnavailable, match="does not fit"):
+        load_backbone(SIZE, 0.5, f"run:{tmp_path / 'earlier'}/scratch/fold-1")

@@ -6,7 +6,9 @@ plus a fix, exit status 2; Ctrl-C exits 130 and keeps every finished file.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
 from cxrbio import __version__
 from cxrbio.console import console, err_console, frame_table
@@ -46,8 +50,16 @@ def user_errors(command: F) -> F:
                 err_console.print(f"[bold]fix:[/] {error.fix}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: files already written are complete and kept.")
+            err_console.print("[yellow]interrupted[/]: files already written are complete and kept; "
+                              "run the same command again to resume.")
             raise typer.Exit(130) from None
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            err_console.print(f"[bold red]error:[/] disk full while writing {error.filename or 'a result'}.", soft_wrap=True)
+            err_console.print("[bold]fix:[/] free space, then run the same command again: finished work is kept "
+                              "and the run resumes from its last complete checkpoint.", soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -168,35 +180,185 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
     console.print(f"Manifest: {out / 'manifest.parquet'}")
 
 
+def _csv_list(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command("train")
+@user_errors
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config (default: the study's protocol).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Data folder, CSV or manifest.parquet; scanned unless the run has a manifest.")] = None,
+    strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated, e.g. scratch,offshelf,finetune-3.")] = None,
+    folds: Annotated[str | None, typer.Option("--folds", help="Comma-separated fold numbers to train (default: all).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="inprocess or ray.")] = "inprocess",
+    address: Annotated[str | None, typer.Option("--address", help="Ray: 'auto', 'ray://host:port', or omitted for a local instance.")] = None,
+    gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", help="Ray: GPUs each fold declares.")] = 0.0,
+    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Mark strategies whose pretrained weights are unreachable as skipped.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in a run directory holding results of another config (old results are moved aside).")] = False,
+) -> None:
+    """Train MobileNetV2 with each strategy under cross-validation; write models, predictions and metrics."""
+    from cxrbio.config import load_config
+
+    cfg = load_config(config)
+    run_training(cfg, out, data, _csv_list(strategies), _csv_list(folds), executor, address, gpus_per_task,
+                 skip_unavailable, force)
+
+
+def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] | None, folds: list[str] | None,
+                 executor: str, address: str | None, gpus_per_task: float, skip_unavailable: bool, force: bool) -> dict[str, Any]:
+    from cxrbio import experiment
+    from cxrbio.data.pipeline import build_image_cache
+    from cxrbio.errors import CxrbioError
+    from cxrbio.executors import InProcessExecutor, RayExecutor
+    from cxrbio.rundir import RunDir
+    from cxrbio.train import configure_tensorflow, load_training_data
+
+    run = RunDir(out)
+    names = experiment.resolve_strategies(cfg, strategies)
+    if executor not in ("inprocess", "ray"):
+        raise CxrbioError(f"unknown executor {executor!r}.", fix="use --executor inprocess or --executor ray.")
+    experiment.check_run_config(run, cfg, force)
+    if not run.manifest.is_file():
+        if data is None:
+            raise CxrbioError(f"{run.root} has no manifest and no --data was given.", fix="pass --data DATA (a folder or CSV).")
+        if data.suffix == ".parquet":
+            import shutil
+
+            run.root.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data, run.manifest)
+        else:
+            result = _scan_with_progress(data, cfg, out, None, None, force)
+            if result.fold_error is not None:
+                raise result.fold_error
+    elif data is not None:
+        console.print(f"Using the manifest already in {run.root} (re-scan with 'cxrbio data scan --force' to refresh).")
+    skipped = experiment.check_weights(cfg, names, skip_unavailable)
+    for name, reason in skipped.items():
+        experiment.mark_skipped(run, name, reason)
+        console.print(f"[yellow]skipped[/] {name}: {reason}", soft_wrap=True)
+    active = [n for n in names if n not in skipped]
+    configure_tensorflow(cfg)
+    with progress_bar() as bar:
+        task = bar.add_task("decode + letterbox", total=None)
+        cache_mode = "disk" if executor == "ray" else cfg.data.cache
+        manifest = run.read_manifest()
+        included = manifest[manifest["included"]].reset_index(drop=True)
+        images = build_image_cache(included, cfg.data.image_size, cache_mode, run.cache,
+                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
+    data_for_run = load_training_data(run, cfg, images=images)
+    wanted = {int(f) for f in folds} if folds else {f.fold for f in data_for_run.folds}
+    unknown = wanted - {f.fold for f in data_for_run.folds}
+    if unknown:
+        raise CxrbioError(f"no fold(s) {sorted(unknown)}; this run has folds {[f.fold for f in data_for_run.folds]}.")
+    jobs = [(s, f.fold) for s in active for f in data_for_run.folds
+            if f.fold in wanted and not (run.train_fold(s, f.fold) / "DONE").is_file()]
+    done_before = sum(1 for s in active for f in data_for_run.folds if f.fold in wanted) - len(jobs)
+    if done_before:
+        console.print(f"{done_before} fold(s) already finished: skipped (resuming).")
+    runner = RayExecutor(address, gpus_per_task=gpus_per_task) if executor == "ray" else InProcessExecutor()
+    started = time.perf_counter()
+    with progress_bar() as bar:
+        overall = bar.add_task("folds", total=len(jobs))
+        epochs_task = bar.add_task("epochs", total=cfg.train.epochs, visible=executor == "inprocess")
+
+        def on_epoch(strategy: str, fold: int, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+            bar.update(epochs_task, completed=epoch + 1, total=epochs, description=(
+                f"{strategy} fold {fold} epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} "
+                f"acc {logs.get('accuracy', 0):.3f} val_acc {logs.get('val_accuracy', 0):.3f} "
+                f"({logs.get('images_per_second', 0):.0f} img/s)"))
+
+        def on_fold_done(strategy: str, fold: int, status: str) -> None:
+            bar.advance(overall)
+            console.print(f"{strategy} fold {fold}: {status}")
+
+        runner.run(jobs, str(run.root), cfg, data_for_run, on_epoch, on_fold_done)
+    results = {}
+    for name in active:
+        if experiment.strategy_complete(run, name, data_for_run):
+            results[name] = experiment.write_strategy_metrics(run, cfg, name, data_for_run)
+    if len(results) > 1:
+        experiment.write_comparison(run, data_for_run, active)
+    print_metrics_table(results, cfg, time.perf_counter() - started)
+    return results
+
+
+def print_metrics_table(results: dict[str, Any], cfg: Any, seconds: float) -> None:
+    import pandas as pd
+
+    if not results:
+        console.print("No strategy has all its folds finished yet.")
+        return
+    rows = {}
+    for name, m in results.items():
+        ci = m["ci95"]
+        binary = m["pooled"].get("binary", {})
+
+        def fmt(value: float, interval: list[float]) -> str:
+            return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+        rows[name] = {
+            "7-class acc %": fmt(m["pooled"]["accuracy"], ci["accuracy"]),
+            "2-class acc %": fmt(binary.get("accuracy", float("nan")), ci["binary_accuracy"]),
+            "sensitivity %": fmt(binary.get("sensitivity", float("nan")), ci["sensitivity"]),
+            "specificity %": fmt(binary.get("specificity", float("nan")), ci["specificity"]),
+            "fold mean ± SD %": f"{100 * m['fold_mean']['accuracy']:.1f} ± {100 * m['fold_sd']['accuracy']:.1f}",
+        }
+    title = f"Pooled out-of-fold metrics, 95% CI by patient bootstrap ({cfg.data.positive_class} vs rest) -- {seconds:.0f} s"
+    console.print(frame_table(pd.DataFrame(rows).T, title, "strategy"))
+
+
 @app.command("demo")
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory of the demo.")] = Path("runs/demo"),
     config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
-    per_class: Annotated[int | None, typer.Option("--per-class", help="Phantom images per class (default from config).")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
 ) -> None:
-    """Run the pipeline on the built-in phantom data: generate, scan (later stages follow as they land)."""
+    """The pipeline on the built-in phantom data: generate, scan, train (later stages follow as they land)."""
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom
 
     cfg = load_config(config or bundled_config("demo.yaml"))
     phantom_dir = out / "phantom"
-    n = per_class or 40
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("phantom", total=n * len(cfg.data.classes))
-        generate_phantom(phantom_dir, per_class=n, size=max(cfg.data.image_size, 96), seed=cfg.folds.seed,
-                         progress=lambda done, total: bar.update(task, completed=done))
+    size = max(cfg.data.image_size, 64)
+    if not _same_phantom(phantom_dir, per_class, size, cfg.folds.seed):
+        with progress_bar() as bar:
+            task = bar.add_task("phantom", total=per_class * len(cfg.data.classes))
+            generate_phantom(phantom_dir, per_class=per_class, size=size, seed=cfg.folds.seed,
+                             progress=lambda done, total: bar.update(task, completed=done))
+        (out / "manifest.parquet").unlink(missing_ok=True)  # new images: scan again
     timings["phantom"] = time.perf_counter() - started
     started = time.perf_counter()
-    result = _scan_with_progress(phantom_dir, cfg, out, None, None, True)
+    if not (out / "manifest.parquet").is_file():
+        result = _scan_with_progress(phantom_dir, cfg, out, None, None, True)
+        if result.fold_error is not None:
+            raise result.fold_error
     timings["scan"] = time.perf_counter() - started
-    if result.fold_error is not None:
-        raise result.fold_error
+    started = time.perf_counter()
+    run_training(cfg, out, None, None, None, "inprocess", None, 0.0, skip_unavailable=True, force=True)
+    timings["train"] = time.perf_counter() - started
     console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    console.print("Training, embeddings, radiomics, analysis and the report are not implemented yet; "
+    console.print(f"Paper tables: uv run python analyses/paper_tables.py {out}")
+    console.print("Embeddings, radiomics, analysis and the report are not implemented yet; "
                   "the demo runs every stage that exists.")
+
+
+def _same_phantom(folder: Path, per_class: int, size: int, seed: int) -> bool:
+    """Whether ``folder`` already holds the phantom these parameters would generate (it is deterministic)."""
+    import json
+
+    from cxrbio.data.phantom import PHANTOM_VERSION
+
+    try:
+        params = json.loads((folder / "phantom.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (params.get("version"), params.get("per_class"), params.get("size"), params.get("seed"),
+            params.get("shortcut")) == (PHANTOM_VERSION, per_class, size, seed, None)
 
 
 def run() -> None:

@@ -169,8 +169,9 @@ class DataConfig(StrictModel):
 class FoldsConfig(StrictModel):
     k: int = Field(10, ge=2, le=100, description="Number of cross-validation folds (the study: 10).")
     seed: int = 42
-    scheme: Literal["stratified-group"] = Field(
-        "stratified-group", description="Label-stratified, patient-grouped k-fold."
+    scheme: Literal["stratified-group", "leave-one-source-out"] = Field(
+        "stratified-group",
+        description="Label-stratified, patient-grouped k-fold; or one test fold per source (DeGrave et al. 2021).",
     )
 
 
@@ -186,6 +187,12 @@ class ModelConfig(StrictModel):
     dense_units: int = Field(2500, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     weights: str = Field("imagenet", description="'imagenet', a weights file, or run:RUN_DIR/STRATEGY.")
+    batchnorm_momentum: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Momentum of every BatchNorm moving average (backbone and head); null keeps Keras's "
+        "defaults (0.999 backbone, 0.99 head), whose statistics need ~100-1,000 steps to settle -- too slow "
+        "for small data sets, where inference-mode predictions then collapse to one class.",
+    )
     finetune_batchnorm: Literal["frozen", "train"] = Field(
         "frozen", description="BatchNorm inside fine-tuned blocks: inference mode (Keras guide) or trained."
     )
@@ -205,12 +212,22 @@ class TrainConfig(StrictModel):
     )
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: decay the rate to zero over all epochs' steps (steadier late epochs)."
+    )
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(50, ge=1)
     early_stopping_patience: int = Field(10, ge=0, description="0 disables early stopping.")
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     class_weights: bool = False
     seed: int = 42
+    deterministic: bool = Field(True, description="TensorFlow op determinism: same seed, same numbers (a little slower).")
+    mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="auto: float16 compute on a GPU only.")
+    augment_frozen: bool = Field(
+        True,
+        description="false: compute the frozen part's output once per image (no augmentation) and train only "
+        "the rest (offshelf: the head; finetune-N: the top N blocks and the head); see benchmarks/frozen_cache.py.",
+    )
 
     @field_validator("strategies")
     @classmethod

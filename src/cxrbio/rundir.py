@@ -48,6 +48,10 @@ class RunDir:
     def metrics(self, strategy: str) -> Path:
         return self.root / "metrics" / f"{strategy}.json"
 
+    @property
+    def comparison(self) -> Path:
+        return self.root / "metrics" / "comparison.json"
+
     def embeddings(self, strategy: str, fold: int) -> Path:
         return self.root / "embeddings" / strategy / f"fold-{fold}.parquet"
 
@@ -79,7 +83,8 @@ class RunDir:
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temp name ends like the target (".keras", ".weights.h5"): some writers insist on it.
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -7,6 +7,9 @@ does the balancing.
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -42,3 +45,59 @@ def assign_folds(labels: pd.Series, groups: pd.Series, k: int, seed: int) -> np.
     for fold, (_train, test) in enumerate(splitter.split(np.zeros(len(y)), y, g)):
         folds[order[test]] = fold
     return folds
+
+
+@dataclass(frozen=True)
+class TestFold:
+    """One outer fold: its number, a name for tables, and which included rows it tests."""
+
+    fold: int
+    name: str
+    test: np.ndarray  # boolean mask over the included rows
+
+
+def outer_folds(included: pd.DataFrame, scheme: str) -> list[TestFold]:
+    """The outer cross-validation folds of a manifest's included rows."""
+    if scheme == "leave-one-source-out":
+        sources = sorted(included["source"].astype(str).unique())
+        if len(sources) < 2:
+            raise DataError(
+                f"leave-one-source-out needs at least two sources; the data has one ({sources[0]}).",
+                fix="add a 'source' column to the CSV, or use folds.scheme: stratified-group.",
+            )
+        spanning = included.groupby("fold_group")["source"].nunique()
+        if (spanning > 1).any():
+            raise DataError(
+                f"{int((spanning > 1).sum())} patients (or near-duplicate groups) appear in more than one source, "
+                "so a held-out source would leak into training.",
+                fix="correct the source or patient ids, or use folds.scheme: stratified-group.",
+            )
+        values = included["source"].astype(str).to_numpy()
+        return [TestFold(i, source, values == source) for i, source in enumerate(sources)]
+    folds = included["fold"].to_numpy()
+    if (folds < 0).any():
+        raise DataError(
+            "the manifest has no folds (a class had too few patients when it was scanned).",
+            fix="re-scan with fewer folds: cxrbio data scan DATA --out RUN_DIR --folds K.",
+        )
+    return [TestFold(int(k), f"fold {int(k)}", folds == k) for k in sorted(np.unique(folds))]
+
+
+def inner_validation_split(labels: pd.Series, groups: pd.Series, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows -> (fit, validation) positions; patient-grouped, label-stratified, seeded.
+
+    Early stopping looks only at this validation part of the training folds, never at the test fold.
+    With very few patients per class the split count is lowered to what the data allows, so the
+    validation share grows (at most half).
+    """
+    most_groups = int(pd.DataFrame({"l": labels.to_numpy(), "g": groups.to_numpy()}).groupby("l")["g"].nunique().max())
+    if most_groups < 2:
+        raise DataError("too few training patients to carve a validation split (one per class).",
+                        fix="add patients, or use fewer folds.")
+    n_splits = max(2, min(round(1 / fraction), most_groups))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    order = np.lexsort((labels.to_numpy().astype(str), groups.to_numpy().astype(str)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # small classes: fewer members than splits
+        fit, val = next(splitter.split(np.zeros(len(order)), labels.to_numpy()[order], groups.to_numpy()[order]))
+    return np.sort(order[fit]), np.sort(order[val])

@@ -47,7 +47,7 @@ from cxrbio.config import PAPER_CLASSES
 from cxrbio.errors import DataError
 from cxrbio.rundir import atomic_write_text
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 FINDINGS: dict[str, tuple[str, ...]] = {
     "COVID-19": ("ground_glass",),
     "Edema": ("perihilar_haze", "kerley_lines", "cardiomegaly"),
@@ -240,17 +240,17 @@ def _finding_ground_glass(c, a, rng, right, left, severity):
         for _ in range(int(rng.integers(2, 4))):
             bx = cx_lateral + rng.normal(0, 0.02)
             by = rng.uniform(a.diaphragm - 0.22, a.diaphragm - 0.08)
-            sx, sy = rng.uniform(0.05, 0.08), rng.uniform(0.06, 0.1)
+            sx, sy = rng.uniform(0.06, 0.09), rng.uniform(0.07, 0.11)
             haze = np.maximum(haze, np.exp(-(((c.x - bx) / sx) ** 2 + ((c.y - by) / sy) ** 2)) * lung)
     texture = 0.75 + 0.25 * _smooth_noise(rng, (c.h, c.w), 2.5)
-    density = 0.26 * severity * ndimage.gaussian_filter(haze, 1.0) * texture
+    density = 0.36 * severity * ndimage.gaussian_filter(haze, 1.0) * texture
     return density, {"ground_glass": haze > 0.35}
 
 
 def _finding_consolidation(c, a, rng, right, left, severity):
     lung = right if a.side == 0 else left
     sign = -1 if a.side == 0 else 1
-    lower = rng.random() < 0.7
+    lower = rng.random() < 0.5  # upper/middle-lobe consolidation half the time, as in real pneumonia
     cx = 0.5 + sign * a.lung_center_offset
     fissure = a.lung_top + 0.30 + 0.25 * sign * (c.x - cx) * (1 if lower else -1) + rng.normal(0, 0.02)
     region = lung & ((c.y > fissure) if lower else (c.y < fissure - 0.05))
@@ -322,7 +322,9 @@ def _finding_emphysema(c, a, rng, right, left, severity):
 def _finding_reticulation(c, a, rng, right, left, severity):
     lungs = right | left
     noise = rng.standard_normal((c.h, c.w))
-    band = ndimage.gaussian_filter(noise, 0.8) - ndimage.gaussian_filter(noise, 2.0)
+    # The mesh scales with the image so that it survives downsampling to small training sizes.
+    fine = max(0.8, 0.006 * c.h)
+    band = ndimage.gaussian_filter(noise, fine) - ndimage.gaussian_filter(noise, 2.5 * fine)
     net = np.abs(band) / (np.abs(band).std() + 1e-8)
     lateral_distance = np.minimum(
         np.abs(c.x - (0.5 - a.lung_center_offset - a.lung_half_width)),
@@ -330,7 +332,7 @@ def _finding_reticulation(c, a, rng, right, left, severity):
     )
     envelope = np.exp(-((lateral_distance / 0.09) ** 2)) * np.clip((c.y - a.lung_top) / (a.diaphragm - a.lung_top), 0.2, 1.0)
     envelope *= lungs
-    density = 0.16 * severity * net * envelope
+    density = 0.26 * severity * net * envelope
     return density, {"reticulation": envelope > 0.35}
 
 
@@ -349,7 +351,7 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
     width = max(16, round(height * anatomy.width_ratio))
     c = _Canvas(height, width)
     density, right, left, heart = _render_density(c, anatomy, rng)
-    severity = float(rng.uniform(0.55, 1.0)) if label != "Normal" else 0.0
+    severity = float(rng.uniform(0.7, 1.0)) if label != "Normal" else 0.0
     lesion_rng = np.random.default_rng([anatomy.lesion_seed, int(rng.integers(0, 3))])
     lesions: dict[str, np.ndarray] = {}
     if label == "COVID-19":

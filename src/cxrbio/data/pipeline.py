@@ -127,7 +127,12 @@ def make_dataset(
         dataset = dataset.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
 
-    if isinstance(images, np.memmap):  # disk cache: read each batch's rows from the file
+    if isinstance(images, tf.Tensor):  # a table built once by the caller, reused every epoch
+        table = images
+
+        def gather(idx, y):  # noqa: ANN001
+            return tf.gather(table, idx), y
+    elif isinstance(images, np.memmap):  # disk cache: read each batch's rows from the file
         def gather(idx, y):  # noqa: ANN001
             batch = tf.numpy_function(lambda i: np.asarray(images[np.asarray(i)]), [idx], tf.uint8)
             return tf.ensure_shape(batch, [None, size, size]), y

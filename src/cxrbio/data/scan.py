@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -83,12 +84,16 @@ def map_images(function: Callable[[tuple[str, int]], Any], paths: list[str], siz
     results: list[Any] = []
     if workers > 1 and len(jobs) >= PARALLEL_THRESHOLD:
         # spawn, not fork: the parent may hold TensorFlow threads, which fork can deadlock.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            for result in pool.map(function, jobs, chunksize=16):
-                results.append(result)
-                if progress:
-                    progress(len(results), len(jobs))
-        return results
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                for result in pool.map(function, jobs, chunksize=16):
+                    results.append(result)
+                    if progress:
+                        progress(len(results), len(jobs))
+            return results
+        except BrokenProcessPool:
+            # Workers could not start (e.g. a __main__ that cannot be re-imported): do it here.
+            results = []
     for job in jobs:
         results.append(function(job))
         if progress:

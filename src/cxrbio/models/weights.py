@@ -2,15 +2,17 @@
 
 * ``imagenet``  -- Keras's own download and cache (~/.keras/models); needs the internet once;
 * a file path   -- a Keras weights file of a MobileNetV2 backbone of the same alpha
-  (``.weights.h5`` from ``model.save_weights`` or Keras's ``*_no_top.h5``).
+  (``.weights.h5`` from ``model.save_weights`` or Keras's ``*_no_top.h5``);
+* ``run:RUN_DIR/STRATEGY[/fold-K]`` -- the backbone of a model trained by an earlier cxrbio run
+  (fold 0 unless named), e.g. one trained from scratch on a large chest X-ray collection.
 
-Transferring the backbone of an earlier cxrbio run (``run:RUN_DIR/STRATEGY``) comes with
-``cxrbio train``. Unavailable weights raise :class:`WeightsUnavailable`, naming the remedies.
+Unavailable weights raise :class:`WeightsUnavailable`, naming the remedies.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cxrbio.errors import CxrbioError
 
@@ -46,6 +48,8 @@ def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: 
                      "~/.keras/models/ and copy it here; or set model.weights to a weights file; or pass "
                      "--skip-unavailable to mark pretrained strategies as skipped."),
             ) from None
+    if weights.startswith("run:"):
+        return _backbone_from_run(weights, make)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsUnavailable(
@@ -59,5 +63,34 @@ def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: 
         raise WeightsUnavailable(
             f"weights file {path} does not fit MobileNetV2 with alpha {alpha} ({type(error).__name__}: {error}).",
             fix="use weights saved from a MobileNetV2 backbone of the same alpha (include_top=False).",
+        ) from None
+    return backbone
+
+
+def _backbone_from_run(source: str, make) -> Any:  # noqa: ANN001
+    """Copy the backbone weights of an earlier run's trained model into a fresh backbone."""
+    import keras
+
+    spec = source[len("run:"):].rstrip("/")
+    parts = Path(spec)
+    fold = 0
+    if parts.name.startswith("fold-") and parts.name[5:].isdigit():
+        fold, parts = int(parts.name[5:]), parts.parent
+    run_dir, strategy = parts.parent, parts.name
+    model_path = run_dir / "train" / strategy / f"fold-{fold}" / "model.keras"
+    if not model_path.is_file():
+        raise WeightsUnavailable(
+            f"{source}: no trained model at {model_path}.",
+            fix="name a finished run and strategy as run:RUN_DIR/STRATEGY (optionally /fold-K); "
+            "train it first with cxrbio train.",
+        )
+    trained = keras.models.load_model(model_path).get_layer("mobilenetv2")
+    backbone = make(None)
+    try:
+        backbone.set_weights(trained.get_weights())
+    except ValueError as error:
+        raise WeightsUnavailable(
+            f"{source}: its backbone does not fit this one ({error}).",
+            fix="use the same model.alpha as the run the weights come from.",
         ) from None
     return backbone

@@ -1,0 +1,146 @@
+"""Print the study's Tables 1-7 from a run directory, beside the published numbers.
+
+    uv run python analyses/paper_tables.py RUN_DIR
+
+Reads metrics/<strategy>.json (written by ``cxrbio train``). Our numbers are pooled out-of-fold
+predictions over the run's folds; the paper's are from its 10-fold cross-validation on 3,905
+images. Confusion matrices are shown as the paper prints them: rows predicted, columns actual.
+Table 2's published matrix is garbled in the text we have, so only ours is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+PUBLISHED_METRICS = {  # strategy: (2-class acc, 7-class acc, sensitivity, specificity) in %, None = not reported
+    "offshelf": (88.81, 51.98, 4.62, None),
+    "finetune-1": (86.44, 50.24, 11.22, None),
+    "finetune-3": (88.02, 56.91, 57.26, None),
+    "finetune-5": (87.66, 52.67, 58.08, None),
+    "finetune-7": (90.37, 43.43, 63.52, 93.91),
+    "finetune-9": (91.28, 66.31, 71.84, 94.55),
+    "finetune-11": (92.33, 75.67, 82.96, 93.96),
+    "scratch": (99.18, 87.66, 97.36, 99.42),
+}
+PUBLISHED_TABLE_6 = [  # rows predicted, columns actual: COVID-19, Edema, Effusion, Emphysema, Fibrosis, Pneumonia, Normal
+    [443, 1, 4, 4, 7, 3, 1],
+    [1, 232, 36, 34, 11, 0, 0],
+    [2, 31, 161, 58, 37, 0, 0],
+    [3, 12, 54, 156, 40, 0, 0],
+    [3, 17, 56, 63, 184, 0, 0],
+    [1, 0, 0, 0, 1, 907, 0],
+    [2, 0, 0, 0, 0, 0, 1340],
+]
+PUBLISHED_BINARY = {"offshelf": (21, 3, 434, 3447), "scratch": (443, 20, 12, 3430)}  # TP, FP, FN, TN
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def _published(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def load_metrics(run_dir: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted((run_dir / "metrics").glob("*.json")):
+        if path.name == "comparison.json":
+            continue
+        found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def metrics_table(title: str, strategies: list[str], metrics: dict[str, dict]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("strategy", style="bold")
+    for column in ("2-class acc %", "7-class acc %", "sensitivity %", "specificity %"):
+        table.add_column(f"{column} (ours)", justify="right")
+        table.add_column("(paper)", justify="right", style="dim")
+    for name in strategies:
+        m = metrics.get(name)
+        published = PUBLISHED_METRICS.get(name, (None,) * 4)
+        if m is None or m.get("status") != "done":
+            reason = "not run" if m is None else f"skipped: {m.get('reason', '')[:40]}"
+            table.add_row(name, reason, _published(published[0]), "", _published(published[1]), "",
+                          _published(published[2]), "", _published(published[3]))
+            continue
+        binary = m["pooled"].get("binary", {})
+        ours = (binary.get("accuracy"), m["pooled"]["accuracy"], binary.get("sensitivity"), binary.get("specificity"))
+        cells = []
+        for mine, theirs in zip(ours, published):
+            cells += [_pct(mine), _published(theirs)]
+        table.add_row(name, *cells)
+    return table
+
+
+def confusion_table(title: str, m: dict, published: list[list[int]] | None) -> Table:
+    classes = m["classes"]
+    confusion = m["pooled"]["confusion"]  # rows true, columns predicted
+    table = Table(title=title + " (rows predicted, columns actual; paper in brackets)", title_justify="left")
+    table.add_column("predicted \\ actual", style="bold")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for p, name in enumerate(classes):
+        cells = []
+        for a in range(len(classes)):
+            ours = confusion[a][p]
+            cells.append(f"{ours} [{published[p][a]}]" if published else str(ours))
+        table.add_row(name, *cells)
+    return table
+
+
+def binary_table(title: str, m: dict, published: tuple[int, int, int, int] | None) -> Table:
+    b = m["pooled"]["binary"]
+    positive = m["positive_class"]
+    table = Table(title=title + " (paper in brackets)", title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column(f"actual {positive}", justify="right")
+    table.add_column(f"actual non-{positive}", justify="right")
+    tp, fp, fn, tn = published if published else (None,) * 4
+
+    def cell(ours: int, theirs: int | None) -> str:
+        return f"{ours} [{theirs}]" if theirs is not None else str(ours)
+
+    table.add_row(f"predicted {positive}", cell(b["tp"], tp), cell(b["fp"], fp))
+    table.add_row(f"predicted non-{positive}", cell(b["fn"], fn), cell(b["tn"], tn))
+    return table
+
+
+def print_tables(run_dir: Path, console: Console) -> None:
+    metrics = load_metrics(run_dir)
+    if not metrics:
+        console.print(f"{run_dir} has no metrics/*.json; run 'cxrbio train --out {run_dir}' first.")
+        raise SystemExit(2)
+    done = {k: v for k, v in metrics.items() if v.get("status") == "done"}
+    console.print(metrics_table("Table 1. Off-the-shelf features", ["offshelf"], metrics))
+    if "offshelf" in done:
+        console.print(confusion_table("Table 2. 7-class confusion, off-the-shelf", done["offshelf"], None))
+        if "binary" in done["offshelf"]["pooled"]:
+            console.print(binary_table("Table 3. 2-class confusion, off-the-shelf", done["offshelf"], PUBLISHED_BINARY["offshelf"]))
+    finetunes = sorted({*metrics, *[k for k in PUBLISHED_METRICS if k.startswith("finetune-")]} - {"offshelf", "scratch"},
+                       key=lambda s: int(s.split("-")[1]) if s.startswith("finetune-") else 99)
+    console.print(metrics_table("Table 4. Fine-tuning the top N blocks", finetunes, metrics))
+    console.print(metrics_table("Table 5. Training from scratch", ["scratch"], metrics))
+    if "scratch" in done:
+        seven = done["scratch"]["classes"] == ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
+        console.print(confusion_table("Table 6. 7-class confusion, from scratch", done["scratch"], PUBLISHED_TABLE_6 if seven else None))
+        if "binary" in done["scratch"]["pooled"]:
+            console.print(binary_table("Table 7. 2-class confusion, from scratch", done["scratch"], PUBLISHED_BINARY["scratch"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__)
+        raise SystemExit(2)
+    print_tables(Path(args[0]), Console(width=200))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Frozen-feature caching for offshelf: speed-up and accuracy difference on the phantom.
+
+Trains `offshelf` under 3-fold CV twice on the same phantom run: with the study's protocol
+(augmentation, the frozen backbone runs every epoch) and with ``train.augment_frozen: false``
+(GAP features computed once, only the head trains, no augmentation). Prints training images/s
+per epoch and pooled 7-class accuracy of each.
+
+    uv run python benchmarks/frozen_cache.py [--weights imagenet|FILE] [--size 64] [--per-class 60] [--epochs 15]
+
+Offline, ImageNet weights cannot be downloaded; the script then says so and uses a randomly
+initialised backbone saved to a file, which still measures the speed-up faithfully (accuracy then
+reflects random features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--alpha", type=float, default=0.35)
+    parser.add_argument("--per-class", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args()
+
+    import pandas as pd
+
+    from cxrbio.config import load_config
+    from cxrbio.data.phantom import generate_phantom
+    from cxrbio.data.scan import scan
+    from cxrbio.models.weights import WeightsUnavailable, load_backbone
+    from cxrbio.rundir import RunDir
+    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data, read_predictions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        weights = args.weights
+        try:
+            load_backbone(args.size, args.alpha, weights)
+        except WeightsUnavailable as error:
+            print(f"note: {error.message}\nnote: using a randomly initialised backbone instead (speed is what this measures)")
+            weights = str(root / "random.weights.h5")
+            load_backbone(args.size, args.alpha, None).save_weights(weights)
+        generate_phantom(root / "phantom", per_class=args.per_class, size=max(args.size, 64), seed=0)
+        results = {}
+        for label, frozen in (("augmented (paper)", True), ("frozen-feature cache", False)):
+            config = load_config(None, {
+                "data.image_size": args.size, "folds.k": 3, "model.alpha": args.alpha, "model.weights": weights,
+                "model.dense_units": 256, "model.batchnorm_momentum": 0.9, "train.epochs": args.epochs,
+                "train.learning_rate": 1e-3, "train.early_stopping_patience": 0, "train.strategies": ["offshelf"],
+                "train.augment_frozen": frozen,
+            })
+            configure_tensorflow(config)
+            run_dir = root / ("run-" + ("aug" if frozen else "cache"))
+            scan(root / "phantom", config, run_dir)
+            run = RunDir(run_dir)
+            data = load_training_data(run, config)
+            started = time.perf_counter()
+            for fold in data.folds:
+                FoldTrainer(run, config, data, "offshelf", fold).train()
+            seconds = time.perf_counter() - started
+            history = pd.concat(pd.read_csv(p) for p in (run_dir / "train" / "offshelf").glob("fold-*/history.csv"))
+            predictions = read_predictions(run, "offshelf")
+            results[label] = (float(history["images_per_second"].iloc[1:].median()), seconds,
+                              float((predictions["true"] == predictions["predicted"]).mean()))
+    print(f"{'offshelf':<22} {'train img/s':>12} {'3 folds, s':>11} {'pooled 7-class acc':>19}")
+    for label, (rate, seconds, accuracy) in results.items():
+        print(f"{label:<22} {rate:>12.0f} {seconds:>11.1f} {accuracy:>19.3f}")
+    (aug_rate, aug_s, aug_acc), (cache_rate, cache_s, cache_acc) = results.values()
+    print(f"speed-up (wall time): {aug_s / cache_s:.1f}x; accuracy difference (cache - augmented): {cache_acc - aug_acc:+.3f}")
+
+
+if __name__ == "__main__":
+    main()

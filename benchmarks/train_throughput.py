@@ -1,0 +1,82 @@
+"""Training throughput of cxrbio against a bare ``model.fit`` on in-memory tensors.
+
+Both train the same model (MobileNetV2 + the study's head, from scratch) with the same batch
+on the same images, in this process. cxrbio's figure is wall time per epoch between the ends
+of consecutive epochs: fitting with on-the-fly augmentation, the validation pass and the
+per-epoch checkpoint -- everything ``cxrbio train`` does per epoch. The baseline is
+``model.fit(x, y)`` on float32 arrays without validation, augmentation or checkpoints.
+
+    uv run python benchmarks/train_throughput.py [--size 200] [--alpha 1.0] [--images 600] [--epochs 4]
+
+Bar (issue 3): cxrbio / bare >= 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--images", type=int, default=600, help="phantom images in all (per class = images / 7)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cxrbio.config import load_config
+    from cxrbio.data.phantom import generate_phantom
+    from cxrbio.data.scan import scan
+    from cxrbio.models.mobilenet import build_model
+    from cxrbio.models.strategies import Strategy
+    from cxrbio.rundir import RunDir
+    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data, make_optimizer, split_fold
+
+    config = load_config(None, {
+        "data.image_size": args.size, "folds.k": 2, "model.alpha": args.alpha, "train.batch_size": args.batch,
+        "train.epochs": args.epochs, "train.early_stopping_patience": 0, "train.strategies": ["scratch"],
+        "train.deterministic": False,
+    })
+    configure_tensorflow(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate_phantom(root / "phantom", per_class=max(2, args.images // 7), size=args.size, seed=0)
+        scan(root / "phantom", config, root / "run")
+        run = RunDir(root / "run")
+        data = load_training_data(run, config)
+        fold = data.folds[0]
+        fit, _val, _test = split_fold(data, fold, config)
+
+        stamps: list[float] = []
+        FoldTrainer(run, config, data, "scratch", fold, on_epoch=lambda *a: stamps.append(time.perf_counter())).train()
+        cxrbio_rate = len(fit) * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+        model = build_model(len(data.classes), args.size, config.model, Strategy.parse("scratch"))
+        model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        x = tf.constant(np.asarray(data.images)[fit][..., None].astype("float32"))
+        y = tf.constant(data.y[fit])
+        model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)  # warm-up, like cxrbio's first epoch
+        started = time.perf_counter()
+        model.fit(x, y, batch_size=args.batch, epochs=args.epochs - 1, verbose=0)
+        bare_rate = len(fit) * (args.epochs - 1) / (time.perf_counter() - started)
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    print(f"device {device}, {args.size} px, alpha {args.alpha}, batch {args.batch}, {len(fit)} training images per epoch")
+    print(f"cxrbio train (augment + validation + checkpoint): {cxrbio_rate:8.1f} img/s")
+    print(f"bare model.fit on in-memory tensors:             {bare_rate:8.1f} img/s")
+    print(f"ratio cxrbio / bare:                              {cxrbio_rate / bare_rate:8.3f}   (bar >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Cross-validated training on tiny images: splits, resume, outputs, metrics, executors, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrbio.config import load_config
+from cxrbio.data.scan import scan
+from cxrbio.rundir import RunDir
+
+keras = pytest.importorskip("keras")
+
+TINY = {
+    "data.image_size": 32, "folds.k": 3, "model.alpha": 0.35, "model.dense_units": 16,
+    "model.batchnorm_momentum": 0.9, "train.epochs": 3, "train.batch_size": 16,
+    "train.early_stopping_patience": 0, "train.strategies": ["scratch"],
+}
+
+
+def tiny_config(**extra):
+    values = dict(TINY)
+    values.update({k.replace("__", "."): v for k, v in extra.items()})
+    return load_config(None, values)
+
+
+@pytest.fixture(scope="module")
+def scanned_run(phantom_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train-run")
+    scan(phantom_dir, tiny_config(), root)
+    return root
+
+
+def copy_manifest(src, dst):
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "manifest.parquet").write_bytes((src / "manifest.parquet").read_bytes())
+    return RunDir(dst)
+
+
+def test_splits_keep_test_fold_out_of_training_and_validation(scanned_run):
+    from cxrbio.train import load_training_data, split_fold
+
+    cfg = tiny_config()
+    data = load_training_data(RunDir(scanned_run), cfg)
+    seen_test = []
+    for fold in data.folds:
+        fit, val, test = split_fold(data, fold, cfg)
+        assert set(fit).isdisjoint(val) and set(fit).isdisjoint(test) and set(val).isdisjoint(test)
+        assert len(fit) + len(val) + len(test) == len(data.manifest)
+        groups = data.manifest["fold_group"].to_numpy()
+        assert set(groups[test]).isdisjoint(groups[fit]) and set(groups[test]).isdisjoint(groups[val])
+        assert set(groups[val]).isdisjoint(groups[fit])  # validation patients are not fitted on either
+        seen_test.extend(test)
+    assert sorted(seen_test) == list(range(len(data.manifest)))  # every image tested exactly once
+
+
+def test_leave_one_source_out_folds(scanned_run):
+    from cxrbio.data.folds import outer_folds
+
+    manifest = pd.read_parquet(scanned_run / "manifest.parquet")
+    included = manifest[manifest["included"]].reset_index(drop=True)
+    included["source"] = np.where(included["label"].isin(["Normal", "COVID-19"]), "site-a", "site-b")
+    folds = outer_folds(included, "leave-one-source-out")
+    assert [f.name for f in folds] == ["site-a", "site-b"]
+    assert folds[0].test.sum() + folds[1].test.sum() == len(included)
+
+
+def test_interrupted_fold_resumes_to_the_same_result(scanned_run, tmp_path):
+    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+
+    cfg = tiny_config()
+    configure_tensorflow(cfg)
+    straight = copy_manifest(scanned_run, tmp_path / "straight")
+    broken = copy_manifest(scanned_run, tmp_path / "broken")
+    data = load_training_data(straight, cfg)
+    fold = data.folds[0]
+    assert FoldTrainer(straight, cfg, data, "scratch", fold).train() == "trained"
+    assert FoldTrainer(broken, cfg, data, "scratch", fold, stop_after_epochs=1).train() == "interrupted"
+    out = broken.train_fold("scratch", 0)
+    assert (out / "state.json").is_file() and not (out / "DONE").exists()
+    assert json.loads((out / "state.json").read_text())["next_epoch"] == 1
+    assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "trained"
+    a = pd.read_parquet(straight.train_fold("scratch", 0) / "predictions.parquet")
+    b = pd.read_parquet(out / "predictions.parquet")
+    np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    assert not list(out.glob("checkpoint-*")) and (out / "model.keras").is_file()
+    assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "done"  # DONE folds are skipped
+
+
+def test_train_command_writes_every_output(scanned_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrbio.cli import app
+
+    run = copy_manifest(scanned_run, tmp_path / "run")
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text("data: {image_size: 32}\nfolds: {k: 3}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
+                           "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, offshelf]}\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--skip-unavailable"])
+    assert result.exit_code == 0, result.output
+    for fold in range(3):
+        out = run.train_fold("scratch", fold)
+        assert {"model.keras", "history.csv", "predictions.parquet", "DONE"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads(run.metrics("scratch").read_text())
+    predictions = pd.concat(pd.read_parquet(run.train_fold("scratch", f) / "predictions.parquet") for f in range(3))
+    assert metrics["pooled"]["n"] == len(predictions) == predictions["image_id"].nunique()
+    assert metrics["pooled"]["accuracy"] == pytest.approx((predictions["true"] == predictions["predicted"]).mean())
+    lo, hi = metrics["ci95"]["accuracy"]
+    assert lo <= metrics["pooled"]["accuracy"] <= hi
+    skipped = json.loads(run.metrics("offshelf").read_text())
+    assert skipped["status"] == "skipped" and (run.root / "train" / "offshelf" / "SKIPPED").is_file()
+    assert "Pooled out-of-fold metrics" in result.output
+    # Without --skip-unavailable the missing weights are an error naming the remedies.
+    again = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root)])
+    assert again.exit_code == 2 and "offshelf" in again.output and "fix:" in again.output
+
+
+def test_run_directory_of_another_config_is_refused(scanned_run, tmp_path):
+    from cxrbio import experiment
+    from cxrbio.errors import ConfigError
+
+    run = copy_manifest(scanned_run, tmp_path / "run")
+    experiment.check_run_config(run, tiny_config(), force=False)
+    (run.root / "train" / "scratch" / "fold-0").mkdir(parents=True)
+    (run.root / "train" / "scratch" / "fold-0" / "DONE").write_text("{}")
+    experiment.check_run_config(run, tiny_config(train__strategies=["scratch", "offshelf"]), force=False)  # fine
+    with pytest.raises(ConfigError, match="train.learning_rate"):
+        experiment.check_run_config(run, tiny_config(train__learning_rate=0.5), force=False)
+    experiment.check_run_config(run, tiny_config(train__learning_rate=0.5), force=True)
+    aside = list(run.root.glob("superseded-*"))
+    assert len(aside) == 1 and (aside[0] / "train" / "scratch" / "fold-0" / "DONE").is_file()
+    assert not (run.root / "train").exists()
+
+
+def test_ray_executor_matches_in_process(scanned_run, tmp_path):
+    ray = pytest.importorskip("ray")
+    from cxrbio.data.pipeline import build_image_cache
+    from cxrbio.executors import InProcessExecutor, RayExecutor
+    from cxrbio.train import configure_tensorflow, load_training_data
+
+    cfg = tiny_config(train__epochs=2)
+    configure_tensorflow(cfg)
+    local = copy_manifest(scanned_run, tmp_path / "local")
+    remote = copy_manifest(scanned_run, tmp_path / "ray")
+    data = load_training_data(local, cfg)
+    InProcessExecutor().run([("scratch", 1)], str(local.root), cfg, data, None, None)
+    manifest = remote.read_manifest()
+    build_image_cache(manifest[manifest["included"]].reset_index(drop=True), 32, "disk", remote.cache)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        done = []
+        RayExecutor().run([("scratch", 1)], str(remote.root), cfg, data, None, lambda s, f, st: done.append((s, f, st)))
+    finally:
+        ray.shutdown()
+    assert done == [("scratch", 1, "trained")]
+    a = pd.read_parquet(local.train_fold("scratch", 1) / "predictions.parquet")
+    b = pd.read_parquet(remote.train_fold("scratch", 1) / "predictions.parquet")
+    pd.testing.assert_series_equal(a["image_id"], b["image_id"])
+    np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanned_run, tmp_path):
+    from cxrbio.models.weights import load_backbone
+    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+
+    weights = tmp_path / "backbone.weights.h5"
+    load_backbone(32, 0.35, None).save_weights(weights)
+    cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=["offshelf"])
+    configure_tensorflow(cfg)
+    run = copy_manifest(scanned_run, tmp_path / "run")
+    data = load_training_data(run, cfg)
+    broken = FoldTrainer(run, cfg, data, "offshelf", data.folds[0], stop_after_epochs=1)
+    assert broken.train() == "interrupted"
+    assert FoldTrainer(run, cfg, data, "offshelf", data.folds[0]).train() == "trained"
+    assert len(list(run.cache.glob("frozen-gap-*.npy"))) == 1  # computed once, reused on resume
+    out = run.train_fold("offshelf", 0)
+    model = keras.models.load_model(out / "model.keras")
+    assert model.get_layer("mobilenetv2") is not None  # the full network, ready for embedding
+    reference = load_backbone(32, 0.35, str(weights))
+    for a, b in zip(reference.get_weights(), model.get_layer("mobilenetv2").get_weights()):
+        np.testing.assert_array_equal(a, b)  # backbone untouched
+    # The saved full model predicts exactly what the head predicted on the cached features.
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    test_rows = np.flatnonzero(data.folds[0].test)
+    full = model.predict(data.images[test_rows][..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(full, predictions.filter(like="p_").to_numpy(), rtol=1e-4, atol=1e-5)
+    # And resuming gave the uninterrupted result.
+    straight = copy_manifest(scanned_run, tmp_path / "straight")
+    FoldTrainer(straight, cfg, data, "offshelf", data.folds[0]).train()
+    again = pd.read_parquet(straight.train_fold("offshelf", 0) / "predictions.parquet")
+    np.testing.assert_allclose(again.filter(like="p_").to_numpy(), predictions.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_demo_command_runs_every_existing_stage(tmp_path):
+    """The demo path with a tiny config: phantom, scan, train (pretrained strategies skipped offline)."""
+    from typer.testing import CliRunner
+
+    from cxrbio.cli import app
+
+    config_path = tmp_path / "tiny-demo.yaml"
+    config_path.write_text(
+        "data: {image_size: 32}\nfolds: {k: 2}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
+        "train: {epochs: 1, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, offshelf]}\n")
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", str(config_path), "--per-class", "4"])
+    assert result.exit_code == 0, result.output
+    assert (out / "phantom" / "phantom.json").is_file() and (out / "manifest.parquet").is_file()
+    assert json.loads((out / "metrics" / "scratch.json").read_text())["status"] == "done"
+    assert "Stage times" in result.output and "paper_tables.py" in result.output
+    stamp = (out / "phantom" / "manifest.csv").stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", str(config_path), "--per-class", "4"])
+    assert again.exit_code == 0, again.output
+    assert (out / "phantom" / "manifest.csv").stat().st_mtime_ns == stamp  # same phantom: not regenerated
+    assert "already finished" in again.output  # and the trained folds are reused
+
+
+def test_disk_full_mid_fold_keeps_the_run_resumable(scanned_run, tmp_path, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    import cxrbio.train as train_module
+    from cxrbio.cli import app
+
+    run = copy_manifest(scanned_run, tmp_path / "run")
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text("data: {image_size: 32}\nfolds: {k: 3}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
+                           "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch]}\n")
+    real_write = train_module.atomic_write
+    calls = {"n": 0}
+
+    def full_disk(path, write):
+        calls["n"] += 1
+        if path.name.startswith("checkpoint-1"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, write)
+
+    monkeypatch.setattr(train_module, "atomic_write", full_disk)
+    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--folds", "0"])
+    assert result.exit_code == 2 and "disk full" in result.output and "run the same command again" in result.output
+    out = run.train_fold("scratch", 0)
+    assert json.loads((out / "state.json").read_text())["next_epoch"] == 1  # epoch 0 is safe
+    assert not list(out.glob(".tmp-*"))  # no half-written files left behind
+    monkeypatch.setattr(train_module, "atomic_write", real_write)
+    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    assert (out / "DONE").is_file() and pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
+
+
+def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_run, tmp_path):
+    from cxrbio.models.weights import load_backbone
+    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+
+    weights = tmp_path / "backbone.weights.h5"
+    load_backbone(32, 0.35, None).save_weights(weights)
+    cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=["finetune-2"])
+    configure_tensorflow(cfg)
+    run = copy_manifest(scanned_run, tmp_path / "run")
+    data = load_training_data(run, cfg)
+    assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0], stop_after_epochs=1).train() == "interrupted"
+    assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0]).train() == "trained"
+    assert len(list(run.cache.glob("frozen-block_14_add-*.npy"))) == 1  # cut below blocks 15-16
+    out = run.train_fold("finetune-2", 0)
+    model = keras.models.load_model(out / "model.keras")
+    reference = load_backbone(32, 0.35, str(weights))
+    changed = {layer.name for layer in reference.layers if layer.weights and any(
+        not np.array_equal(a, b) for a, b in zip(layer.get_weights(), model.get_layer("mobilenetv2").get_layer(layer.name).get_weights()))}
+    assert changed and all(name.startswith(("block_15_", "block_16_", "Conv_1")) for name in changed)
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    test_rows = np.flatnonzero(data.folds[0].test)
+    full = model.predict(data.images[test_rows][..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(full, predictions.filter(like="p_").to_numpy(), rtol=1e-4, atol=1e-5)
