@@ -111,3 +111,12 @@ def test_mcnemar_counts_discordant_pairs():
     result = mcnemar_test(a, b)
     assert (result["only_a_correct"], result["only_b_correct"]) == (6, 1) and result["exact"]
     assert result["p"] == pytest.approx(0.125, abs=1e-3)  # exact binomial, 7 discordant pairs, 1 vs 6
+
+
+def test_balanced_class_weights_cover_every_class():
+    from cxrbio.train import class_weights
+
+    y = np.array([0] * 30 + [1] * 10 + [2] * 20)
+    weights = class_weights(y, n_classes=4)
+    assert weights[1] == pytest.approx(60 / (3 * 10)) and weights[0] == pytest.approx(60 / (3 * 30))
+    assert weights[3] == 1.0  # a class absent from this fold's training rows gets a neutral weight

@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 TINY = {
     "data.image_size": 32, "folds.k": 3, "model.alpha": 0.35, "model.dense_units": 16,
     "model.batchnorm_momentum": 0.9, "train.epochs": 3, "train.batch_size": 16,
-    "train.early_stopping_patience": 0, "train.strategies": ["scratch"],
+    "train.early_stopping_patience": 0, "train.strategies": ["scratch"], "train.checkpoint_seconds": 0,
 }
 
 
@@ -227,7 +227,7 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(scanned_run, tmp_path, monke
     run = copy_manifest(scanned_run, tmp_path / "run")
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text("data: {image_size: 32}\nfolds: {k: 3}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
-                           "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch]}\n")
+                           "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch], checkpoint_seconds: 0}\n")
     real_write = train_module.atomic_write
     calls = {"n": 0}
 
@@ -272,3 +272,21 @@ def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_ru
     test_rows = np.flatnonzero(data.folds[0].test)
     full = model.predict(data.images[test_rows][..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(full, predictions.filter(like="p_").to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoints_can_be_sparse_and_resume_is_still_exact(scanned_run, tmp_path):
+    """With checkpoints every few epochs, a kill loses the epochs since; they are recomputed identically."""
+    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+
+    cfg = tiny_config(train__epochs=4, train__checkpoint_seconds=3600)  # only after the last epoch
+    configure_tensorflow(cfg)
+    straight = copy_manifest(scanned_run, tmp_path / "straight")
+    data = load_training_data(straight, cfg)
+    FoldTrainer(straight, cfg, data, "scratch", data.folds[2]).train()
+    broken = copy_manifest(scanned_run, tmp_path / "broken")
+    assert FoldTrainer(broken, cfg, data, "scratch", data.folds[2], stop_after_epochs=3).train() == "interrupted"
+    assert not (broken.train_fold("scratch", 2) / "state.json").exists()  # nothing saved yet: starts over
+    FoldTrainer(broken, cfg, data, "scratch", data.folds[2]).train()
+    a = pd.read_parquet(straight.train_fold("scratch", 2) / "predictions.parquet").filter(like="p_").to_numpy()
+    b = pd.read_parquet(broken.train_fold("scratch", 2) / "predictions.parquet").filter(like="p_").to_numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

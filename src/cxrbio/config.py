@@ -221,6 +221,10 @@ class TrainConfig(StrictModel):
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     class_weights: bool = False
     seed: int = 42
+    checkpoint_seconds: float = Field(
+        60.0, ge=0, description="Write a resumable checkpoint at most this often (0: after every epoch); a resume "
+        "repeats the epochs since, with the same result.",
+    )
     deterministic: bool = Field(True, description="TensorFlow op determinism: same seed, same numbers (a little slower).")
     mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="auto: float16 compute on a GPU only.")
     augment_frozen: bool = Field(

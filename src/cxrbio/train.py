@@ -2,9 +2,9 @@
 
 Per fold (``train/<strategy>/fold-<k>/``):
 
-* ``checkpoint-<epoch>.keras`` + ``state.json`` after every epoch (model with optimizer state,
-  early-stopping state, history). ``state.json`` is written after the checkpoint it names, so a
-  kill at any moment leaves a consistent pair; the older checkpoint is deleted afterwards.
+* ``checkpoint-<epoch>.keras`` + ``state.json`` at most every ``train.checkpoint_seconds`` and
+  after the last epoch (model with optimizer state, early-stopping state, history). ``state.json``
+  is written after the files it names, so a kill at any moment leaves a consistent set.
 * ``best-<epoch>.weights.h5``: weights of the epoch with the lowest validation loss (named in state.json).
 * At the end: ``model.keras`` (best weights), ``history.csv``, ``predictions.parquet``, then
   ``DONE`` (last). A fold with DONE is skipped; a fold without it resumes from its state.
@@ -281,6 +281,8 @@ class FoldTrainer:
         else:
             val_ds = make_dataset(images, val_idx, y[val_idx], cfg.batch_size, training=False)
         epochs_run = 0
+        best_weights: list[Any] | None = None  # best epoch's weights, in memory until the next checkpoint
+        last_checkpoint = time.perf_counter()
         for epoch in range(state["next_epoch"], cfg.epochs):
             if self.stop_after_epochs is not None and epochs_run >= self.stop_after_epochs:
                 return "interrupted"
@@ -298,18 +300,19 @@ class FoldTrainer:
             logs["images_per_second"] = len(fit_idx) / logs["seconds"]
             state["history"].append({"epoch": epoch, **logs})
             if state["best_val_loss"] is None or logs["val_loss"] < state["best_val_loss"] - 1e-7:
-                # Per-epoch file, named in state.json: a crash before state.json is written leaves the
-                # previous best in force, never weights the state does not vouch for.
-                best_name = f"best-{epoch}.weights.h5"
-                atomic_write(self.out / best_name, model.save_weights)
-                state.update(best_val_loss=logs["val_loss"], best_epoch=epoch, wait=0, best_weights=best_name)
+                best_weights = model.get_weights()
+                state.update(best_val_loss=logs["val_loss"], best_epoch=epoch, wait=0)
             else:
                 state["wait"] += 1
-            self._checkpoint(model, state, epoch)
             epochs_run += 1
+            stopping = bool(cfg.early_stopping_patience and state["wait"] >= cfg.early_stopping_patience)
+            if stopping or epoch == cfg.epochs - 1 or time.perf_counter() - last_checkpoint >= cfg.checkpoint_seconds:
+                self._checkpoint(model, state, epoch, best_weights)
+                best_weights = None
+                last_checkpoint = time.perf_counter()
             if self.on_epoch:
                 self.on_epoch(self.strategy, self.fold.fold, epoch, cfg.epochs, logs)
-            if cfg.early_stopping_patience and state["wait"] >= cfg.early_stopping_patience:
+            if stopping:
                 break
         if cached:
             if state.get("best_weights"):
@@ -319,7 +322,21 @@ class FoldTrainer:
         self._finish(model, state)
         return "trained"
 
-    def _checkpoint(self, model: Any, state: dict[str, Any], epoch: int) -> None:
+    def _checkpoint(self, model: Any, state: dict[str, Any], epoch: int, best_weights: list[Any] | None) -> None:
+        """Write best weights (if new), the model with its optimizer, then state.json naming both.
+
+        state.json comes last and stale files go after it, so a kill or a full disk at any moment
+        leaves a consistent set; a resume repeats the epochs since, with the same result.
+        """
+        if best_weights is not None:
+            best_name = f"best-{state['best_epoch']}.weights.h5"
+            current = model.get_weights()
+            model.set_weights(best_weights)
+            try:
+                atomic_write(self.out / best_name, model.save_weights)
+            finally:
+                model.set_weights(current)
+            state["best_weights"] = best_name
         name = f"checkpoint-{epoch}.keras"  # with the optimizer's state
         atomic_write(self.out / name, model.save)
         state.update(checkpoint=name, next_epoch=epoch + 1)
