@@ -239,6 +239,8 @@ def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] |
         experiment.mark_skipped(run, name, reason)
         console.print(f"[yellow]skipped[/] {name}: {reason}", soft_wrap=True)
     active = [n for n in names if n not in skipped]
+    for name in active:  # weights that were missing before may be here now
+        (run.root / "train" / name / "SKIPPED").unlink(missing_ok=True)
     configure_tensorflow(cfg)
     with progress_bar() as bar:
         task = bar.add_task("decode + letterbox", total=None)
@@ -248,6 +250,8 @@ def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] |
         images = build_image_cache(included, cfg.data.image_size, cache_mode, run.cache,
                                    progress=lambda d, t: bar.update(task, completed=d, total=t))
     data_for_run = load_training_data(run, cfg, images=images)
+    if folds and not all(f.lstrip("-").isdigit() for f in folds):
+        raise CxrbioError(f"--folds takes fold numbers separated by commas, got {','.join(folds)!r}.", fix="e.g. --folds 0,2")
     wanted = {int(f) for f in folds} if folds else {f.fold for f in data_for_run.folds}
     unknown = wanted - {f.fold for f in data_for_run.folds}
     if unknown:
