@@ -161,16 +161,24 @@ def test_ray_executor_matches_in_process(scanned_run, tmp_path):
     np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanned_run, tmp_path):
+def frozen_cache_setup(scanned_run, tmp_path, strategy):
+    """A weights file made here, a config with the frozen-feature cache on, and the run's data."""
     from cxrbio.models.weights import load_backbone
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+    from cxrbio.train import configure_tensorflow, load_training_data
 
     weights = tmp_path / "backbone.weights.h5"
     load_backbone(32, 0.35, None).save_weights(weights)
-    cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=["offshelf"])
+    cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=[strategy])
     configure_tensorflow(cfg)
     run = copy_manifest(scanned_run, tmp_path / "run")
-    data = load_training_data(run, cfg)
+    return weights, cfg, run, load_training_data(run, cfg)
+
+
+def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanned_run, tmp_path):
+    from cxrbio.models.weights import load_backbone
+    from cxrbio.train import FoldTrainer
+
+    weights, cfg, run, data = frozen_cache_setup(scanned_run, tmp_path, "offshelf")
     broken = FoldTrainer(run, cfg, data, "offshelf", data.folds[0], stop_after_epochs=1)
     assert broken.train() == "interrupted"
     assert FoldTrainer(run, cfg, data, "offshelf", data.folds[0]).train() == "trained"
@@ -251,14 +259,9 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(scanned_run, tmp_path, monke
 
 def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+    from cxrbio.train import FoldTrainer
 
-    weights = tmp_path / "backbone.weights.h5"
-    load_backbone(32, 0.35, None).save_weights(weights)
-    cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=["finetune-2"])
-    configure_tensorflow(cfg)
-    run = copy_manifest(scanned_run, tmp_path / "run")
-    data = load_training_data(run, cfg)
+    weights, cfg, run, data = frozen_cache_setup(scanned_run, tmp_path, "finetune-2")
     assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0], stop_after_epochs=1).train() == "interrupted"
     assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0]).train() == "trained"
     assert len(list(run.cache.glob("frozen-block_14_add-*.npy"))) == 1  # cut below blocks 15-16
