@@ -41,3 +41,19 @@ def test_missing_data_and_bad_config(tmp_path):
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "cxrbio" in result.output
+
+
+def test_native_stderr_is_captured_and_replayed_only_on_failure(capfd):
+    import os
+
+    import pytest
+
+    from cxrbio.quiet import native_stderr_captured
+
+    with native_stderr_captured():
+        os.write(2, b"chatter from C++\n")
+    assert "chatter" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), native_stderr_captured():
+        os.write(2, b"the real reason\n")
+        raise RuntimeError("failed")
+    assert "the real reason" in capfd.readouterr().err

@@ -215,6 +215,9 @@ def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] |
     from cxrbio.rundir import RunDir
     from cxrbio.train import configure_tensorflow, load_training_data
 
+    from cxrbio.quiet import initialise_tensorflow
+
+    initialise_tensorflow()  # before anything imports it: keeps its C++ start-up notices off the screen
     run = RunDir(out)
     names = experiment.resolve_strategies(cfg, strategies)
     if executor not in ("inprocess", "ray"):

@@ -8,6 +8,7 @@ transposes for display. Sensitivity and specificity of the 2-class task are thos
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,14 @@ def paper_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], po
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     labels = list(range(len(classes)))
+    with warnings.catch_warnings():
+        # A fold or bootstrap sample may lack a class that was predicted: expected, not news.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else float("nan")
     result: dict[str, Any] = {
         "n": int(len(y_true)),
         "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else float("nan"),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
+        "balanced_accuracy": balanced,
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "per_class": {},

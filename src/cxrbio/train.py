@@ -83,6 +83,9 @@ def reseed_generators(model: Any, seed: int) -> None:
 
 
 def configure_tensorflow(config: Config) -> None:
+    from cxrbio.quiet import initialise_tensorflow
+
+    initialise_tensorflow()
     import keras
     import tensorflow as tf
 

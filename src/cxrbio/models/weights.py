@@ -11,6 +11,7 @@ Unavailable weights raise :class:`WeightsUnavailable`, naming the remedies.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,14 @@ def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: 
     import keras
 
     def make(source: str | None):  # noqa: ANN202
-        return keras.applications.MobileNetV2(
-            input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False, weights=source,
-            name="mobilenetv2",
-        )
+        with warnings.catch_warnings():
+            # Keras warns that sizes other than 96-224 get the 224 weights: expected, since
+            # convolution weights do not depend on the input size.
+            warnings.filterwarnings("ignore", message=".*will be loaded as the default", category=UserWarning)
+            return keras.applications.MobileNetV2(
+                input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False, weights=source,
+                name="mobilenetv2",
+            )
 
     if weights is None:
         return make(None)
