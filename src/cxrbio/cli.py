@@ -209,7 +209,6 @@ def train(
 def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] | None, folds: list[str] | None,
                  executor: str, address: str | None, gpus_per_task: float, skip_unavailable: bool, force: bool) -> dict[str, Any]:
     from cxrbio import experiment
-    from cxrbio.data.pipeline import build_image_cache
     from cxrbio.errors import CxrbioError
     from cxrbio.executors import InProcessExecutor, RayExecutor
     from cxrbio.rundir import RunDir
@@ -247,12 +246,9 @@ def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] |
     configure_tensorflow(cfg)
     with progress_bar() as bar:
         task = bar.add_task("decode + letterbox", total=None)
-        cache_mode = "disk" if executor == "ray" else cfg.data.cache
-        manifest = run.read_manifest()
-        included = manifest[manifest["included"]].reset_index(drop=True)
-        images = build_image_cache(included, cfg.data.image_size, cache_mode, run.cache,
-                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
-    data_for_run = load_training_data(run, cfg, images=images)
+        # Ray tasks read the letterboxed images from the run's disk cache, built here once.
+        data_for_run = load_training_data(run, cfg, cache="disk" if executor == "ray" else None,
+                                          progress=lambda d, t: bar.update(task, completed=d, total=t))
     if folds and not all(f.lstrip("-").isdigit() for f in folds):
         raise CxrbioError(f"--folds takes fold numbers separated by commas, got {','.join(folds)!r}.", fix="e.g. --folds 0,2")
     wanted = {int(f) for f in folds} if folds else {f.fold for f in data_for_run.folds}

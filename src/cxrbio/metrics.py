@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 
@@ -101,7 +102,7 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, patients: np.ndarray, c
     Images of one patient are correlated; resampling images would make the intervals too narrow.
     """
     rng = np.random.default_rng(seed)
-    codes, uniques = pd_factorize(patients)
+    codes, uniques = pd.factorize(pd.Series(patients), sort=True)
     members = [np.flatnonzero(codes == k) for k in range(len(uniques))]
     draws: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
     for _ in range(n_boot):
@@ -113,13 +114,6 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, patients: np.ndarray, c
     tail = (1 - level) / 2 * 100
     return {k: [float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))] if not np.all(np.isnan(v))
             else [float("nan"), float("nan")] for k, v in draws.items()}
-
-
-def pd_factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import pandas as pd
-
-    codes, uniques = pd.factorize(pd.Series(values), sort=True)
-    return codes, np.asarray(uniques)
 
 
 def strategy_metrics(predictions: Any, classes: list[str], positive_class: str | None, fold_names: dict[int, str],

@@ -44,8 +44,9 @@ class TrainingData:
     folds: list[TestFold]
 
 
-def load_training_data(run: RunDir, config: Config, images: Any | None = None, workers: int | None = None,
+def load_training_data(run: RunDir, config: Config, cache: str | None = None, workers: int | None = None,
                        progress: Callable[[int, int], None] | None = None) -> TrainingData:
+    """The run's included images and labels; ``cache`` overrides data.cache ('disk' for Ray tasks)."""
     from cxrbio.data.pipeline import build_image_cache
     from cxrbio.errors import DataError
 
@@ -58,8 +59,7 @@ def load_training_data(run: RunDir, config: Config, images: Any | None = None, w
     index = {c: i for i, c in enumerate(config.data.classes)}
     y = included["label"].map(index).to_numpy(np.int32)
     folds = outer_folds(included, config.folds.scheme)
-    if images is None:
-        images = build_image_cache(included, config.data.image_size, config.data.cache, run.cache, workers, progress)
+    images = build_image_cache(included, config.data.image_size, cache or config.data.cache, run.cache, workers, progress)
     return TrainingData(included, y, images, list(config.data.classes), folds)
 
 
@@ -399,7 +399,3 @@ def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batc
 def read_predictions(run: RunDir, strategy: str) -> pd.DataFrame:
     parts = sorted((run.root / "train" / strategy).glob("fold-*/predictions.parquet"))
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
-
-
-def fold_dirs_done(run: RunDir, strategy: str, folds: list[TestFold]) -> bool:
-    return all((run.train_fold(strategy, f.fold) / "DONE").is_file() for f in folds)
