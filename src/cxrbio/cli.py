@@ -287,6 +287,136 @@ def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] |
     return results
 
 
+def load_run_config(run_dir: Path) -> Any:
+    """The config a run was made with (its config.yaml), or a clear error for a non-run folder."""
+    from cxrbio.config import load_config
+    from cxrbio.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.config.is_file() or not run.manifest.is_file():
+        raise CxrbioError(
+            f"{run_dir} is not a cxrbio run directory (it has no config.yaml and manifest.parquet).",
+            fix="pass the folder given to 'cxrbio train --out', or create one with 'cxrbio data scan DATA --out RUN_DIR'.",
+        )
+    return load_config(run.config)
+
+
+@app.command("embed")
+@user_errors
+def embed(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory with trained models.")],
+    strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every trained strategy).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: train.batch_size).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite embeddings that are up to date.")] = False,
+) -> None:
+    """Export each fold model's global-average-pooling embedding of every image (out-of-fold rows marked)."""
+    from cxrbio.embed import embed_run
+    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.rundir import RunDir
+
+    cfg = load_run_config(run_dir)
+    initialise_tensorflow()
+    run = RunDir(run_dir)
+    started = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("embed", total=None)
+
+        def progress(strategy: str, fold: int, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"{strategy} fold {fold}")
+
+        def on_fold(strategy: str, fold: int, status: str) -> None:
+            console.print(f"{strategy} fold {fold}: {status}")
+
+        summary = embed_run(run, cfg, _csv_list(strategies), batch_size, force, progress=progress, on_fold=on_fold)
+    for strategy, reason in summary.skipped_strategies.items():
+        console.print(f"[yellow]{strategy} was skipped in training[/]: {reason}", soft_wrap=True)
+    for strategy, folds in summary.missing_folds.items():
+        console.print(f"[yellow]{strategy}: folds {folds} are not trained[/]; its out-of-fold set is incomplete "
+                      f"(run 'cxrbio train --out {run_dir} --strategies {strategy}').", soft_wrap=True)
+    for strategy, dims in summary.dims.items():
+        console.print(f"{strategy}: {summary.images} images x {dims} dims, one out-of-fold row each "
+                      f"-> {run.root / 'embeddings' / strategy}")
+    console.print(f"Embeddings done in {time.perf_counter() - started:.1f} s.")
+
+
+def run_masks(run_dir: Path, cfg: Any, folder: Path | None, source: str | None, force: bool,
+              workers: int | None = None) -> Any:
+    """Make the run's lung masks with a progress bar and print where they came from."""
+    from cxrbio.masks import make_masks
+    from cxrbio.rundir import RunDir
+
+    started = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("lung masks", total=None)
+        masks = make_masks(RunDir(run_dir), cfg, str(folder) if folder else None, source, workers, force,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    counts = masks["mask_source"].value_counts()
+    console.print("Lung masks: " + ", ".join(f"{source} {n}" for source, n in counts.items())
+                  + f" ({time.perf_counter() - started:.1f} s) -> {Path(run_dir) / 'masks'}")
+    flagged = masks[masks["mask_source"].isin(["content", "none"])]
+    for row in flagged.head(10).itertuples():
+        console.print(f"  {row.mask_source}: {row.path}: {row.mask_note}", soft_wrap=True, markup=False)
+    if len(flagged) > 10:
+        console.print(f"  ... and {len(flagged) - 10} more (manifest columns mask_source, mask_note).")
+    return masks
+
+
+@app.command("masks")
+@user_errors
+def masks_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
+    masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks, named like the images.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="auto, folder, column, segment or content (default: masks.source).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo masks that exist.")] = False,
+) -> None:
+    """Lung-field masks for every image: yours, the data set's, or the built-in segmentation (with QC)."""
+    cfg = load_run_config(run_dir)
+    if source is not None and source not in ("auto", "folder", "column", "segment", "content"):
+        raise CxrbioError(f"unknown mask source {source!r}.", fix="use auto, folder, column, segment or content.")
+    run_masks(run_dir, cfg, masks, source, force)
+
+
+@app.command("radiomics")
+@user_errors
+def radiomics_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
+    executor: Annotated[str, typer.Option("--executor", help="local (processes on this machine) or ray.")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray: 'auto', 'ray://host:port', or omitted for a local instance.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: all cores).")] = None,
+    masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks (when masks are not made yet).")] = None,
+) -> None:
+    """pyradiomics features of every image inside its lung mask (2-D, cached, parallel)."""
+    from cxrbio.radiomics import STATUS_OK, extract_run, params_path
+    from cxrbio.rundir import RunDir
+
+    cfg = load_run_config(run_dir)
+    run = RunDir(run_dir)
+    if executor not in ("local", "ray"):
+        raise CxrbioError(f"unknown executor {executor!r}.", fix="use --executor local or --executor ray.")
+    params_path(cfg)  # a bad parameter file fails before any work
+    if masks is not None or "mask_source" not in run.read_manifest():
+        run_masks(run_dir, cfg, masks, None, False, workers)
+    with progress_bar() as bar:
+        task = bar.add_task("radiomics", total=None)
+        result = extract_run(run, cfg, executor, address, workers,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    status = result.status
+    ok = status["status"] == STATUS_OK
+    hits = int((status["cache"] == "hit").sum())
+    console.print(f"Radiomics: {int(ok.sum())} of {len(status)} images, {result.features.shape[1] - 1 if len(result.features) else 0} "
+                  f"features each ({hits} from the cache) in {result.seconds:.1f} s -> {run.radiomics}")
+    problems = result.problems
+    if len(problems):
+        console.print(f"[yellow]{len(problems)} image(s) lack features or have non-finite values[/] "
+                      f"(listed in {run.radiomics.parent / 'status.parquet'}):")
+        paths = run.read_manifest().set_index("image_id")["path"]
+        for row in problems.head(10).itertuples():
+            detail = row.message if row.status != STATUS_OK else f"non-finite: {row.nonfinite}"
+            console.print(f"  {row.status}: {paths.get(row.image_id, row.image_id)}: {detail}", soft_wrap=True, markup=False)
+        if len(problems) > 10:
+            console.print(f"  ... and {len(problems) - 10} more.")
+
+
 def print_metrics_table(results: dict[str, Any], cfg: Any, seconds: float) -> None:
     import pandas as pd
 

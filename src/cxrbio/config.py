@@ -247,6 +247,34 @@ class TrainConfig(StrictModel):
         return strategies
 
 
+class MasksConfig(StrictModel):
+    """Where each image's lung-field mask comes from (docs/radiomics.md)."""
+
+    source: Literal["auto", "folder", "column", "segment", "content"] = Field(
+        "auto",
+        description="auto: the folder if set, else the manifest column where it has a path, else the built-in "
+        "segmentation; content: the whole non-padding area (no lung mask).",
+    )
+    folder: str | None = Field(None, description="Folder of mask files named like the images (file stem).")
+    column: str = Field("lung_mask", description="Manifest column holding a mask path per image (the phantom's ground truth).")
+    min_qc: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="Segmentations scoring below this fall back to the whole non-padding area, flagged.",
+    )
+
+
+class RadiomicsConfig(StrictModel):
+    """pyradiomics extraction; its own parameters live in a pyradiomics parameter file."""
+
+    params: str = Field(
+        "radiomics.yaml", description="pyradiomics parameter file: a path, or the name of a file in cxrbio's configs/."
+    )
+    cache_dir: str | None = Field(
+        None, description="Feature cache shared by runs (default: $CXRBIO_CACHE_DIR or ~/.cache/cxrbio)."
+    )
+    workers: int | None = Field(None, ge=1, description="Worker processes (default: every available core).")
+
+
 class Config(StrictModel):
     """The whole run configuration; the defaults are the study as published."""
 
@@ -256,6 +284,8 @@ class Config(StrictModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    masks: MasksConfig = Field(default_factory=MasksConfig)
+    radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
 
 
 def _describe_validation_error(error: ValidationError, source: str, model: type[BaseModel]) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
 from cxrbio.data.preprocess import letterbox
-from cxrbio.data.scan import ProgressCallback, map_images
+from cxrbio.data.scan import ProgressCallback, iter_images, map_images
 from cxrbio.rundir import atomic_write
 
 
@@ -48,18 +48,29 @@ def build_image_cache(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """uint8 array (N, size, size), row i = manifest row i, letterboxed on black."""
-    if cache == "disk":
-        if cache_dir is None:
-            raise ValueError("a disk cache needs a cache_dir")
-        target = Path(cache_dir) / f"images-{size}-{cache_key(manifest, size)}.npy"
-        if target.is_file():
-            return np.load(target, mmap_mode="r")
-    images = np.stack(map_images(load_letterboxed, manifest["path"].tolist(), size, workers, progress)) if len(manifest) else np.zeros((0, size, size), np.uint8)
-    if cache == "disk":
-        atomic_write(target, lambda tmp: np.save(tmp.open("wb"), images))
-        return np.load(target, mmap_mode="r")
-    return images
+    """uint8 array (N, size, size), row i = manifest row i, letterboxed on black.
+
+    ``cache='disk'`` streams each image into a memory-mapped ``.npy`` as it is decoded, so
+    building it holds one chunk of images in memory, not the data set.
+    """
+    paths = manifest["path"].tolist()
+    if cache != "disk":
+        if not len(manifest):
+            return np.zeros((0, size, size), np.uint8)
+        return np.stack(map_images(load_letterboxed, paths, size, workers, progress))
+    if cache_dir is None:
+        raise ValueError("a disk cache needs a cache_dir")
+    target = Path(cache_dir) / f"images-{size}-{cache_key(manifest, size)}.npy"
+    if not target.is_file():
+        def write(tmp: Path) -> None:
+            table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+            for i, pixels in enumerate(iter_images(load_letterboxed, paths, size, workers, progress)):
+                table[i] = pixels
+            table.flush()
+            del table
+
+        atomic_write(target, write)
+    return np.load(target, mmap_mode="r")
 
 
 def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed):  # noqa: ANN001 - tf tensors

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from cxrbio.data.preprocess import letterbox_geometry
 from cxrbio.data.privacy import load_or_create_salt, pseudonym
 from cxrbio.data.qc import QC_LOW_CONTRAST, QC_MISSING, QC_OK, QC_UNREADABLE, contrast_spread
 from cxrbio.errors import DataError, ImageReadError
+from cxrbio.parallel import imap_jobs
 from cxrbio.rundir import RunDir, atomic_write_parquet
 
 ProgressCallback = Callable[[int, int], None]
@@ -76,29 +74,17 @@ def _inspect_star(args: tuple[str, int]) -> dict[str, Any]:
     return inspect_image(*args)
 
 
+def iter_images(function: Callable[[tuple[str, int]], Any], paths: list[str], size: int,
+                workers: int | None, progress: ProgressCallback | None = None) -> Iterator[Any]:
+    """Yield ``function((path, size))`` for every path, in order; worker processes when it pays."""
+    return imap_jobs(function, [(p, size) for p in paths], workers, progress,
+                     min_jobs=PARALLEL_THRESHOLD, chunksize=16)
+
+
 def map_images(function: Callable[[tuple[str, int]], Any], paths: list[str], size: int,
                workers: int | None, progress: ProgressCallback | None) -> list[Any]:
     """Apply ``function`` to every path, in worker processes when it pays; report progress."""
-    jobs = [(p, size) for p in paths]
-    workers = workers or os.cpu_count() or 1
-    results: list[Any] = []
-    if workers > 1 and len(jobs) >= PARALLEL_THRESHOLD:
-        # spawn, not fork: the parent may hold TensorFlow threads, which fork can deadlock.
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                for result in pool.map(function, jobs, chunksize=16):
-                    results.append(result)
-                    if progress:
-                        progress(len(results), len(jobs))
-            return results
-        except BrokenProcessPool:
-            # Workers could not start (e.g. a __main__ that cannot be re-imported): do it here.
-            results = []
-    for job in jobs:
-        results.append(function(job))
-        if progress:
-            progress(len(results), len(jobs))
-    return results
+    return list(iter_images(function, paths, size, workers, progress))
 
 
 def _image_ids(paths: pd.Series, root: Path) -> list[str]:

@@ -1,0 +1,325 @@
+"""Classical radiomics features of each image inside its lung mask, with pyradiomics, cached and parallel.
+
+Each included image is letterboxed to ``data.image_size`` (the frame of its mask and of the
+network) and given to pyradiomics as a **2-D** SimpleITK image with its mask, using the
+parameter file ``radiomics.params`` (default ``configs/radiomics.yaml``). Texture matrices
+are then computed in-plane and ``shape2D`` describes the lung fields.
+
+The results go to ``radiomics/features.parquet`` (``image_id`` + one float column per
+feature, named as pyradiomics names them) and ``radiomics/status.parquet`` (per image:
+``status`` = ok / failed / no mask, ``message``, ``nonfinite`` feature names, ``cache`` =
+hit / miss, ``seconds``). Failed images are never dropped silently: they are in the status
+table and printed by the command.
+
+Cache: one JSON file per (image hash, mask hash, parameter hash) under
+``radiomics.cache_dir`` (default ``$CXRBIO_CACHE_DIR`` or ``~/.cache/cxrbio``), so re-runs and
+other runs on the same images reuse results. The image hash is the SHA-256 of the source
+file (from the manifest) with the letterbox size; the mask hash that of the mask's pixels;
+the parameter hash covers the parameter file's content and pyradiomics' version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrbio.config import Config, bundled_config
+from cxrbio.errors import ConfigError, DataError
+from cxrbio.parallel import imap_jobs
+from cxrbio.rundir import RunDir, atomic_write_parquet, atomic_write_text
+
+EXTRACTION_VERSION = 1  # bump when the way images reach pyradiomics changes
+STATUS_OK, STATUS_FAILED, STATUS_NO_MASK = "ok", "failed", "no mask"
+MIN_MASK_PIXELS = 16
+
+
+def params_path(config: Config) -> Path:
+    """The parameter file: a path as given, else a file of that name in cxrbio's configs/."""
+    given = Path(config.radiomics.params).expanduser()
+    if given.is_file():
+        return given.resolve()
+    bundled = bundled_config(config.radiomics.params)
+    if bundled.is_file():
+        return bundled
+    raise ConfigError(f"radiomics parameter file {config.radiomics.params} not found.",
+                      fix="set radiomics.params to an existing pyradiomics YAML file (e.g. radiomics.yaml).")
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}", fix="fix the file.") from None
+    if not isinstance(params, dict) or not params.get("featureClass"):
+        raise ConfigError(f"{path} names no featureClass.", fix="list pyradiomics feature classes under featureClass:.")
+    setting = params.get("setting") or {}
+    if setting.get("force2D"):
+        raise ConfigError(
+            f"{path} sets force2D: cxrbio already passes 2-D images, and pyradiomics 3.0.1 then drops one of the "
+            "two in-plane axes from the wavelet filter (LH/HL/HH collapse into one mislabelled 'wavelet-H').",
+            fix="remove force2D (2-D extraction, with shape2D, is what cxrbio does anyway).")
+    return params
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    import radiomics
+
+    canonical = json.dumps({"params": params, "pyradiomics": radiomics.__version__, "extraction": EXTRACTION_VERSION},
+                           sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def cache_root(config: Config) -> Path:
+    base = config.radiomics.cache_dir or os.environ.get("CXRBIO_CACHE_DIR") or Path.home() / ".cache" / "cxrbio"
+    return Path(base).expanduser() / "radiomics"
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    image_id: str
+    image_path: str
+    image_sha256: str
+    mask_path: str
+    mask_sha256: str
+    size: int
+    params_file: str
+    params_key: str
+    cache_dir: str
+
+
+_EXTRACTORS: dict[str, Any] = {}
+
+
+def quiet_worker() -> None:
+    """One thread per worker process (the processes are the parallelism) and no pyradiomics chatter."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
+def _extractor(params_file: str) -> Any:
+    if params_file not in _EXTRACTORS:
+        from radiomics import featureextractor
+
+        quiet_worker()
+        _EXTRACTORS[params_file] = featureextractor.RadiomicsFeatureExtractor(params_file)
+    return _EXTRACTORS[params_file]
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(mask, np.uint8).tobytes() + str(mask.shape).encode()).hexdigest()
+
+
+def read_binary_mask(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as handle:
+        return (np.asarray(handle.convert("L")) > 0).astype(np.uint8)
+
+
+def cache_file(job: FeatureJob) -> Path:
+    key = hashlib.sha256(f"{job.image_sha256}|{job.size}|{job.mask_sha256}|{job.params_key}".encode()).hexdigest()
+    return Path(job.cache_dir) / job.params_key / key[:2] / f"{key}.json"
+
+
+def cached_features(job: FeatureJob) -> dict[str, float] | None:
+    path = cache_file(job)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)  # a damaged entry: compute again
+        return None
+
+
+def extract_features(job: FeatureJob) -> dict[str, Any]:
+    """Compute one image's features and cache them; never raises for one bad image."""
+    import SimpleITK as sitk
+
+    from cxrbio.data.imageio import read_image
+    from cxrbio.data.preprocess import letterbox
+    from cxrbio.errors import CxrbioError
+
+    started = time.perf_counter()
+    out: dict[str, Any] = {"image_id": job.image_id, "status": STATUS_FAILED, "message": "", "cache": "miss",
+                           "features": None}
+    try:
+        mask = read_binary_mask(job.mask_path)
+    except OSError as error:
+        out["message"] = f"mask {job.mask_path} cannot be read ({error.__class__.__name__}); run 'cxrbio masks --force'"
+        return out
+    try:
+        image, _ = letterbox(read_image(job.image_path).pixels, job.size)
+    except CxrbioError as error:
+        out["message"] = error.message
+        return out
+    if mask.shape != image.shape:
+        out["message"] = f"mask {job.mask_path} is {mask.shape}, the image {image.shape}; run 'cxrbio masks --force'"
+        return out
+    if int(mask.sum()) < MIN_MASK_PIXELS:
+        out["message"] = f"mask {job.mask_path} has {int(mask.sum())} pixels (< {MIN_MASK_PIXELS})"
+        return out
+    try:
+        result = _extractor(job.params_file).execute(sitk.GetImageFromArray(image.astype(np.float32)),
+                                                     sitk.GetImageFromArray(mask), label=1)
+    except Exception as error:  # noqa: BLE001 - pyradiomics raises bare ValueError/RuntimeError/...
+        out["message"] = f"pyradiomics failed on {job.image_path}: {error.__class__.__name__}: {error}"
+        return out
+    features = {name: float(value) for name, value in result.items() if not name.startswith("diagnostics_")}
+    try:
+        cached = cache_file(job)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cached, json.dumps(features, allow_nan=True))
+    except OSError as error:  # a read-only or full cache costs re-computation, not the result
+        out["message"] = f"not cached ({error.strerror or error})"
+    out.update(status=STATUS_OK, features=features, seconds=time.perf_counter() - started)
+    return out
+
+
+def extract_chunk(jobs: list[FeatureJob]) -> list[dict[str, Any]]:
+    """Body of one Ray task (a chunk amortises task overhead)."""
+    quiet_worker()
+    return [extract_features(job) for job in jobs]
+
+
+def _ray_results(jobs: list[FeatureJob], address: str | None, chunk: int = 8,
+                 progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address in (None, "local"):
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=1)(extract_chunk)
+        pending = [remote.remote(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+        done = 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for result in ray.get(ready[0]):
+                done += 1
+                if progress:
+                    progress(done, len(jobs))
+                yield result
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+@dataclass
+class RadiomicsResult:
+    features: pd.DataFrame
+    status: pd.DataFrame
+    seconds: float
+
+    @property
+    def problems(self) -> pd.DataFrame:
+        bad = (self.status["status"] != STATUS_OK) | (self.status["nonfinite"] != "")
+        return self.status[bad]
+
+
+def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list[FeatureJob], pd.DataFrame]:
+    """Jobs for images with a mask; status rows for those without one."""
+    from cxrbio.data.duplicates import sha256_file
+
+    params_file = params_path(config)
+    key = params_hash(load_params(params_file))
+    cache = cache_root(config)
+    jobs, missing = [], []
+    for row in manifest.itertuples(index=False):
+        source = getattr(row, "mask_source", None)
+        if source == "none" or not run.mask(row.image_id).is_file():
+            note = getattr(row, "mask_note", "") or "no mask file; run 'cxrbio masks'"
+            missing.append({"image_id": row.image_id, "status": STATUS_NO_MASK, "message": note, "cache": "",
+                            "nonfinite": "", "seconds": 0.0})
+            continue
+        sha = row.sha256 if isinstance(row.sha256, str) and row.sha256 else sha256_file(row.path)
+        mask_file = str(run.mask(row.image_id))
+        try:
+            mask_sha = mask_digest(read_binary_mask(mask_file))
+        except OSError:
+            mask_sha = ""  # the worker reports the unreadable mask
+        jobs.append(FeatureJob(row.image_id, row.path, sha, mask_file, mask_sha, config.data.image_size,
+                               str(params_file), key, str(cache)))
+    return jobs, pd.DataFrame(missing, columns=["image_id", "status", "message", "cache", "nonfinite", "seconds"])
+
+
+def extract_run(run: RunDir, config: Config, executor: str = "local", address: str | None = None,
+                workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> RadiomicsResult:
+    """Features of every included image with a mask -> radiomics/features.parquet + status.parquet."""
+    started = time.perf_counter()
+    manifest = run.read_manifest()
+    manifest = manifest[manifest["included"]]
+    if "mask_source" not in manifest:
+        raise DataError(f"{run.root} has no lung masks yet.", fix=f"run 'cxrbio masks {run.root}' first.")
+    jobs, status_rows = plan_jobs(run, config, manifest)
+    hits, misses = [], []
+    for job in jobs:  # cache hits are read here: a fully cached run starts no worker at all
+        features = cached_features(job) if job.mask_sha256 else None
+        if features is None:
+            misses.append(job)
+        else:
+            hits.append({"image_id": job.image_id, "status": STATUS_OK, "message": "", "cache": "hit", "features": features})
+    if progress:
+        progress(len(hits), len(jobs))
+
+    def shifted(done: int, total: int) -> None:
+        if progress:
+            progress(len(hits) + done, len(jobs))
+
+    if not misses:
+        computed: Iterator[dict[str, Any]] = iter(())
+    elif executor == "ray":
+        computed = _ray_results(misses, address, progress=shifted)
+    elif executor == "local":
+        computed = imap_jobs(extract_features, misses, workers or config.radiomics.workers, shifted,
+                             min_jobs=4, chunksize=4, initializer=quiet_worker)
+    else:
+        raise ConfigError(f"unknown executor {executor!r}.", fix="use local or ray.")
+    results = itertools.chain(hits, computed)
+    rows, statuses = [], []
+    for result in results:
+        features = result.pop("features")
+        nonfinite = sorted(k for k, v in (features or {}).items() if v is None or not math.isfinite(v))
+        statuses.append({**result, "nonfinite": ",".join(nonfinite), "seconds": result.get("seconds", 0.0)})
+        if features is not None:
+            rows.append({"image_id": result["image_id"], **{k: (np.nan if v is None else v) for k, v in features.items()}})
+    status = pd.concat([pd.DataFrame(statuses), status_rows], ignore_index=True) if len(status_rows) else pd.DataFrame(statuses)
+    if status.empty:
+        status = status_rows
+    order = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
+    features = pd.DataFrame(rows)
+    if not features.empty:
+        columns = ["image_id"] + [c for c in features.columns if c != "image_id"]
+        features = features[columns].sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    status = status.sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    labels = manifest.set_index("image_id")
+    status.insert(1, "label", status["image_id"].map(labels["label"]).to_numpy())
+    status.insert(2, "mask_source", status["image_id"].map(labels["mask_source"]).to_numpy())
+    atomic_write_parquet(run.radiomics, features)
+    atomic_write_parquet(run.radiomics.parent / "status.parquet", status)
+    return RadiomicsResult(features, status, time.perf_counter() - started)
+
+
+def read_features(run: RunDir) -> pd.DataFrame:
+    if not run.radiomics.is_file():
+        raise DataError(f"{run.root} has no radiomics features.", fix=f"run 'cxrbio radiomics {run.root}' first.")
+    return pd.read_parquet(run.radiomics)
