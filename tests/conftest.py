@@ -25,6 +25,14 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never read or fill the user's radiomics cache (~/.cache/cxrbio)."""
+    folder = tmp_path_factory.mktemp("feature-cache")
+    os.environ["CXRBIO_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def real_sample() -> Path:
     if not (REAL_SAMPLE / "manifest.csv").is_file():

@@ -40,7 +40,8 @@ from cxrbio.errors import ConfigError, DataError
 from cxrbio.parallel import imap_jobs
 from cxrbio.rundir import RunDir, atomic_write_parquet, atomic_write_text
 
-EXTRACTION_VERSION = 1  # bump when the way images reach pyradiomics changes
+EXTRACTION_VERSION = 2  # bump when the way images reach pyradiomics changes
+BORDER = 1  # px of black added around image and mask (see extract_features)
 STATUS_OK, STATUS_FAILED, STATUS_NO_MASK = "ok", "failed", "no mask"
 MIN_MASK_PIXELS = 16
 
@@ -176,8 +177,12 @@ def extract_features(job: FeatureJob) -> dict[str, Any]:
         out["message"] = f"mask {job.mask_path} has {int(mask.sum())} pixels (< {MIN_MASK_PIXELS})"
         return out
     try:
-        result = _extractor(job.params_file).execute(sitk.GetImageFromArray(image.astype(np.float32)),
-                                                     sitk.GetImageFromArray(mask), label=1)
+        # pyradiomics finds "no labels" in a mask without any background pixel (a whole square
+        # image); a 1-px black frame around image and mask, as letterbox padding would give, avoids it.
+        padded_image = np.pad(image.astype(np.float32), BORDER)
+        padded_mask = np.pad(mask, BORDER)
+        result = _extractor(job.params_file).execute(sitk.GetImageFromArray(padded_image),
+                                                     sitk.GetImageFromArray(padded_mask), label=1)
     except Exception as error:  # noqa: BLE001 - pyradiomics raises bare ValueError/RuntimeError/...
         out["message"] = f"pyradiomics failed on {job.image_path}: {error.__class__.__name__}: {error}"
         return out

@@ -1,0 +1,186 @@
+"""Radiomics: 2-D pyradiomics inside the lung masks, the shared cache, parallel = serial, bad input, Ray."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cxrbio.cli import app
+from cxrbio.config import bundled_config, load_config, save_config
+from cxrbio.data.scan import scan
+from cxrbio.errors import ConfigError
+from cxrbio.masks import make_masks
+from cxrbio.radiomics import extract_run, load_params
+from cxrbio.rundir import RunDir
+
+FAST_PARAMS = """imageType: {Original: {}}
+featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation]}
+setting: {binWidth: 8, label: 1, additionalInfo: false}
+"""
+
+
+def config_for(tmp_path, params: str | None = None, cache: str = "cache", **extra):
+    values = {"data.image_size": 64, "folds.k": 3, "radiomics.cache_dir": str(tmp_path / cache)}
+    if params is not None:
+        path = tmp_path / f"params-{abs(hash(params))}.yaml"
+        path.write_text(params)
+        values["radiomics.params"] = str(path)
+    values.update(extra)
+    return load_config(None, values)
+
+
+@pytest.fixture(scope="module")
+def masked_run(phantom_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("radiomics-run")
+    config = load_config(None, {"data.image_size": 64, "folds.k": 3})
+    scan(phantom_dir, config, root / "run")
+    make_masks(RunDir(root / "run"), config)
+    return root / "run"
+
+
+def fresh_copy(masked_run, tmp_path) -> RunDir:
+    shutil.copytree(masked_run, tmp_path / "run")
+    return RunDir(tmp_path / "run")
+
+
+def test_default_parameters_give_2d_texture_shape2d_and_four_wavelet_bands(masked_run, tmp_path):
+    run = fresh_copy(masked_run, tmp_path)
+    manifest = run.read_manifest()
+    # Two images of the default (study) parameter file: Original, LoG and Wavelet, seven classes.
+    keep = manifest["image_id"].isin(manifest["image_id"].iloc[[0, 30]])
+    manifest.loc[~keep, "mask_source"] = "none"
+    manifest.to_parquet(run.manifest)
+    result = extract_run(run, config_for(tmp_path))
+    features = result.features
+    assert len(features) == 2 and result.status["status"].value_counts().to_dict() == {"ok": 2, "no mask": len(manifest) - 2}
+    columns = set(features.columns)
+    assert {"original_shape2D_PixelSurface", "original_shape2D_Perimeter", "original_glcm_Contrast",
+            "original_ngtdm_Busyness", "original_gldm_DependenceEntropy", "original_glszm_ZoneEntropy",
+            "original_glrlm_RunEntropy"} <= columns
+    bands = {c.split("_")[0] for c in columns if c.startswith("wavelet")}
+    assert bands == {"wavelet-LL", "wavelet-LH", "wavelet-HL", "wavelet-HH"}  # not the force2D collapse
+    assert {c.split("_")[0] for c in columns if c.startswith("log")} == {f"log-sigma-{s}-0-mm-3D" for s in (1, 2, 3)}
+    assert not any("shape_" in c for c in columns)  # the 3-D shape class does not apply
+    # The lung area is the mask's pixel count.
+    from cxrbio.masks import read_mask
+
+    for row in features.itertuples():
+        assert row.original_shape2D_PixelSurface == pytest.approx(read_mask(run, row.image_id).sum())
+
+
+def test_force2d_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(FAST_PARAMS.replace("additionalInfo: false", "additionalInfo: false, force2D: true"))
+    with pytest.raises(ConfigError, match="wavelet"):
+        load_params(path)
+    assert load_params(bundled_config("radiomics.yaml"))["featureClass"].keys() >= {"shape2D", "glcm"}
+
+
+def test_cache_hits_when_nothing_changed_and_misses_when_params_or_a_mask_change(masked_run, tmp_path):
+    run = fresh_copy(masked_run, tmp_path)
+    config = config_for(tmp_path, FAST_PARAMS)
+    first = extract_run(run, config, workers=2)
+    assert (first.status["status"] == "ok").all() and (first.status["cache"] == "miss").all()
+    second = extract_run(run, config, workers=2)
+    assert (second.status["cache"] == "hit").all()
+    pd.testing.assert_frame_equal(first.features, second.features)
+    # Another run directory on the same images and masks reuses the cache.
+    shutil.copytree(run.root, tmp_path / "other")
+    other = extract_run(RunDir(tmp_path / "other"), config, workers=1)
+    assert (other.status["cache"] == "hit").all()
+    # New parameters: every image is computed again.
+    changed = extract_run(run, config_for(tmp_path, FAST_PARAMS.replace("binWidth: 8", "binWidth: 16")), workers=1)
+    assert (changed.status["cache"] == "miss").all()
+    assert not np.allclose(changed.features["original_glcm_Contrast"], first.features["original_glcm_Contrast"])
+    # One mask edited: that image alone is recomputed.
+    from PIL import Image
+
+    image_id = first.features["image_id"].iloc[5]
+    mask = np.asarray(Image.open(run.mask(image_id))).copy()
+    mask[mask.nonzero()[0][:20], mask.nonzero()[1][:20]] = 0
+    Image.fromarray(mask).save(run.mask(image_id))
+    edited = extract_run(run, config, workers=1).status.set_index("image_id")["cache"]
+    assert edited[image_id] == "miss" and (edited.drop(image_id) == "hit").all()
+
+
+def test_parallel_and_serial_extraction_agree(masked_run, tmp_path):
+    run = fresh_copy(masked_run, tmp_path)
+    serial = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="a"), workers=1)
+    parallel = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="b"), workers=2)
+    pd.testing.assert_frame_equal(serial.features, parallel.features)
+    manifest = run.read_manifest()
+    assert list(serial.features["image_id"]) == list(manifest.loc[manifest["included"], "image_id"])
+
+
+def test_bad_images_and_masks_are_listed_and_the_run_continues(masked_run, tmp_path):
+    run = fresh_copy(masked_run, tmp_path)
+    manifest = run.read_manifest()
+    corrupt_id, corrupt_path = manifest[["image_id", "path"]].iloc[2]
+    broken_copy = tmp_path / "broken.png"
+    broken_copy.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    manifest.loc[manifest["image_id"] == corrupt_id, "path"] = str(broken_copy)
+    manifest.loc[manifest["image_id"] == corrupt_id, "sha256"] = "changed"
+    tiny_id = manifest["image_id"].iloc[3]
+    tiny = np.zeros((64, 64), np.uint8)
+    tiny[30:32, 30:33] = 255
+    from PIL import Image
+
+    Image.fromarray(tiny).save(run.mask(tiny_id))
+    none_id = manifest["image_id"].iloc[4]
+    manifest.loc[manifest["image_id"] == none_id, ["mask_source", "mask_note"]] = ["none", "mask file x.png is empty"]
+    manifest.to_parquet(run.manifest)
+    result = CliRunner().invoke(app, ["radiomics", str(run.root), "--workers", "1"],
+                                env={"CXRBIO_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.exit_code == 0, result.output
+    status = pd.read_parquet(run.root / "radiomics" / "status.parquet").set_index("image_id")
+    assert status.loc[corrupt_id, "status"] == "failed" and "broken.png" in status.loc[corrupt_id, "message"]
+    assert status.loc[tiny_id, "status"] == "failed" and "6 pixels" in status.loc[tiny_id, "message"]
+    assert status.loc[none_id, "status"] == "no mask" and "empty" in status.loc[none_id, "message"]
+    features = pd.read_parquet(run.radiomics)
+    assert len(features) == len(status) - 3 and not features["image_id"].isin([corrupt_id, tiny_id, none_id]).any()
+    assert "3 image(s) lack features" in result.output and "broken.png" in result.output.replace("\n", "")
+
+
+def test_radiomics_command_makes_masks_first_and_refuses_a_non_run(phantom_dir, tmp_path):
+    config = config_for(tmp_path, FAST_PARAMS)
+    scan(phantom_dir, config, tmp_path / "run")
+    save_config(config, tmp_path / "run" / "config.yaml")
+    result = CliRunner().invoke(app, ["radiomics", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "Lung masks: column" in result.output and "Radiomics: 56 of 56 images" in result.output
+    assert (tmp_path / "run" / "radiomics" / "features.parquet").is_file()
+    outside = CliRunner().invoke(app, ["radiomics", str(tmp_path)])
+    assert outside.exit_code == 2 and "not a cxrbio run directory" in outside.output
+
+
+def test_planted_physics_shows_in_the_features(masked_run, tmp_path):
+    run = fresh_copy(masked_run, tmp_path)
+    features = extract_run(run, config_for(tmp_path, FAST_PARAMS)).features
+    labels = run.read_manifest().set_index("image_id")["label"]
+    means = features.assign(label=features["image_id"].map(labels)).groupby("label").mean(numeric_only=True)
+    mean_intensity = means["original_firstorder_Mean"]
+    # The phantom darkens emphysematous lungs and whitens effusion and consolidation (pneumonia).
+    assert mean_intensity["Emphysema"] < mean_intensity["Normal"] < min(mean_intensity["Effusion"], mean_intensity["Pneumonia"])
+
+
+def test_ray_executor_gives_the_local_features(masked_run, tmp_path):
+    pytest.importorskip("ray")
+    run = fresh_copy(masked_run, tmp_path)
+    local = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="a"), workers=1)
+    remote = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="b"), executor="ray")
+    pd.testing.assert_frame_equal(local.features, remote.features)
+    assert (remote.status["cache"] == "miss").all()
+
+
+def test_real_sample_gets_features(real_sample, tmp_path):
+    config = config_for(tmp_path, FAST_PARAMS)
+    scan(real_sample, config, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    make_masks(run, config)
+    result = extract_run(run, config)
+    assert (result.status["status"] == "ok").all(), result.problems.to_string()
+    assert len(result.features) == 74
+    assert np.isfinite(result.features.drop(columns="image_id").to_numpy()).all()
