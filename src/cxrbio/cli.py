@@ -310,11 +310,15 @@ def embed(
     force: Annotated[bool, typer.Option("--force", help="Rewrite embeddings that are up to date.")] = False,
 ) -> None:
     """Export each fold model's global-average-pooling embedding of every image (out-of-fold rows marked)."""
+    cfg = load_run_config(run_dir)
+    run_embed(run_dir, cfg, _csv_list(strategies), batch_size, force)
+
+
+def run_embed(run_dir: Path, cfg: Any, strategies: list[str] | None, batch_size: int | None, force: bool) -> Any:
     from cxrbio.embed import embed_run
     from cxrbio.quiet import initialise_tensorflow
     from cxrbio.rundir import RunDir
 
-    cfg = load_run_config(run_dir)
     initialise_tensorflow()
     run = RunDir(run_dir)
     started = time.perf_counter()
@@ -327,7 +331,7 @@ def embed(
         def on_fold(strategy: str, fold: int, status: str) -> None:
             console.print(f"{strategy} fold {fold}: {status}")
 
-        summary = embed_run(run, cfg, _csv_list(strategies), batch_size, force, progress=progress, on_fold=on_fold)
+        summary = embed_run(run, cfg, strategies, batch_size, force, progress=progress, on_fold=on_fold)
     for strategy, reason in summary.skipped_strategies.items():
         console.print(f"[yellow]{strategy} was skipped in training[/]: {reason}", soft_wrap=True)
     for strategy, folds in summary.missing_folds.items():
@@ -337,6 +341,7 @@ def embed(
         console.print(f"{strategy}: {summary.images} images x {dims} dims, one out-of-fold row each "
                       f"-> {run.root / 'embeddings' / strategy}")
     console.print(f"Embeddings done in {time.perf_counter() - started:.1f} s.")
+    return summary
 
 
 def run_masks(run_dir: Path, cfg: Any, folder: Path | None, source: str | None, force: bool,
@@ -386,13 +391,18 @@ def radiomics_command(
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks (when masks are not made yet).")] = None,
 ) -> None:
     """pyradiomics features of every image inside its lung mask (2-D, cached, parallel)."""
+    cfg = load_run_config(run_dir)
+    if executor not in ("local", "ray"):
+        raise CxrbioError(f"unknown executor {executor!r}.", fix="use --executor local or --executor ray.")
+    run_radiomics(run_dir, cfg, executor, address, workers, masks)
+
+
+def run_radiomics(run_dir: Path, cfg: Any, executor: str = "local", address: str | None = None,
+                  workers: int | None = None, masks: Path | None = None) -> Any:
     from cxrbio.radiomics import STATUS_OK, extract_run, params_path
     from cxrbio.rundir import RunDir
 
-    cfg = load_run_config(run_dir)
     run = RunDir(run_dir)
-    if executor not in ("local", "ray"):
-        raise CxrbioError(f"unknown executor {executor!r}.", fix="use --executor local or --executor ray.")
     params_path(cfg)  # a bad parameter file fails before any work
     if masks is not None or "mask_source" not in run.read_manifest():
         run_masks(run_dir, cfg, masks, None, False, workers)
@@ -403,8 +413,9 @@ def radiomics_command(
     status = result.status
     ok = status["status"] == STATUS_OK
     hits = int((status["cache"] == "hit").sum())
-    console.print(f"Radiomics: {int(ok.sum())} of {len(status)} images, {result.features.shape[1] - 1 if len(result.features) else 0} "
-                  f"features each ({hits} from the cache) in {result.seconds:.1f} s -> {run.radiomics}")
+    n_features = result.features.shape[1] - 1 if len(result.features) else 0
+    console.print(f"Radiomics: {int(ok.sum())} of {len(status)} images, {n_features} features each "
+                  f"({hits} from the cache) in {result.seconds:.1f} s -> {run.radiomics}")
     problems = result.problems
     if len(problems):
         console.print(f"[yellow]{len(problems)} image(s) lack features or have non-finite values[/] "
@@ -415,6 +426,7 @@ def radiomics_command(
             console.print(f"  {row.status}: {paths.get(row.image_id, row.image_id)}: {detail}", soft_wrap=True, markup=False)
         if len(problems) > 10:
             console.print(f"  ... and {len(problems) - 10} more.")
+    return result
 
 
 def print_metrics_table(results: dict[str, Any], cfg: Any, seconds: float) -> None:
@@ -449,7 +461,7 @@ def demo(
     config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
 ) -> None:
-    """The pipeline on the built-in phantom data: generate, scan, train (later stages follow as they land)."""
+    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics."""
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom
 
@@ -474,10 +486,19 @@ def demo(
     started = time.perf_counter()
     run_training(cfg, out, None, None, None, "inprocess", None, 0.0, skip_unavailable=True, force=True)
     timings["train"] = time.perf_counter() - started
-    console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    started = time.perf_counter()
+    run_embed(out, cfg, None, None, False)
+    timings["embed"] = time.perf_counter() - started
+    started = time.perf_counter()
+    run_masks(out, cfg, None, None, False)
+    timings["masks"] = time.perf_counter() - started
+    started = time.perf_counter()
+    run_radiomics(out, cfg)
+    timings["radiomics"] = time.perf_counter() - started
+    console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+                  + f"; total {sum(timings.values()):.1f} s")
     console.print(f"Paper tables: uv run python analyses/paper_tables.py {out}")
-    console.print("Embeddings, radiomics, analysis and the report are not implemented yet; "
-                  "the demo runs every stage that exists.")
+    console.print("The analysis and the report are not implemented yet; the demo runs every stage that exists.")
 
 
 def _same_phantom(folder: Path, per_class: int, size: int, seed: int) -> bool:

@@ -1,0 +1,116 @@
+"""Radiomics throughput: cxrbio against pyradiomics' own batch command line, cores, and the cache.
+
+On the same phantom images, masks and parameter file (default: configs/radiomics.yaml), in
+one run, prints images/s of:
+
+* ``pyradiomics BATCH.csv -p PARAMS --jobs W`` (its batch mode; images and masks handed to it
+  as the exact letterboxed arrays cxrbio extracts from, written to NRRD beforehand and not
+  timed), against ``cxrbio``'s extraction with W worker processes, which also decodes and
+  letterboxes every PNG inside the timed region;
+* cxrbio with 1 worker against W workers;
+* a re-run served by the cache, as a share of the first run's time.
+
+The same feature values from both tools are checked on every image.
+
+    uv run python benchmarks/radiomics_throughput.py [--images 210] [--size 200] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=210, help="phantom images (split over 7 classes)")
+    parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=None, help="default: every available core")
+    parser.add_argument("--params", default="radiomics.yaml")
+    args = parser.parse_args()
+
+    import numpy as np
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from cxrbio.config import load_config
+    from cxrbio.data.imageio import read_image
+    from cxrbio.data.phantom import generate_phantom
+    from cxrbio.data.preprocess import letterbox
+    from cxrbio.data.scan import scan
+    from cxrbio.masks import make_masks, read_mask
+    from cxrbio.parallel import available_cores
+    from cxrbio.radiomics import BORDER, extract_run, params_path
+    from cxrbio.rundir import RunDir
+
+    workers = args.workers or available_cores()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        generate_phantom(tmp / "phantom", per_class=max(1, args.images // 7), size=args.size, seed=11)
+
+        def config(cache: str):
+            return load_config(None, {"data.image_size": args.size, "folds.k": 3, "radiomics.params": args.params,
+                                      "radiomics.cache_dir": str(tmp / cache)})
+
+        base = config("unused")
+        scan(tmp / "phantom", base, tmp / "run")
+        run = RunDir(tmp / "run")
+        make_masks(run, base)
+        manifest = run.read_manifest()
+        n = len(manifest)
+        params = params_path(base)
+
+        # pyradiomics' batch mode, on the exact arrays cxrbio extracts from.
+        rows = []
+        for row in manifest.itertuples():
+            image, _ = letterbox(read_image(row.path).pixels, args.size)
+            mask = read_mask(run, row.image_id).astype(np.uint8)
+            image_file, mask_file = tmp / "nrrd" / f"{row.image_id}.nrrd", tmp / "nrrd" / f"{row.image_id}-mask.nrrd"
+            image_file.parent.mkdir(exist_ok=True)
+            sitk.WriteImage(sitk.GetImageFromArray(np.pad(image.astype(np.float32), BORDER)), str(image_file))
+            sitk.WriteImage(sitk.GetImageFromArray(np.pad(mask, BORDER)), str(mask_file))
+            rows.append({"ID": row.image_id, "Image": str(image_file), "Mask": str(mask_file)})
+        with (tmp / "batch.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["ID", "Image", "Mask"])
+            writer.writeheader()
+            writer.writerows(rows)
+        cli = Path(sys.executable).with_name("pyradiomics")
+        started = time.perf_counter()
+        subprocess.run([str(cli), str(tmp / "batch.csv"), "-p", str(params), "-j", str(workers),
+                        "-o", str(tmp / "cli.csv"), "-f", "csv", "--verbosity", "1"], check=True)
+        cli_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        first = extract_run(run, config("cache-w"), workers=workers)
+        parallel_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        cached = extract_run(run, config("cache-w"), workers=workers)
+        cached_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        extract_run(run, config("cache-1"), workers=1)
+        serial_seconds = time.perf_counter() - started
+
+        assert (first.status["status"] == "ok").all() and (cached.status["cache"] == "hit").all()
+        theirs = pd.read_csv(tmp / "cli.csv").set_index("ID").loc[first.features["image_id"]]
+        ours = first.features.set_index("image_id")
+        common = [c for c in ours.columns if c in theirs.columns]
+        worst = float(np.nanmax(np.abs(ours[common].to_numpy() - theirs[common].to_numpy().astype(float))
+                                / (np.abs(theirs[common].to_numpy().astype(float)) + 1e-9)))
+
+    print(f"{n} images at {args.size} px, {len(common)} features each ({params.name}), {workers} worker(s)")
+    print(f"pyradiomics batch --jobs {workers}: {n / cli_seconds:7.2f} img/s ({cli_seconds:.1f} s)")
+    print(f"cxrbio, {workers} workers:          {n / parallel_seconds:7.2f} img/s ({parallel_seconds:.1f} s)"
+          f"   ratio to pyradiomics: {cli_seconds / parallel_seconds:.2f}")
+    print(f"cxrbio, 1 worker:            {n / serial_seconds:7.2f} img/s ({serial_seconds:.1f} s)"
+          f"   {workers} workers / 1: {serial_seconds / parallel_seconds:.2f}x")
+    print(f"cxrbio, cached re-run:       {cached_seconds:.2f} s = {100 * cached_seconds / parallel_seconds:.1f}% of the first run")
+    print(f"largest relative difference between the two tools' values: {worst:.2e}")
+
+
+if __name__ == "__main__":
+    main()
