@@ -1,5 +1,6 @@
 """Lung masks: the classical segmentation against the phantom's ground truth, mask sources, padding, bad masks."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,13 @@ def stem(path: str) -> str:
     return Path(path).stem
 
 
-def test_masks_command_and_a_corrupt_image(scanned):
+def test_masks_command_and_a_corrupt_image(scanned, tmp_path):
     run, _ = scanned
-    broken = run.read_manifest()["path"].iloc[0]
+    manifest = run.read_manifest()
+    broken = str(tmp_path / "damaged.png")  # a copy: the phantom fixture is shared by other tests
+    shutil.copyfile(manifest.loc[0, "path"], broken)
+    manifest.loc[0, "path"] = broken
+    manifest.to_parquet(run.manifest)
     with open(broken, "wb") as handle:  # damaged after the scan
         handle.write(b"\x89PNG\r\n\x1a\n not really")
     result = CliRunner().invoke(app, ["masks", str(run.root), "--source", "segment"])
