@@ -429,6 +429,76 @@ def run_radiomics(run_dir: Path, cfg: Any, executor: str = "local", address: str
     return result
 
 
+@app.command("analyze")
+@user_errors
+def analyze_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory with embeddings and radiomics.")],
+    strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every embedded strategy).")] = None,
+    top: Annotated[int | None, typer.Option("--top", help="Candidate dims per fold and class (default: analysis.top_k).")] = None,
+    no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the saliency audit and the lungs-blanked test.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo analyses whose inputs are unchanged.")] = False,
+) -> None:
+    """Rank candidate biomarker dims per disease: SHAP, tests, radiomics association, stability, UMAP, shortcut audit."""
+    cfg = load_run_config(run_dir)
+    if top is not None and top < 1:
+        raise CxrbioError(f"--top must be at least 1, got {top}.")
+    run_analysis(run_dir, cfg, _csv_list(strategies), top, not no_audit, force)
+
+
+def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int | None, audit: bool, force: bool) -> Any:
+    from cxrbio.analysis.run import PARTS, analyze_run
+    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.rundir import RunDir
+
+    initialise_tensorflow()
+    parts = PARTS if audit else tuple(p for p in PARTS if p != "audit")
+    started = time.perf_counter()
+    with console.status("analysing") as status:
+        summary = analyze_run(RunDir(run_dir), cfg, strategies, top, parts, force,
+                              say=lambda message: (console.print(message, markup=False), status.update(message)))
+    for name in summary.skipped:
+        console.print(f"{name}: inputs unchanged since the last analysis, kept (--force redoes it).")
+    shown = top or 3
+    for name, ranking in summary.candidates.items():
+        print_candidates(name, ranking, shown)
+    for note in summary.notes[:12]:
+        console.print(f"[yellow]note[/] {note}", soft_wrap=True, markup=False) if "[" in note else console.print(f"[yellow]note[/] {note}", soft_wrap=True)
+    if len(summary.notes) > 12:
+        console.print(f"... {len(summary.notes) - 12} more notes in {Path(run_dir) / 'analysis' / 'summary.json'}")
+    parts_time = ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items())
+    console.print(f"Analysis done in {time.perf_counter() - started:.1f} s ({parts_time}) -> {Path(run_dir) / 'analysis'}")
+    return summary
+
+
+def print_candidates(name: str, ranking: Any, shown: int) -> None:
+    from rich.table import Table
+
+    if ranking is None or ranking.empty:
+        return
+    radiomics = name == "radiomics"
+    table = Table(title=f"{'Radiomics features' if radiomics else f'Candidate dims, {name}'}: top {shown} per disease",
+                  title_justify="left")
+    for column in (["class", "feature", "SHAP", "dir", "AUC", "q", "boot"] if radiomics else
+                   ["class", "fold/dim", "SHAP share", "dir", "AUC", "q", "radiomics descriptors", "recur", "lung", "flag"]):
+        table.add_column(column, overflow="fold")
+
+    def num(value: Any, fmt: str) -> str:
+        return "" if value is None or (isinstance(value, float) and value != value) else format(value, fmt)
+
+    for _, part in ranking.groupby("class", sort=True):
+        for row in part.head(shown).itertuples():
+            direction = "+" if row.direction > 0 else "-"
+            if radiomics:
+                table.add_row(row._1 if hasattr(row, "_1") else row[1], row.feature, num(row.mean_abs_shap, ".3f"), direction,
+                              num(row.auc, ".2f"), num(row.q, ".1e"), num(getattr(row, "effect_top_frequency", None), ".2f"))
+            else:
+                flag = "likely shortcut" if getattr(row, "likely_shortcut", False) is True else ""
+                table.add_row(row[1], f"{row.fold}/{row.dim}", num(row.shap_share, ".3f"), direction, num(row.auc, ".2f"),
+                              num(row.q, ".1e"), row.descriptors.split("; ")[0] if row.descriptors else "",
+                              num(row.descriptor_recurrence, ".2f"), num(getattr(row, "lung_share", None), ".2f"), flag)
+    console.print(table)
+
+
 def print_metrics_table(results: dict[str, Any], cfg: Any, seconds: float) -> None:
     import pandas as pd
 

@@ -275,6 +275,31 @@ class RadiomicsConfig(StrictModel):
     workers: int | None = Field(None, ge=1, description="Worker processes (default: every available core).")
 
 
+class AnalysisConfig(StrictModel):
+    """Settings of ``cxrbio analyze`` (docs/analysis.md)."""
+
+    top_k: int = Field(10, ge=1, description="Candidate dims per (fold, class), ranked by mean |SHAP|.")
+    shap_background: int = Field(16, ge=1, description="Training embeddings per fold as the SHAP background (stratified).")
+    shap_max_images: int = Field(400, ge=1, description="Out-of-fold images explained per fold (a stratified sample above it).")
+    descriptors: int = Field(3, ge=1, description="Radiomics descriptors named per candidate dim.")
+    stability_top: int = Field(10, ge=1, description="Descriptors per (fold, class) compared across folds.")
+    bootstrap: int = Field(50, ge=0, description="Patient bootstrap resamples for the radiomics ranking's stability.")
+    permutations: int = Field(50, ge=0, description="Row permutations for the CCA baseline.")
+    cca_components: int = Field(10, ge=1, description="PCA components per space before CCA.")
+    umap_neighbors: int = Field(15, ge=2)
+    umap_min_dist: float = Field(0.1, ge=0.0)
+    audit_dims: int = Field(5, ge=0, description="Top dims per (fold, class) given a saliency audit (0: no audit).")
+    audit_images: int = Field(8, ge=1, description="Most activating out-of-fold images averaged per audited dim.")
+    border_fraction: float = Field(0.04, ge=0.0, lt=0.5, description="Outer ring of the image counted as border, share of the side.")
+    shortcut_lung_share: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="A dim whose saliency has less than this share inside the lung mask is flagged 'likely shortcut'.",
+    )
+    min_group: int = Field(3, ge=2, description="Fewest images of a class (and of the rest) for a test to run.")
+    radiomics_c: float = Field(0.1, gt=0, description="Inverse L2 strength of the radiomics logistic regression.")
+    seed: int = 0
+
+
 class Config(StrictModel):
     """The whole run configuration; the defaults are the study as published."""
 
@@ -286,6 +311,7 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     masks: MasksConfig = Field(default_factory=MasksConfig)
     radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
 
 def _describe_validation_error(error: ValidationError, source: str, model: type[BaseModel]) -> str:

@@ -1,0 +1,1 @@
+"""Analyses of a run: attribution, statistics, association, stability, projection, shortcut audit, ranking."""

@@ -1,0 +1,124 @@
+"""What ``cxrbio analyze`` reads: labels, each fold's embeddings, radiomics; clear errors when missing.
+
+A fold model's dimensions are its own units, so embeddings are kept per fold: the fold's
+held-out (``test``) rows are what statistics, associations and projections use; its ``train``
+rows only provide SHAP backgrounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cxrbio.config import Config
+from cxrbio.errors import DataError
+from cxrbio.rundir import RunDir
+
+
+@dataclass
+class FoldEmbeddings:
+    fold: int
+    dims: list[str]
+    test_ids: np.ndarray
+    test: np.ndarray  # (n_test, D) float32, out-of-fold
+    y_test: np.ndarray
+    train: np.ndarray  # (n_train, D)
+    y_train: np.ndarray
+
+
+@dataclass
+class AnalysisInputs:
+    run: RunDir
+    config: Config
+    manifest: pd.DataFrame  # included images, indexed by image_id
+    classes: list[str]
+    radiomics: pd.DataFrame | None  # image_id index, one column per feature
+    notes: list[str] = field(default_factory=list)
+
+    def labels(self, image_ids: np.ndarray) -> np.ndarray:
+        return self.manifest.loc[image_ids, "y"].to_numpy()
+
+
+def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> AnalysisInputs:
+    manifest = run.read_manifest()
+    manifest = manifest[manifest["included"]].set_index("image_id")
+    classes = list(config.data.classes)
+    manifest["y"] = manifest["label"].map({c: i for i, c in enumerate(classes)})
+    radiomics = None
+    notes: list[str] = []
+    if run.radiomics.is_file():
+        radiomics = pd.read_parquet(run.radiomics).set_index("image_id")
+        missing = len(manifest) - int(manifest.index.isin(radiomics.index).sum())
+        if missing:
+            notes.append(f"{missing} image(s) have no radiomics features (see radiomics/status.parquet); "
+                         "radiomics analyses leave them out.")
+    elif need_radiomics:
+        raise DataError(f"{run.root} has no radiomics features.", fix=f"run 'cxrbio radiomics {run.root}' first.")
+    return AnalysisInputs(run, config, manifest, classes, radiomics, notes)
+
+
+def analysable_strategies(run: RunDir, requested: list[str] | None) -> list[str]:
+    """Strategies whose embeddings cover every fold; a clear error naming the command otherwise."""
+    root = run.root / "embeddings"
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("fold-*.parquet"))) if root.is_dir() else []
+    if not found:
+        raise DataError(f"{run.root} has no embeddings.", fix=f"run 'cxrbio embed {run.root}' first.")
+    if requested:
+        unknown = [s for s in requested if s not in found]
+        if unknown:
+            raise DataError(f"no embeddings for {', '.join(unknown)}; embedded: {', '.join(found)}.",
+                            fix=f"run 'cxrbio embed {run.root} --strategies {','.join(unknown)}' first, or drop them.")
+        return list(requested)
+    return found
+
+
+def load_fold_embeddings(inputs: AnalysisInputs, strategy: str) -> list[FoldEmbeddings]:
+    """Every fold's embeddings of ``strategy``; refuses folds that do not partition the images."""
+    from cxrbio.embed import read_out_of_fold
+
+    read_out_of_fold(inputs.run, strategy, expected=pd.Series(inputs.manifest.index))  # raises with the fix
+    folds = []
+    for path in sorted((inputs.run.root / "embeddings" / strategy).glob("fold-*.parquet"),
+                       key=lambda p: int(p.stem.split("-", 1)[1])):
+        frame = pd.read_parquet(path)
+        frame = frame[frame["image_id"].isin(inputs.manifest.index)]
+        dims = [c for c in frame.columns if c.startswith("e") and c[1:].isdigit()]
+        test = frame["split"].to_numpy() == "test"
+        ids = frame["image_id"].to_numpy()
+        values = frame[dims].to_numpy(np.float32)
+        folds.append(FoldEmbeddings(
+            fold=int(path.stem.split("-", 1)[1]), dims=dims,
+            test_ids=ids[test], test=values[test], y_test=inputs.labels(ids[test]),
+            train=values[~test], y_train=inputs.labels(ids[~test]),
+        ))
+    return folds
+
+
+def clean_columns(values: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[dict[str, str]]]:
+    """Drop constant and non-finite columns, saying why (they carry no testable signal)."""
+    finite = np.isfinite(values).all(axis=0)
+    with np.errstate(invalid="ignore"):
+        spread = np.nanmax(values, axis=0) - np.nanmin(values, axis=0) if len(values) else np.zeros(len(names))
+    constant = finite & (spread == 0)
+    dropped = []
+    for j in np.flatnonzero(~finite):
+        dropped.append({"feature": names[j], "reason": f"non-finite in {int((~np.isfinite(values[:, j])).sum())} image(s)"})
+    for j in np.flatnonzero(constant):
+        dropped.append({"feature": names[j], "reason": f"constant ({values[0, j]:.4g}) over the images"})
+    keep = finite & ~constant
+    return values[:, keep], [n for n, k in zip(names, keep) if k], dropped
+
+
+def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Row positions of a class-stratified sample of size <= n (all rows when n >= len(y))."""
+    if n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    try:
+        chosen, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
+    except ValueError:  # a class too small to stratify
+        chosen = np.random.default_rng(seed).choice(len(y), n, replace=False)
+    return np.sort(chosen)

@@ -1,0 +1,310 @@
+"""``cxrbio analyze``: every analysis of every strategy, written under analysis/ (schemas: docs/analysis.md).
+
+Per strategy, fold by fold: statistics on the fold's out-of-fold embeddings, SHAP of the fold's
+head, the top dims per class (candidates), their radiomics descriptors, CCA, UMAP and the
+shortcut audit; then stability across folds and the ranking. The radiomics space gets the same
+treatment once (analysis/radiomics/), with its own classifier as the baseline. A strategy whose
+inputs and settings are unchanged since its last analysis is skipped (analysis/<s>/DONE.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrbio.analysis import association, attribution, stability
+from cxrbio.analysis.inputs import AnalysisInputs, analysable_strategies, clean_columns, load_fold_embeddings, load_inputs
+from cxrbio.analysis.projection import project, projection_table
+from cxrbio.analysis.stats import class_tests
+from cxrbio.config import Config
+from cxrbio.rundir import RunDir, atomic_write, atomic_write_parquet, atomic_write_text
+
+PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")
+Say = Callable[[str], None]
+
+
+@dataclass
+class AnalysisSummary:
+    strategies: list[str]
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    notes: list[str] = field(default_factory=list)
+    candidates: dict[str, pd.DataFrame] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Timer:
+    def __init__(self, timings: dict[str, float], part: str) -> None:
+        self.timings, self.part = timings, part
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.part] += time.perf_counter() - self.started
+
+
+def _write_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp: Any) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        tmp.write_bytes(buffer.getvalue())
+
+    atomic_write(path, write)
+
+
+def _fingerprint(inputs: AnalysisInputs, strategy: str | None, parts: tuple[str, ...]) -> str:
+    from cxrbio.embed import read_metadata
+
+    digest = hashlib.sha256(json.dumps({"analysis": inputs.config.analysis.model_dump(mode="json"), "parts": parts,
+                                        "classes": inputs.classes}, sort_keys=True).encode())
+    digest.update(pd.util.hash_pandas_object(inputs.manifest[["label", "fold"]]).values.tobytes())
+    if inputs.run.radiomics.is_file():
+        digest.update(inputs.run.radiomics.read_bytes())
+    settings = inputs.run.root / "masks" / "settings.json"
+    if settings.is_file():
+        digest.update(settings.read_bytes())
+    if strategy is not None:
+        for path in sorted((inputs.run.root / "embeddings" / strategy).glob("fold-*.parquet")):
+            digest.update(json.dumps(read_metadata(path), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _done(folder: Any, fingerprint: str) -> bool:
+    try:
+        return json.loads((folder / "DONE.json").read_text())["fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def radiomics_space(inputs: AnalysisInputs) -> tuple[np.ndarray, list[str], np.ndarray, list[dict[str, str]]]:
+    """(values, feature names, image ids, dropped) of the images that have features."""
+    frame = inputs.radiomics.loc[inputs.radiomics.index.isin(inputs.manifest.index)]
+    values, names, dropped = clean_columns(frame.to_numpy(np.float64), list(frame.columns))
+    return values, names, frame.index.to_numpy(), dropped
+
+
+def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> pd.DataFrame:
+    """analysis/radiomics/*: tests, classifier (baseline) + SHAP, bootstrap stability, UMAP, ranking."""
+    from cxrbio.metrics import bootstrap_ci, paper_metrics
+
+    settings = inputs.config.analysis
+    out = inputs.run.root / "analysis" / "radiomics"
+    values, names, ids, dropped = radiomics_space(inputs)
+    y = inputs.labels(ids)
+    say(f"radiomics: {len(ids)} images x {len(names)} features ({len(dropped)} dropped)")
+    with Timer(summary.timings, "stats"):
+        tests, notes = class_tests(values, y, names, inputs.classes, settings.min_group)
+        summary.notes += [f"radiomics: {n}" for n in notes]
+    with Timer(summary.timings, "attribution"):
+        folds = inputs.manifest.loc[ids, "fold"].to_numpy()
+        tables, predictions = [], []
+        for fold in sorted(set(folds)):
+            test = folds == fold
+            if len(set(y[~test])) < 2:
+                summary.notes.append(f"radiomics fold {fold}: training folds hold one class; no classifier.")
+                continue
+            result = attribution.radiomics_fold(values[~test], y[~test], values[test], ids[test], names,
+                                                inputs.classes, settings.radiomics_c, settings.seed, int(fold))
+            tables.append(result.table.assign(fold=int(fold)))
+            predictions.append(pd.DataFrame({"image_id": result.test_ids, "fold": int(fold),
+                                             "true": y[test], "predicted": result.predicted}))
+        shap_table = pd.concat(tables, ignore_index=True)
+        predicted = pd.concat(predictions, ignore_index=True)
+        metrics = paper_metrics(predicted["true"].to_numpy(), predicted["predicted"].to_numpy(), inputs.classes,
+                                inputs.config.data.positive_class)
+        patients = inputs.manifest.loc[predicted["image_id"], "patient_id"].to_numpy()
+        metrics["ci95"] = bootstrap_ci(predicted["true"].to_numpy(), predicted["predicted"].to_numpy(), patients,
+                                       inputs.classes, inputs.config.data.positive_class, n_boot=200, seed=settings.seed)
+        metrics["per_fold_accuracy"] = {str(f): float((g["true"] == g["predicted"]).mean()) for f, g in predicted.groupby("fold")}
+        metrics["classifier"] = f"StandardScaler + LogisticRegression(C={settings.radiomics_c}, L2), per fold"
+        metrics["features"] = len(names)
+        say(f"radiomics baseline: 7-class accuracy {metrics['accuracy']:.3f} "
+            f"[{metrics['ci95']['accuracy'][0]:.3f}, {metrics['ci95']['accuracy'][1]:.3f}]")
+    with Timer(summary.timings, "stability"):
+        patients_all = inputs.manifest.loc[ids, "patient_id"].to_numpy()
+        boot_summary, boot_freq = stability.bootstrap_ranking(values, y, patients_all, names, inputs.classes,
+                                                              settings.stability_top, settings.bootstrap, settings.seed)
+    with Timer(summary.timings, "projection"):
+        coords, separation = project(values, y, settings.umap_neighbors, settings.umap_min_dist, settings.seed)
+    # Ranking: per class, features by mean |SHAP| over folds, with the tests and stability beside.
+    importance = (shap_table.groupby(["class", "feature"])
+                  .agg(mean_abs_shap=("mean_abs_shap", "mean"), direction=("direction", lambda d: int(np.sign(d.sum()))))
+                  .reset_index())
+    mw = tests[tests["test"] == "mannwhitney"][["class", "feature", "auc", "p", "q"]]
+    boot_freq = boot_freq.rename(columns={"top_frequency": "effect_top_frequency"})
+    ranking = importance.merge(mw, on=["class", "feature"], how="left").merge(boot_freq, on=["class", "feature"], how="left")
+    ranking = ranking.sort_values(["class", "mean_abs_shap"], ascending=[True, False])
+    ranking["rank"] = ranking.groupby("class").cumcount() + 1
+    atomic_write_parquet(out / "tests.parquet", tests)
+    atomic_write_parquet(out / "attribution.parquet", shap_table)
+    atomic_write_parquet(out / "predictions.parquet", predicted)
+    atomic_write_parquet(out / "dropped.parquet", pd.DataFrame(dropped, columns=["feature", "reason"]))
+    atomic_write_parquet(out / "bootstrap.parquet", boot_summary)
+    atomic_write_parquet(out / "umap.parquet", projection_table(ids, inputs.manifest.loc[ids, "label"].tolist(), coords))
+    atomic_write_parquet(out / "separation.parquet", pd.DataFrame(separation))
+    atomic_write_parquet(out / "candidates.parquet", ranking)
+    atomic_write_text(out / "baseline.json", json.dumps(metrics, indent=1, default=float))
+    return ranking
+
+
+def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ...], summary: AnalysisSummary,
+                     say: Say, audit_images: Any = None) -> pd.DataFrame:
+    import keras
+
+    from cxrbio.analysis import audit as audit_module
+
+    settings = inputs.config.analysis
+    out = inputs.run.root / "analysis" / strategy
+    folds = load_fold_embeddings(inputs, strategy)
+    rad_values, rad_names, rad_ids, _ = radiomics_space(inputs)
+    rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
+    collected: dict[str, list[pd.DataFrame]] = defaultdict(list)
+    maps: dict[str, np.ndarray] = {}
+    for fold in folds:
+        say(f"{strategy} fold {fold.fold}: {len(fold.test_ids)} out-of-fold images x {len(fold.dims)} dims")
+        values, kept, dropped = clean_columns(fold.test, fold.dims)
+        collected["dropped"].append(pd.DataFrame(dropped, columns=["feature", "reason"]).assign(fold=fold.fold))
+        with Timer(summary.timings, "stats"):
+            tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
+            collected["tests"].append(tests.assign(fold=fold.fold))
+            summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
+        model = keras.models.load_model(inputs.run.train_fold(strategy, fold.fold) / "model.keras", compile=False)
+        with Timer(summary.timings, "attribution"):
+            result = attribution.cnn_fold_attribution(model, fold.train, fold.y_train, fold.test, fold.y_test, fold.dims,
+                                                      inputs.classes, settings.shap_background, settings.shap_max_images,
+                                                      settings.seed)
+            if result.additivity_error > 1e-3:
+                summary.notes.append(f"{strategy} fold {fold.fold}: SHAP additivity error {result.additivity_error:.2g}.")
+            table = result.table[result.table["feature"].isin(kept)].assign(fold=fold.fold,
+                                                                             additivity_error=result.additivity_error)
+            collected["attribution"].append(table)
+            table = table.rename(columns={"feature": "dim"})
+            totals = table.groupby("class")["mean_abs_shap"].transform("sum")
+            table["shap_share"] = table["mean_abs_shap"] / totals.where(totals > 0, 1.0)
+            candidates = (table.sort_values(["class", "mean_abs_shap"], ascending=[True, False])
+                          .groupby("class", sort=False).head(settings.top_k))
+            collected["candidates"].append(candidates)
+        with_features = np.array([i in rad_row for i in fold.test_ids])
+        column = {d: j for j, d in enumerate(fold.dims)}
+        if "association" in parts and with_features.sum() > 3:
+            with Timer(summary.timings, "association"):
+                dims = sorted(set(candidates["dim"]))
+                dim_values = fold.test[with_features][:, [column[d] for d in dims]]
+                radiomics = rad_values[[rad_row[i] for i in fold.test_ids[with_features]]]
+                collected["associations"].append(
+                    association.dim_associations(dim_values, dims, radiomics, rad_names).assign(fold=fold.fold))
+                collected["cca"].append(association.cca_with_baseline(
+                    values[with_features], radiomics, settings.cca_components, settings.permutations,
+                    settings.seed).assign(fold=fold.fold))
+        if "projection" in parts:
+            with Timer(summary.timings, "projection"):
+                coords, separation = project(values, fold.y_test, settings.umap_neighbors, settings.umap_min_dist,
+                                             settings.seed)
+                labels = [inputs.classes[c] for c in fold.y_test]
+                collected["umap"].append(projection_table(fold.test_ids, labels, coords, fold=fold.fold))
+                collected["separation"].append(pd.DataFrame(separation).assign(fold=fold.fold))
+        if "audit" in parts and audit_images is not None and settings.audit_dims:
+            with Timer(summary.timings, "audit"):
+                fold_audit = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,
+                                                     candidates, audit_images, inputs.classes, settings)
+                collected["audit_dims"].append(fold_audit.dims)
+                collected["audit_model"].append(fold_audit.model)
+                maps.update(fold_audit.maps)
+        keras.backend.clear_session()
+
+    frames = {name: pd.concat(parts_, ignore_index=True) for name, parts_ in collected.items() if parts_}
+    candidates = frames["candidates"]
+    with Timer(summary.timings, "stability"):
+        associations = frames.get("associations", pd.DataFrame(columns=["fold", "dim", "feature", "rho", "p", "q"]))
+        profiles = stability.descriptor_profiles(associations, candidates, rad_names)
+        stable, recurrence = stability.cross_fold_stability(profiles, rad_names, settings.stability_top)
+    ranking = rank_candidates(candidates, frames, recurrence, settings)
+    if "audit_dims" in frames:
+        frames["shortcut_scores"] = audit_module.shortcut_scores(frames["audit_dims"])
+    frames.update(stability=stable, recurrence=recurrence, candidates=ranking)
+    for name, frame in frames.items():
+        atomic_write_parquet(out / f"{name}.parquet", frame)
+    if maps:
+        _write_npz(out / "saliency.npz", maps)
+    return ranking
+
+
+def rank_candidates(candidates: pd.DataFrame, frames: dict[str, pd.DataFrame], recurrence: pd.DataFrame,
+                    settings: Any) -> pd.DataFrame:
+    """Per class, candidate (fold, dim)s ordered by their share of the class's SHAP, with the evidence beside."""
+    tests = frames["tests"]
+    mw = tests[tests["test"] == "mannwhitney"][["fold", "class", "feature", "auc", "p", "q"]].rename(columns={"feature": "dim"})
+    kw = tests[tests["test"] == "kruskal"][["fold", "feature", "q"]].rename(columns={"feature": "dim", "q": "kruskal_q"})
+    ranking = candidates.merge(mw, on=["fold", "class", "dim"], how="left").merge(kw, on=["fold", "dim"], how="left")
+    named, top_descriptor = [], []
+    associations = frames.get("associations")
+    described = {}
+    if associations is not None:
+        for fold, part in associations.groupby("fold"):
+            for dim, pairs in association.descriptors(part, settings.descriptors).items():
+                described[(fold, dim)] = pairs
+    for row in ranking.itertuples():
+        pairs = described.get((row.fold, row.dim), [])
+        named.append(association.describe(pairs))
+        top_descriptor.append(pairs[0][0] if pairs else "")
+    ranking["descriptors"] = named
+    ranking["top_descriptor"] = top_descriptor
+    recur = recurrence.rename(columns={"feature": "top_descriptor", "recurrence": "descriptor_recurrence"})
+    ranking = ranking.merge(recur, on=["class", "top_descriptor"], how="left")
+    ranking.loc[ranking["top_descriptor"] == "", "descriptor_recurrence"] = np.nan
+    if "audit_dims" in frames:
+        audit = frames["audit_dims"][["fold", "class", "dim", "lung_share", "outside_share", "border_share", "likely_shortcut"]]
+        ranking = ranking.merge(audit, on=["fold", "class", "dim"], how="left")
+    ranking = ranking.sort_values(["class", "shap_share"], ascending=[True, False])
+    ranking["rank"] = ranking.groupby("class").cumcount() + 1
+    first = ["class", "rank", "fold", "dim", "shap_share", "mean_abs_shap", "direction", "auc", "q", "kruskal_q",
+             "descriptors", "descriptor_recurrence"]
+    return ranking[[c for c in first if c in ranking] + [c for c in ranking if c not in first]].reset_index(drop=True)
+
+
+def analyze_run(run: RunDir, config: Config, strategies: list[str] | None = None, top: int | None = None,
+                parts: tuple[str, ...] = PARTS, force: bool = False, say: Say = lambda _m: None) -> AnalysisSummary:
+    if top is not None:
+        config = config.model_copy(update={"analysis": config.analysis.model_copy(update={"top_k": top})})
+    inputs = load_inputs(run, config)
+    chosen = analysable_strategies(run, strategies)
+    summary = AnalysisSummary(chosen, notes=list(inputs.notes))
+    radiomics_out = run.root / "analysis" / "radiomics"
+    fingerprint = _fingerprint(inputs, None, parts)
+    if force or not _done(radiomics_out, fingerprint):
+        summary.candidates["radiomics"] = analyze_radiomics(inputs, summary, say)
+        atomic_write_text(radiomics_out / "DONE.json", json.dumps({"fingerprint": fingerprint}))
+    else:
+        summary.skipped.append("radiomics")
+        summary.candidates["radiomics"] = pd.read_parquet(radiomics_out / "candidates.parquet")
+    audit_images = None
+    for strategy in chosen:
+        out = run.root / "analysis" / strategy
+        fingerprint = _fingerprint(inputs, strategy, parts)
+        if not force and _done(out, fingerprint):
+            summary.skipped.append(strategy)
+            summary.candidates[strategy] = pd.read_parquet(out / "candidates.parquet")
+            continue
+        if "audit" in parts and audit_images is None:
+            from cxrbio.analysis.audit import load_audit_images
+
+            if "mask_source" in inputs.manifest:
+                with Timer(summary.timings, "audit"):
+                    audit_images = load_audit_images(run, config, inputs.manifest)
+            else:
+                summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
+        summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, say, audit_images)
+        atomic_write_text(out / "DONE.json", json.dumps({"fingerprint": fingerprint}))
+    atomic_write_text(run.root / "analysis" / "summary.json", json.dumps(
+        {"strategies": chosen, "timings_s": dict(summary.timings), "notes": summary.notes,
+         "skipped_unchanged": summary.skipped}, indent=1))
+    return summary
