@@ -78,10 +78,10 @@ def test_embeddings_equal_a_direct_model_call_and_every_image_has_one_out_of_fol
     assert set(fold0.loc[fold0["split"] == "test", "image_id"]) == set(included.loc[included["fold"] == 0, "image_id"])
     # Independently: letterbox the files, call the saved model cut at its GAP layer.
     model = keras.models.load_model(run.train_fold("scratch", 0) / "model.keras", compile=False)
-    gap = keras.Model(model.inputs, model.get_layer("gap").output)
+    gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
     rows = fold0.set_index("image_id").loc[included["image_id"].iloc[:10]]
     images = np.stack([load_letterboxed((p, 32)) for p in included["path"].iloc[:10]]).astype(np.float32)[..., None]
-    direct = np.asarray(gap([images], training=False))
+    direct = np.asarray(gap(images, training=False))
     assert direct.std() > 1e-3  # a test that could fail: the vectors vary
     np.testing.assert_allclose(rows[embedding_columns(1280)].to_numpy(), direct, rtol=1e-4, atol=1e-5)
 

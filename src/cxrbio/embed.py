@@ -62,7 +62,7 @@ def embedding_model(model: Any) -> Any:
     """The trained network cut at its global-average-pooling layer."""
     import keras
 
-    return keras.Model(model.inputs, model.get_layer("gap").output, name="gap_embedder")
+    return keras.Model(model.inputs[0], model.get_layer("gap").output, name="gap_embedder")
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ descriptor 2 to a temporary file; if initialisation fails, what it wrote is repl
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -36,8 +37,18 @@ def native_stderr_captured() -> Iterator[None]:
                 sys.stderr.write(sink.read().decode("utf-8", errors="replace"))
 
 
+class _ExpectedRetracing(logging.Filter):
+    """cxrbio loads one model per fold: one trace each is expected, and TensorFlow's advice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def initialise_tensorflow() -> None:
     """Import TensorFlow and touch its devices once, quietly (later calls cost nothing)."""
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _ExpectedRetracing) for f in tf_logger.filters):
+        tf_logger.addFilter(_ExpectedRetracing())
     if os.environ.get("CXRBIO_TF_VERBOSE"):
         import tensorflow as tf
 

@@ -103,7 +103,7 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
     """``candidates``: rows (class, dim, mean_abs_shap) of this fold, best first per class."""
     import keras
 
-    gap_model = keras.Model(model.inputs, model.get_layer("gap").output)
+    gap_model = keras.Model(model.inputs[0], model.get_layer("gap").output)  # one tensor in, not a list
     with_lungs = np.array([i in images.lung for i in test_ids])
     column = {d: j for j, d in enumerate(dim_names)}
     rows, maps, cache = [], {}, {}

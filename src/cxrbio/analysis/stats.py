@@ -45,11 +45,16 @@ def class_tests(values: np.ndarray, y: np.ndarray, names: list[str], classes: li
         if counts[c] < min_group:
             notes.append(f"{c}: {counts[c]} image(s) (< {min_group}); its tests are skipped.")
     if len(testable) >= 2:
-        groups = [values[y == i] for i in testable]
-        statistic, p = stats.kruskal(*groups, axis=0)
+        rows = np.isin(y, testable)
+        # A feature that varies only within skipped (too small) classes is constant here: no test.
+        varies = np.ptp(values[rows], axis=0) > 0 if rows.any() else np.zeros(values.shape[1], bool)
+        statistic, p = np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
+        if varies.any():
+            groups = [values[y == i][:, varies] for i in testable]
+            statistic[varies], p[varies] = stats.kruskal(*groups, axis=0)
         frames.append(pd.DataFrame({
-            "feature": names, "test": "kruskal", "class": "", "n_class": len(y), "n_rest": 0,
-            "statistic": np.asarray(statistic, float), "p": np.asarray(p, float),
+            "feature": names, "test": "kruskal", "class": "", "n_class": int(rows.sum()), "n_rest": 0,
+            "statistic": statistic, "p": p,
         }))
     else:
         notes.append("fewer than two classes with enough images: Kruskal-Wallis skipped.")

@@ -1,0 +1,226 @@
+"""SHAP on the head, the shortcut audit on a model with a known answer, and `cxrbio analyze` end to end."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cxrbio.cli import app
+from cxrbio.config import load_config, save_config
+from cxrbio.rundir import RunDir
+
+keras = pytest.importorskip("keras")
+
+
+def head_model(seed=0):
+    from cxrbio.models.mobilenet import build_model
+    from cxrbio.models.strategies import Strategy
+
+    config = load_config(None, {"model.alpha": 0.35, "model.dense_units": 8, "model.batchnorm_momentum": 0.01})
+    model = build_model(7, 32, config.model, Strategy.parse("scratch"), seed=seed)
+    model(np.random.default_rng(seed).uniform(0, 255, (16, 32, 32, 1)).astype(np.float32), training=True)
+    return model
+
+
+def test_logits_head_is_the_model_head_with_batchnorm_folded_in():
+    from cxrbio.analysis.attribution import logits_head
+
+    model = head_model()
+    gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
+    images = np.random.default_rng(1).uniform(0, 255, (12, 32, 32, 1)).astype(np.float32)
+    vectors = np.asarray(gap(images, training=False))
+    logits = np.asarray(logits_head(model)(vectors, training=False))
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, np.asarray(model(images, training=False)), rtol=1e-4, atol=1e-6)
+
+
+def test_shap_puts_a_planted_dim_first_with_its_direction_and_additivity():
+    from cxrbio.analysis.attribution import cnn_fold_attribution
+
+    model = head_model()
+    dims = model.get_layer("head_dense").get_weights()[0].shape[0]
+    kernel1 = np.zeros((dims, 8), np.float32)
+    kernel1[5, 0] = 1.0  # hidden unit 0 = relu(e0005)
+    kernel1[9, 1] = 1.0  # hidden unit 1 = relu(e0009)
+    model.get_layer("head_dense").set_weights([kernel1, np.zeros(8, np.float32)])
+    model.get_layer("head_bn").set_weights([np.ones(8), np.zeros(8), np.zeros(8), np.ones(8)])
+    kernel2 = np.zeros((8, 7), np.float32)
+    kernel2[0, 2] = 3.0  # class 2 rises with e0005
+    kernel2[1, 4] = -2.0  # class 4 falls with e0009
+    model.get_layer("head_softmax").set_weights([kernel2, np.zeros(7, np.float32)])
+    rng = np.random.default_rng(0)
+    vectors = rng.uniform(0, 1, (80, dims)).astype(np.float32)  # GAP vectors are non-negative
+    y = rng.integers(0, 7, 80)
+    names = [f"e{i:04d}" for i in range(dims)]
+    classes = [f"c{i}" for i in range(7)]
+    result = cnn_fold_attribution(model, vectors[:40], y[:40], vectors[40:], y[40:], names, classes,
+                                  background=16, max_images=40, seed=0)
+    assert result.additivity_error < 1e-4 and result.explained == 40
+    table = result.table.set_index(["class", "feature"])
+    best = result.table.sort_values("mean_abs_shap", ascending=False).groupby("class").head(1).set_index("class")
+    assert best.loc["c2", "feature"] == "e0005" and table.loc[("c2", "e0005"), "direction"] == 1
+    assert best.loc["c4", "feature"] == "e0009" and table.loc[("c4", "e0009"), "direction"] == -1
+    others = result.table[~result.table["feature"].isin(["e0005", "e0009"])]
+    assert others["mean_abs_shap"].max() < 1e-6
+
+
+class CornerOrLungModel:
+    """A 'network' whose answer is known: GAP unit 0 = lung texture (mean of x^2 over the lungs),
+    unit 1 = brightness of a top-left marker; class A if the lungs are textured, B if the marker
+    is lit, C otherwise. Blanking the lungs (to their mean) removes A's evidence, not B's."""
+
+    size = 32
+
+    @classmethod
+    def build(cls, lung: np.ndarray) -> keras.Model:
+        corner = np.zeros((cls.size, cls.size), np.float32)
+        corner[:3, :3] = 1.0
+        lung_w = lung.astype(np.float32)
+
+        def units(x):
+            x = x[..., 0] / 255.0
+            u0 = keras.ops.sum(lung_w * x * x, axis=(1, 2)) / lung_w.sum()
+            u1 = keras.ops.sum(corner * x, axis=(1, 2)) / corner.sum()
+            return keras.ops.stack([u0, u1], axis=1)
+
+        inputs = keras.Input((cls.size, cls.size, 1))
+        gap = keras.layers.Lambda(units, name="gap")(inputs)
+        logits = keras.layers.Lambda(lambda u: keras.ops.stack(
+            [10 * (u[:, 0] - 0.35), 10 * (u[:, 1] - 0.5), keras.ops.zeros_like(u[:, 0])], axis=1))(gap)
+        return keras.Model(inputs, keras.layers.Softmax()(logits))
+
+
+def audit_fixture():
+    from cxrbio.analysis.audit import AuditImages
+
+    size = CornerOrLungModel.size
+    lung = np.zeros((size, size), bool)
+    lung[8:26, 5:14] = lung[8:26, 18:27] = True
+    rng = np.random.default_rng(0)
+    images, ids, y = [], [], []
+    for i in range(12):
+        image = np.full((size, size), 60, np.uint8)
+        if i < 6:  # class A: textured lungs
+            image[lung] = rng.choice([0, 255], int(lung.sum()))
+        else:  # class B: a lit marker, flat lungs
+            image[:3, :3] = 255
+            image[lung] = 80
+        images.append(image)
+        ids.append(f"img-{i}")
+        y.append(0 if i < 6 else 1)
+    content = np.ones((size, size), bool)
+    audit_images = AuditImages(np.stack(images), {i: k for k, i in enumerate(ids)}, {i: lung for i in ids},
+                               {i: content for i in ids})
+    return CornerOrLungModel.build(lung), audit_images, np.array(ids), np.array(y)
+
+
+def test_audit_flags_the_marker_dim_and_lungs_blanked_accuracy_drops_only_for_the_lung_class():
+    from cxrbio.analysis.audit import audit_fold, shortcut_scores
+
+    model, images, ids, y = audit_fixture()
+    gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
+    test = np.asarray(gap(images.stack(list(ids))[..., None]))
+    candidates = pd.DataFrame({"class": ["A", "B"], "dim": ["e0000", "e0001"], "mean_abs_shap": [1.0, 1.0]})
+    settings = load_config().analysis.model_copy(update={"audit_dims": 1, "audit_images": 4, "border_fraction": 0.1})
+    result = audit_fold(model, 0, ids, test, y, ["e0000", "e0001"], candidates, images, ["A", "B", "C"], settings)
+    dims = result.dims.set_index("dim")
+    assert dims.loc["e0000", "lung_share"] > 0.99 and not dims.loc["e0000", "likely_shortcut"]
+    assert dims.loc["e0001", "border_share"] > 0.99 and dims.loc["e0001", "likely_shortcut"]
+    # The most activating images were chosen: the textured ones for the lung unit.
+    assert set(dims.loc["e0000", "images"].split("|")) <= {f"img-{i}" for i in range(6)}
+    blanked = result.model.set_index("class")
+    assert blanked.loc["A", "accuracy"] == 1.0 and blanked.loc["A", "blanked_accuracy"] == 0.0
+    assert blanked.loc["B", "accuracy"] == 1.0 and blanked.loc["B", "blanked_accuracy"] == 1.0
+    scores = shortcut_scores(result.dims).set_index("class")
+    assert scores.loc["B", "shortcut_score"] > 0.99 and scores.loc["A", "shortcut_score"] < 0.01
+    assert set(result.maps) == {"fold-0/e0000", "fold-0/e0001"}
+
+
+def test_regions_split_the_frame_into_lung_border_and_outside():
+    from cxrbio.analysis.audit import regions, shares
+
+    content = np.zeros((20, 20), bool)
+    content[:, 2:18] = True  # padding on both sides
+    lung = np.zeros((20, 20), bool)
+    lung[5:15, 5:9] = True
+    parts = regions(lung, content, border_fraction=0.1)
+    assert not (parts["lung"] & parts["border"]).any() and not (parts["outside"] & parts["border"]).any()
+    assert parts["border"][:, :2].all() and parts["border"][0, 10]  # padding and the outer ring
+    saliency = np.zeros((20, 20))
+    saliency[lung] = 1.0
+    saliency[0, 0] = 1.0
+    result = shares(saliency, parts)
+    assert result["lung_share"] == pytest.approx(40 / 41) and result["border_share"] == pytest.approx(1 / 41)
+
+
+FAST_PARAMS = """imageType: {Original: {}}
+featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation, JointEntropy]}
+setting: {binWidth: 8, label: 1, additionalInfo: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def embedded_run(phantom_dir, tmp_path_factory):
+    """A scanned phantom run with untrained fold models of two strategies, embedded, with radiomics."""
+    from cxrbio.data.scan import scan
+
+    from .test_embed import TINY, untrained_fold_models
+
+    root = tmp_path_factory.mktemp("analysis-run")
+    params = root / "params.yaml"
+    params.write_text(FAST_PARAMS)
+    config = load_config(None, {**TINY, "radiomics.params": str(params), "analysis.permutations": 5,
+                                "analysis.bootstrap": 5, "analysis.audit_dims": 2, "analysis.audit_images": 4})
+    scan(phantom_dir, config, root / "run")
+    save_config(config, root / "run" / "config.yaml")
+    run = RunDir(root / "run")
+    untrained_fold_models(run, config)
+    for command in (["embed", str(run.root)], ["radiomics", str(run.root)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+    return run.root
+
+
+def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(embedded_run, tmp_path):
+    shutil.copytree(embedded_run, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    result = CliRunner().invoke(app, ["analyze", str(run.root), "--top", "3"])
+    assert result.exit_code == 0, result.output
+    assert "Candidate dims, scratch" in result.output and "Radiomics features" in result.output
+    for strategy in ("scratch", "finetune-2"):
+        folder = run.root / "analysis" / strategy
+        for name in ("attribution", "tests", "dropped", "associations", "cca", "stability", "recurrence", "umap",
+                     "separation", "audit_dims", "audit_model", "shortcut_scores", "candidates"):
+            assert (folder / f"{name}.parquet").is_file(), name
+        assert (folder / "saliency.npz").is_file()
+        candidates = pd.read_parquet(folder / "candidates.parquet")
+        assert {"class", "rank", "fold", "dim", "shap_share", "direction", "auc", "q", "descriptors",
+                "descriptor_recurrence", "lung_share", "likely_shortcut"} <= set(candidates.columns)
+        assert (candidates.groupby(["class", "fold"]).size() <= 3).all()
+        attribution = pd.read_parquet(folder / "attribution.parquet")
+        assert attribution["additivity_error"].max() < 1e-3
+        umap = pd.read_parquet(folder / "umap.parquet")
+        assert len(umap) == len(run.read_manifest())  # one out-of-fold point per image
+    baseline = json.loads((run.root / "analysis" / "radiomics" / "baseline.json").read_text())
+    assert 0 <= baseline["accuracy"] <= 1 and len(baseline["ci95"]["accuracy"]) == 2
+    summary = json.loads((run.root / "analysis" / "summary.json").read_text())
+    assert {"stats", "attribution", "association", "stability", "projection", "audit"} <= set(summary["timings_s"])
+    again = CliRunner().invoke(app, ["analyze", str(run.root), "--strategies", "scratch", "--top", "3"])
+    assert again.exit_code == 0 and "scratch: inputs unchanged" in again.output
+
+
+def test_analyze_names_the_command_for_missing_inputs(embedded_run, tmp_path):
+    shutil.copytree(embedded_run, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    run.radiomics.unlink()
+    no_features = CliRunner().invoke(app, ["analyze", str(run.root)])
+    assert no_features.exit_code == 2 and "cxrbio radiomics" in no_features.output
+    shutil.rmtree(run.root / "embeddings")
+    no_embeddings = CliRunner().invoke(app, ["analyze", str(run.root), "--no-audit"])
+    assert no_embeddings.exit_code == 2 and ("cxrbio embed" in no_embeddings.output or "cxrbio radiomics" in no_embeddings.output)
+    unknown = CliRunner().invoke(app, ["analyze", str(embedded_run), "--strategies", "offshelf"])
+    assert unknown.exit_code == 2 and "no embeddings for offshelf" in unknown.output

@@ -1,0 +1,139 @@
+"""The analysis building blocks on data whose answer is known: tests, SHAP, association, stability, audit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrbio.analysis import association, stability
+from cxrbio.analysis.inputs import clean_columns, stratified_sample
+from cxrbio.analysis.stats import class_tests, fdr, rank_auc
+
+CLASSES = ["A", "B", "C"]
+
+
+def separable(n=90, seed=0):
+    """Feature f0 is shifted up 3 SD in class B (expected one-vs-rest AUC 0.98); f1 is noise; f2 down in C."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], n // 3)
+    x = rng.normal(size=(n, 3))
+    x[y == 1, 0] += 3.0
+    x[y == 2, 2] -= 3.0
+    return x, y
+
+
+def test_class_tests_find_the_shifted_features_with_fdr_and_auc():
+    x, y = separable()
+    table, notes = class_tests(x, y, ["f0", "f1", "f2"], CLASSES)
+    assert not notes
+    kw = table[table["test"] == "kruskal"].set_index("feature")
+    assert kw.loc["f0", "q"] < 1e-6 and kw.loc["f2", "q"] < 1e-6 and kw.loc["f1", "q"] > 0.05
+    mw = table[table["test"] == "mannwhitney"].set_index(["class", "feature"])
+    assert mw.loc[("B", "f0"), "auc"] > 0.9 and mw.loc[("C", "f2"), "auc"] < 0.1
+    assert mw.loc[("B", "f0"), "auc"] == pytest.approx(rank_auc(x[:, [0]], y == 1)[0])
+    # q-values are BH within each family: never below the p-value, same order.
+    for _, family in table.groupby(["test", "class"]):
+        assert (family["q"] >= family["p"] - 1e-15).all()
+        assert family.sort_values("p")["q"].is_monotonic_increasing
+
+
+def test_too_small_classes_are_skipped_and_said():
+    x, y = separable()
+    y = y.copy()
+    y[y == 2] = 0
+    y[:2] = 2  # class C: 2 images
+    table, notes = class_tests(x, y, ["f0", "f1", "f2"], CLASSES, min_group=3)
+    assert any("C: 2 image(s)" in n for n in notes)
+    assert "C" not in set(table["class"])
+
+
+def test_constant_and_non_finite_columns_are_dropped_with_reasons():
+    x, _ = separable()
+    x = np.column_stack([x, np.full(len(x), 7.0), x[:, 0]])
+    x[3, 4] = np.nan
+    kept, names, dropped = clean_columns(x, ["f0", "f1", "f2", "flat", "holes"])
+    assert names == ["f0", "f1", "f2"] and kept.shape[1] == 3
+    reasons = {d["feature"]: d["reason"] for d in dropped}
+    assert "constant" in reasons["flat"] and "non-finite in 1" in reasons["holes"]
+
+
+def test_fdr_ignores_missing_p_values():
+    q = fdr(np.array([0.01, np.nan, 0.04]))
+    assert np.isnan(q[1]) and q[0] == pytest.approx(0.02) and q[2] == pytest.approx(0.04)
+
+
+def test_stratified_sample_keeps_every_class():
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    chosen = stratified_sample(y, 20, seed=0)
+    assert len(chosen) == 20 and set(y[chosen]) == {0, 1, 2}
+    assert len(stratified_sample(y, 500, seed=0)) == 100
+
+
+def test_spearman_matches_scipy_and_descriptors_pick_the_strongest():
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(60, 2))
+    b = np.column_stack([a[:, 0] ** 3, rng.normal(size=60), -a[:, 1] + 0.1 * rng.normal(size=60)])
+    rho, p = association.spearman(a, b)
+    for i in range(2):
+        for j in range(3):
+            expected = stats.spearmanr(a[:, i], b[:, j])
+            assert rho[i, j] == pytest.approx(expected.statistic, abs=1e-9)
+            assert p[i, j] == pytest.approx(expected.pvalue, rel=1e-6)
+    table = association.dim_associations(a, ["e0000", "e0001"], b, ["cube", "noise", "minus"])
+    named = association.descriptors(table, top=1)
+    assert named["e0000"][0][0] == "cube" and named["e0001"][0] == ("minus", pytest.approx(rho[1, 2]))
+    assert association.describe(named["e0000"]).startswith("cube (rho +1.00)")
+
+
+def test_cca_permutation_baseline_separates_shared_signal_from_noise():
+    rng = np.random.default_rng(2)
+    latent = rng.normal(size=(150, 2))
+    a = np.column_stack([latent, rng.normal(size=(150, 8))]) @ rng.normal(size=(10, 30))
+    b = np.column_stack([latent + 0.3 * rng.normal(size=(150, 2)), rng.normal(size=(150, 6))]) @ rng.normal(size=(8, 20))
+    shared = association.cca_with_baseline(a, b, components=5, permutations=30, seed=0)
+    noise = association.cca_with_baseline(a, rng.normal(size=(150, 20)), components=5, permutations=30, seed=0)
+    assert shared.loc[0, "r"] > shared.loc[0, "null_p95"] and shared.loc[0, "p"] <= 1 / 31 + 1e-9
+    assert noise.loc[0, "p"] > 0.05
+
+
+def test_cross_fold_stability_of_descriptor_profiles():
+    features = [f"r{i}" for i in range(20)]
+    rng = np.random.default_rng(3)
+    base = rng.uniform(size=20)
+    rows = [{"fold": f, "class": "A", **dict(zip(features, base + 0.01 * rng.normal(size=20)))} for f in range(4)]
+    rows += [{"fold": f, "class": "B", **dict(zip(features, rng.uniform(size=20)))} for f in range(4)]
+    summary, recurrence = stability.cross_fold_stability(pd.DataFrame(rows), features, top=5)
+    summary = summary.set_index("class")
+    assert summary.loc["A", "profile_rank_correlation"] > 0.95 and summary.loc["A", "top_jaccard"] > 0.6
+    assert abs(summary.loc["B", "profile_rank_correlation"]) < 0.5
+    top_a = set(np.array(features)[np.argsort(-base)[:3]])
+    assert (recurrence[(recurrence["class"] == "A") & recurrence["feature"].isin(top_a)]["recurrence"] == 1.0).all()
+
+
+def test_descriptor_profiles_take_the_strongest_correlation_per_feature():
+    associations = pd.DataFrame({"fold": 0, "dim": ["e1", "e1", "e2", "e2"], "feature": ["r0", "r1", "r0", "r1"],
+                                 "rho": [0.2, -0.9, 0.5, 0.1], "p": 0.01, "q": 0.01})
+    candidates = pd.DataFrame({"fold": 0, "class": "A", "dim": ["e1", "e2"]})
+    profiles = stability.descriptor_profiles(associations, candidates, ["r0", "r1", "r2"])
+    assert profiles.loc[0, ["r0", "r1", "r2"]].tolist() == [0.5, 0.9, 0.0]
+
+
+def test_bootstrap_ranking_keeps_a_strong_feature_on_top():
+    x, y = separable(n=120)
+    patients = np.arange(len(y)) // 2
+    summary, frequency = stability.bootstrap_ranking(x, y, patients, ["f0", "f1", "f2"], CLASSES, top=1,
+                                                     resamples=20, seed=0)
+    freq = frequency.set_index(["class", "feature"])["top_frequency"]
+    assert freq[("B", "f0")] == 1.0 and freq[("C", "f2")] == 1.0
+    assert summary.set_index("class").loc["B", "top_jaccard"] == 1.0
+
+
+def test_projection_scores_separation_in_both_spaces():
+    from cxrbio.analysis.projection import project
+
+    x, y = separable(n=90)
+    coords, rows = project(np.column_stack([x, x * 2]), y, neighbors=10, min_dist=0.1, seed=0)
+    assert coords.shape == (90, 2)
+    scores = {r["space"]: r for r in rows}
+    assert scores["original"]["knn_accuracy"] > 0.6 and -1 <= scores["umap"]["silhouette"] <= 1
