@@ -140,19 +140,24 @@ def planted_physics(run_root: Path) -> None:
         print(f"  {cls:<10} " + ", ".join(part.head(3)["feature"]))
 
 
-def shortcut_report(run_root: Path, strategy: str) -> None:
+def shortcut_report(run_root: Path, strategy: str, title: str) -> None:
     import pandas as pd
 
     folder = run_root / "analysis" / strategy
     dims = pd.read_parquet(folder / "audit_dims.parquet")
     scores = pd.read_parquet(folder / "shortcut_scores.parquet")
     blanked = pd.read_parquet(folder / "audit_model.parquet")
-    print(f"\nShortcut audit ({strategy}): per class, mean over folds")
+    print(f"\nShortcut audit, {title} ({strategy}): per class, mean over folds (max over folds for the border share)")
     table = dims.groupby("class").agg(lung_share=("lung_share", "mean"), border_share=("border_share", "mean"),
-                                      flagged=("likely_shortcut", "mean"))
+                                      border_max=("border_share", "max"), flagged=("likely_shortcut", "mean"))
     table = table.join(scores[scores["class"] != "(model)"].groupby("class")["shortcut_score"].mean())
-    table = table.join(blanked.groupby("class")[["accuracy", "blanked_accuracy"]].mean())
+    table = table.join(blanked.groupby("class")[["accuracy", "blanked_accuracy", "border_blanked_accuracy"]].mean())
     print(table.round(3).to_string())
+    per_fold = blanked.pivot(index="class", columns="fold", values="border_blanked_accuracy").round(2)
+    print("border-blanked accuracy per fold:\n" + per_fold.to_string())
+    flagged = dims[dims["likely_shortcut"]]
+    print(f"flagged dims: {len(flagged)} of {len(dims)}: "
+          + ", ".join(f"{r['class']} fold {r['fold']} {r['dim']} (border {r['border_share']:.2f})" for r in flagged.to_dict("records")))
     model = scores[scores["class"] == "(model)"]["shortcut_score"]
     print(f"model shortcut score (mean over folds): {model.mean():.3f}")
 
@@ -172,12 +177,13 @@ def main() -> None:
         pipeline(plain, args.config, args.per_class, None, strategies)
         for strategy in strategies:
             pointing_game(plain, strategy)
+            shortcut_report(plain, strategy, "plain phantom")
         planted_physics(plain)
     if args.only in (None, "shortcut"):
         marked = args.out / "shortcut"
         pipeline(marked, args.config, args.per_class, args.shortcut, strategies)
         for strategy in strategies:
-            shortcut_report(marked, strategy)
+            shortcut_report(marked, strategy, f"phantom with {args.shortcut} marker")
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ def audit_fixture():
     return CornerOrLungModel.build(lung), audit_images, np.array(ids), np.array(y)
 
 
-def test_audit_flags_the_marker_dim_and_lungs_blanked_accuracy_drops_only_for_the_lung_class():
+def test_audit_flags_the_marker_dim_and_region_blanking_hits_only_the_class_that_uses_the_region():
     from cxrbio.analysis.audit import audit_fold, shortcut_scores
 
     model, images, ids, y = audit_fixture()
@@ -128,6 +128,7 @@ def test_audit_flags_the_marker_dim_and_lungs_blanked_accuracy_drops_only_for_th
     settings = load_config().analysis.model_copy(update={"audit_dims": 1, "audit_images": 4, "border_fraction": 0.1})
     result = audit_fold(model, 0, ids, test, y, ["e0000", "e0001"], candidates, images, ["A", "B", "C"], settings)
     dims = result.dims.set_index("dim")
+    # Occlusion: blanking the lungs changes the texture unit only, blanking the border the marker unit only.
     assert dims.loc["e0000", "lung_share"] > 0.99 and not dims.loc["e0000", "likely_shortcut"]
     assert dims.loc["e0001", "border_share"] > 0.99 and dims.loc["e0001", "likely_shortcut"]
     # The most activating images were chosen: the textured ones for the lung unit.
@@ -135,6 +136,7 @@ def test_audit_flags_the_marker_dim_and_lungs_blanked_accuracy_drops_only_for_th
     blanked = result.model.set_index("class")
     assert blanked.loc["A", "accuracy"] == 1.0 and blanked.loc["A", "blanked_accuracy"] == 0.0
     assert blanked.loc["B", "accuracy"] == 1.0 and blanked.loc["B", "blanked_accuracy"] == 1.0
+    assert blanked.loc["A", "border_blanked_accuracy"] == 1.0 and blanked.loc["B", "border_blanked_accuracy"] == 0.0
     scores = shortcut_scores(result.dims).set_index("class")
     assert scores.loc["B", "shortcut_score"] > 0.99 and scores.loc["A", "shortcut_score"] < 0.01
     assert set(result.maps) == {"fold-0/e0000", "fold-0/e0001"}

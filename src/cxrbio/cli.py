@@ -471,31 +471,39 @@ def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int
 
 
 def print_candidates(name: str, ranking: Any, shown: int) -> None:
+    """A compact table per space: the top `shown` per disease, short feature names."""
     from rich.table import Table
+
+    from cxrbio.analysis.association import short_name
 
     if ranking is None or ranking.empty:
         return
     radiomics = name == "radiomics"
-    table = Table(title=f"{'Radiomics features' if radiomics else f'Candidate dims, {name}'}: top {shown} per disease",
-                  title_justify="left")
-    for column in (["class", "feature", "SHAP", "dir", "AUC", "q", "boot"] if radiomics else
-                   ["class", "fold/dim", "SHAP share", "dir", "AUC", "q", "radiomics descriptors", "recur", "lung", "flag"]):
-        table.add_column(column, overflow="fold")
+    title = "Radiomics features" if radiomics else f"Candidate dims, {name}"
+    table = Table(title=f"{title}: top {shown} per disease", title_justify="left")
+    columns = (["class", "feature", "SHAP", "dir", "AUC", "q", "boot"] if radiomics else
+               ["class", "fold/dim", "SHAP%", "dir", "AUC", "q", "top radiomics descriptor", "lung", "flag"])
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("fold/dim", "dir", "AUC", "q"))
 
     def num(value: Any, fmt: str) -> str:
-        return "" if value is None or (isinstance(value, float) and value != value) else format(value, fmt)
+        return "" if value is None or value != value else format(value, fmt)
 
-    for _, part in ranking.groupby("class", sort=True):
-        for row in part.head(shown).itertuples():
-            direction = "+" if row.direction > 0 else "-"
+    for cls, part in ranking.groupby("class", sort=True):
+        for item in part.head(shown).to_dict("records"):
+            direction = "+" if item["direction"] > 0 else "-"
             if radiomics:
-                table.add_row(row._1 if hasattr(row, "_1") else row[1], row.feature, num(row.mean_abs_shap, ".3f"), direction,
-                              num(row.auc, ".2f"), num(row.q, ".1e"), num(getattr(row, "effect_top_frequency", None), ".2f"))
+                table.add_row(cls, short_name(item["feature"]), num(item["mean_abs_shap"], ".3f"), direction,
+                              num(item["auc"], ".2f"), num(item["q"], ".0e"), num(item.get("effect_top_frequency"), ".2f"))
             else:
-                flag = "likely shortcut" if getattr(row, "likely_shortcut", False) is True else ""
-                table.add_row(row[1], f"{row.fold}/{row.dim}", num(row.shap_share, ".3f"), direction, num(row.auc, ".2f"),
-                              num(row.q, ".1e"), row.descriptors.split("; ")[0] if row.descriptors else "",
-                              num(row.descriptor_recurrence, ".2f"), num(getattr(row, "lung_share", None), ".2f"), flag)
+                descriptor = item["descriptors"].split("; ")[0] if item.get("descriptors") else ""
+                if descriptor:
+                    feature, _, rho = descriptor.partition(" (")
+                    descriptor = f"{short_name(feature)} ({rho}"
+                flag = "likely shortcut" if item.get("likely_shortcut") is True else ""
+                table.add_row(cls, f"{item['fold']}/{item['dim']}", num(100 * item["shap_share"], ".1f"), direction,
+                              num(item["auc"], ".2f"), num(item["q"], ".0e"), descriptor,
+                              num(item.get("lung_share"), ".2f"), flag)
     console.print(table)
 
 
@@ -531,7 +539,7 @@ def demo(
     config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
 ) -> None:
-    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics."""
+    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze."""
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom
 
@@ -565,10 +573,14 @@ def demo(
     started = time.perf_counter()
     run_radiomics(out, cfg)
     timings["radiomics"] = time.perf_counter() - started
+    started = time.perf_counter()
+    run_analysis(out, cfg, None, None, True, False)
+    timings["analyze"] = time.perf_counter() - started
     console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                   + f"; total {sum(timings.values()):.1f} s")
     console.print(f"Paper tables: uv run python analyses/paper_tables.py {out}")
-    console.print("The analysis and the report are not implemented yet; the demo runs every stage that exists.")
+    console.print(f"Analysis tables: {out / 'analysis'} (docs/analysis.md). The HTML report is not implemented yet; "
+                  "the demo runs every stage that exists.")
 
 
 def _same_phantom(folder: Path, per_class: int, size: int, seed: int) -> bool:

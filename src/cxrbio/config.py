@@ -290,11 +290,12 @@ class AnalysisConfig(StrictModel):
     umap_min_dist: float = Field(0.1, ge=0.0)
     audit_dims: int = Field(5, ge=0, description="Top dims per (fold, class) given a saliency audit (0: no audit).")
     audit_images: int = Field(8, ge=1, description="Most activating out-of-fold images averaged per audited dim.")
-    border_fraction: float = Field(0.04, ge=0.0, lt=0.5, description="Outer ring of the image counted as border, share of the side.")
+    border_fraction: float = Field(
+        0.12, ge=0.0, lt=0.5, description="Outer ring of the image counted as border (markers, text), share of the side.")
+    shortcut_border_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="A dim whose occlusion share at the border reaches this is flagged 'likely shortcut'.")
     shortcut_lung_share: float = Field(
-        0.25, ge=0.0, le=1.0,
-        description="A dim whose saliency has less than this share inside the lung mask is flagged 'likely shortcut'.",
-    )
+        0.1, ge=0.0, le=1.0, description="A dim whose occlusion share in the lungs is below this is flagged 'likely shortcut'.")
     min_group: int = Field(3, ge=2, description="Fewest images of a class (and of the rest) for a test to run.")
     radiomics_c: float = Field(0.1, gt=0, description="Inverse L2 strength of the radiomics logistic regression.")
     seed: int = 0

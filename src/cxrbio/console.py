@@ -6,7 +6,13 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+import os
+import sys
+
+# Piped into a file or CI log, rich would assume 80 columns and fold every table; use 140
+# there (COLUMNS still wins), the real width on a terminal.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 

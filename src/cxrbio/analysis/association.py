@@ -52,6 +52,18 @@ def descriptors(associations: pd.DataFrame, top: int, alpha: float = 0.05) -> di
     return out
 
 
+def short_name(feature: str) -> str:
+    """'log-sigma-3-0-mm-3D_glcm_Contrast' -> 'LoG3 glcm Contrast' (for tables; files keep pyradiomics' names)."""
+    import re
+
+    image_type, _, rest = feature.partition("_")
+    match = re.match(r"log-sigma-(\d+)-(\d+)-mm", image_type)
+    prefix = "" if image_type == "original" else (
+        f"LoG{match.group(1)}{'.' + match.group(2) if match.group(2) != '0' else ''} " if match
+        else image_type.replace("wavelet-", "w") + " ")
+    return prefix + rest.replace("_", " ")
+
+
 def describe(pairs: list[tuple[str, float]]) -> str:
     return "; ".join(f"{name} (rho {rho:+.2f})" for name, rho in pairs)
 
