@@ -142,6 +142,19 @@ def test_audit_flags_the_marker_dim_and_region_blanking_hits_only_the_class_that
     assert set(result.maps) == {"fold-0/e0000", "fold-0/e0001"}
 
 
+def test_audit_without_any_real_lung_mask_gives_empty_but_well_formed_tables():
+    from cxrbio.analysis.audit import DIM_COLUMNS, audit_fold, shortcut_scores
+
+    model, images, ids, y = audit_fixture()
+    images.lung.clear()  # every mask fell back to the whole image: nothing to audit
+    candidates = pd.DataFrame({"class": ["A"], "dim": ["e0000"], "mean_abs_shap": [1.0]})
+    result = audit_fold(model, 0, ids, np.ones((len(ids), 2)), y, ["e0000", "e0001"], candidates, images,
+                        ["A", "B", "C"], load_config().analysis)
+    assert result.dims.empty and list(result.dims.columns) == DIM_COLUMNS
+    assert result.model.empty and "border_blanked_accuracy" in result.model.columns
+    assert shortcut_scores(result.dims).empty
+
+
 def test_regions_split_the_frame_into_lung_border_and_outside():
     from cxrbio.analysis.audit import regions, shares
 

@@ -33,6 +33,8 @@ import pandas as pd
 from scipy import ndimage
 
 REAL_MASKS = ("folder", "column", "segmented")
+DIM_COLUMNS = ["fold", "class", "dim", "mean_abs_shap", "lung_share", "border_share", "outside_share",
+               "lung_area_share", "images", "likely_shortcut"]
 
 
 def regions(lung: np.ndarray, content: np.ndarray, border_fraction: float) -> dict[str, np.ndarray]:
@@ -157,10 +159,9 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
             maps[f"fold-{fold}/{item.dim}"] = (saliency / max(saliency.max(), 1e-12)).astype(np.float16)
             done[item.dim] = {**summary, "lung_area_share": area, "images": "|".join(chosen[item.dim])}
         rows.append({"fold": fold, "class": cls, "dim": item.dim, "mean_abs_shap": item.mean_abs_shap, **done[item.dim]})
-    dims = pd.DataFrame(rows)
-    if len(dims):
-        dims["likely_shortcut"] = ((dims["border_share"] >= settings.shortcut_border_share)
-                                   | (dims["lung_share"] < settings.shortcut_lung_share))
+    dims = pd.DataFrame(rows, columns=DIM_COLUMNS[:-1])
+    dims["likely_shortcut"] = ((dims["border_share"] >= settings.shortcut_border_share)
+                               | (dims["lung_share"] < settings.shortcut_lung_share)).astype(bool)
     blanked = region_blanked(model, test_ids[with_lungs], y_test[with_lungs], images, classes, fold, settings.border_fraction)
     return FoldAudit(dims, blanked, maps)
 
