@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 from cxrbio import __version__
 from cxrbio.console import console, err_console, frame_table
 from cxrbio.errors import CxrbioError
+from cxrbio.timing import timed
 
 app = typer.Typer(
     name="cxrbio",
@@ -446,6 +447,8 @@ def analyze_command(
 
 
 def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int | None, audit: bool, force: bool) -> Any:
+    from rich.markup import escape
+
     from cxrbio.analysis.run import PARTS, analyze_run
     from cxrbio.quiet import initialise_tensorflow
     from cxrbio.rundir import RunDir
@@ -462,7 +465,7 @@ def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int
     for name, ranking in summary.candidates.items():
         print_candidates(name, ranking, shown)
     for note in summary.notes[:12]:
-        console.print(f"[yellow]note[/] {note}", soft_wrap=True, markup=False) if "[" in note else console.print(f"[yellow]note[/] {note}", soft_wrap=True)
+        console.print(f"[yellow]note[/] {escape(note)}", soft_wrap=True)
     if len(summary.notes) > 12:
         console.print(f"... {len(summary.notes) - 12} more notes in {Path(run_dir) / 'analysis' / 'summary.json'}")
     parts_time = ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items())
@@ -546,36 +549,29 @@ def demo(
     cfg = load_config(config or bundled_config("demo.yaml"))
     phantom_dir = out / "phantom"
     timings: dict[str, float] = {}
-    started = time.perf_counter()
     size = max(cfg.data.image_size, 64)
-    if not _same_phantom(phantom_dir, per_class, size, cfg.folds.seed):
-        with progress_bar() as bar:
-            task = bar.add_task("phantom", total=per_class * len(cfg.data.classes))
-            generate_phantom(phantom_dir, per_class=per_class, size=size, seed=cfg.folds.seed,
-                             progress=lambda done, total: bar.update(task, completed=done))
-        (out / "manifest.parquet").unlink(missing_ok=True)  # new images: scan again
-    timings["phantom"] = time.perf_counter() - started
-    started = time.perf_counter()
-    if not (out / "manifest.parquet").is_file():
-        result = _scan_with_progress(phantom_dir, cfg, out, None, None, True)
-        if result.fold_error is not None:
-            raise result.fold_error
-    timings["scan"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_training(cfg, out, None, None, None, "inprocess", None, 0.0, skip_unavailable=True, force=True)
-    timings["train"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_embed(out, cfg, None, None, False)
-    timings["embed"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_masks(out, cfg, None, None, False)
-    timings["masks"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_radiomics(out, cfg)
-    timings["radiomics"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_analysis(out, cfg, None, None, True, False)
-    timings["analyze"] = time.perf_counter() - started
+    with timed(timings, "phantom"):
+        if not _same_phantom(phantom_dir, per_class, size, cfg.folds.seed):
+            with progress_bar() as bar:
+                task = bar.add_task("phantom", total=per_class * len(cfg.data.classes))
+                generate_phantom(phantom_dir, per_class=per_class, size=size, seed=cfg.folds.seed,
+                                 progress=lambda done, total: bar.update(task, completed=done))
+            (out / "manifest.parquet").unlink(missing_ok=True)  # new images: scan again
+    with timed(timings, "scan"):
+        if not (out / "manifest.parquet").is_file():
+            result = _scan_with_progress(phantom_dir, cfg, out, None, None, True)
+            if result.fold_error is not None:
+                raise result.fold_error
+    with timed(timings, "train"):
+        run_training(cfg, out, None, None, None, "inprocess", None, 0.0, skip_unavailable=True, force=True)
+    with timed(timings, "embed"):
+        run_embed(out, cfg, None, None, False)
+    with timed(timings, "masks"):
+        run_masks(out, cfg, None, None, False)
+    with timed(timings, "radiomics"):
+        run_radiomics(out, cfg)
+    with timed(timings, "analyze"):
+        run_analysis(out, cfg, None, None, True, False)
     console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                   + f"; total {sum(timings.values()):.1f} s")
     console.print(f"Paper tables: uv run python analyses/paper_tables.py {out}")

@@ -14,7 +14,6 @@ the key of the image set; it is rewritten only when either changed (or with ``fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.config import Config
+from cxrbio.data.duplicates import sha256_file
 from cxrbio.errors import DataError
 from cxrbio.rundir import RunDir, atomic_write
 
@@ -48,14 +48,6 @@ def trained_strategies(run: RunDir) -> dict[str, list[int]]:
         if folds:
             found[strategy_dir.name] = folds
     return found
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def embedding_model(model: Any) -> Any:
@@ -98,7 +90,7 @@ def export_fold(run: RunDir, strategy: str, fold: int, data: Any, test_mask: np.
     from cxrbio.quiet import native_stderr_captured
 
     model_path = run.train_fold(strategy, fold) / "model.keras"
-    digest = file_sha256(model_path)
+    digest = sha256_file(model_path)
     target = run.embeddings(strategy, fold)
     identity = {"strategy": strategy, "fold": fold, "model_sha256": digest, "images_key": images_key}
     existing = read_metadata(target) if target.is_file() else None

@@ -6,7 +6,8 @@ cluster), so both executors produce the same files, and with op determinism the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,27 @@ def _train_remote(run_dir: str, config_json: dict[str, Any], strategy: str, fold
     return strategy, fold, FoldTrainer(run, config, data, strategy, target).train()
 
 
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Join a Ray cluster ('auto', 'ray://host:port') or start a local instance (None, 'local').
+
+    A session this call started is shut down at the end; one that was already running is left alone.
+    """
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address in (None, "local"):
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 @dataclass
 class RayExecutor:
     """One Ray task per (strategy, fold) with declared CPU/GPU needs.
@@ -67,13 +89,7 @@ class RayExecutor:
             on_epoch: Callable[..., None] | None, on_fold_done: FoldDone | None) -> None:
         import ray
 
-        started_here = not ray.is_initialized()
-        if started_here:
-            if self.address in (None, "local"):
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            else:
-                ray.init(address=self.address, log_to_driver=False)
-        try:
+        with ray_session(self.address):
             remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=0)(_train_remote)
             threads = max(1, int(self.cpus_per_task))
             config_json = config.model_dump(mode="json")
@@ -83,6 +99,3 @@ class RayExecutor:
                 strategy, fold, status = ray.get(ready[0])
                 if on_fold_done:
                     on_fold_done(strategy, fold, status)
-        finally:
-            if started_here:
-                ray.shutdown()

@@ -56,8 +56,7 @@ class MaskJob:
 def _read_user_mask(path: str, image_shape: tuple[int, int]) -> np.ndarray:
     """A binary mask in the source image's frame; any non-zero pixel is lung."""
     try:
-        with Image.open(path) as handle:
-            mask = np.asarray(handle.convert("L")) > 0
+        mask = read_mask_file(path)
     except (OSError, UnidentifiedImageError) as error:
         raise CxrbioError(f"mask file {path} cannot be read ({error.__class__.__name__}).",
                           fix="replace it with a PNG of the lung fields (0 = background).") from None
@@ -202,9 +201,13 @@ def make_masks(run: RunDir, config: Config, folder: str | None = None, source: s
     return manifest.loc[manifest["included"], ["image_id", "path", "label", *MASK_COLUMNS]].reset_index(drop=True)
 
 
-def read_mask(run: RunDir, image_id: str) -> np.ndarray | None:
-    path = run.mask(image_id)
-    if not path.is_file():
-        return None
+def read_mask_file(path: str | Path) -> np.ndarray:
+    """A mask PNG as a bool array (non-zero = lung); OSError when unreadable."""
     with Image.open(path) as handle:
-        return np.asarray(handle) > 0
+        return np.asarray(handle.convert("L")) > 0
+
+
+def read_mask(run: RunDir, image_id: str) -> np.ndarray | None:
+    """The run's mask of one image, or None where it has none."""
+    path = run.mask(image_id)
+    return read_mask_file(path) if path.is_file() else None

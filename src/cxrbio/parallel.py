@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,8 +28,7 @@ def available_cores() -> int:
 
 
 def imap_jobs(function: Callable[[T], R], jobs: Iterable[T], workers: int | None = None,
-              progress: ProgressCallback | None = None, min_jobs: int = 2, chunksize: int = 1,
-              initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()) -> Iterator[R]:
+              progress: ProgressCallback | None = None, min_jobs: int = 2, chunksize: int = 1) -> Iterator[R]:
     """Yield ``function(job)`` for every job, in order.
 
     Processes are used when there are at least ``min_jobs`` jobs and more than one worker
@@ -41,8 +40,7 @@ def imap_jobs(function: Callable[[T], R], jobs: Iterable[T], workers: int | None
     done = 0
     if workers > 1 and len(jobs) >= max(2, min_jobs):
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
-                                     initializer=initializer, initargs=initargs) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
                 for result in pool.map(function, jobs, chunksize=chunksize):
                     done += 1
                     if progress:
@@ -52,8 +50,6 @@ def imap_jobs(function: Callable[[T], R], jobs: Iterable[T], workers: int | None
         except BrokenProcessPool:
             if done:
                 raise
-    if initializer is not None:
-        initializer(*initargs)
     for job in jobs:
         result = function(job)
         done += 1

@@ -37,6 +37,7 @@ import pandas as pd
 
 from cxrbio.config import Config, bundled_config
 from cxrbio.errors import ConfigError, DataError
+from cxrbio.masks import read_mask_file
 from cxrbio.parallel import imap_jobs
 from cxrbio.rundir import RunDir, atomic_write_parquet, atomic_write_text
 
@@ -106,7 +107,11 @@ _EXTRACTORS: dict[str, Any] = {}
 
 
 def quiet_worker() -> None:
-    """One thread per worker process (the processes are the parallelism) and no pyradiomics chatter."""
+    """One thread per worker process (the processes are the parallelism) and no pyradiomics chatter.
+
+    Called where a process makes its extractor, so every process that extracts (pool worker,
+    Ray task, or this one) is configured, and none that does not.
+    """
     import SimpleITK as sitk
 
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
@@ -124,13 +129,6 @@ def _extractor(params_file: str) -> Any:
 
 def mask_digest(mask: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(mask, np.uint8).tobytes() + str(mask.shape).encode()).hexdigest()
-
-
-def read_binary_mask(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as handle:
-        return (np.asarray(handle.convert("L")) > 0).astype(np.uint8)
 
 
 def cache_file(job: FeatureJob) -> Path:
@@ -161,7 +159,7 @@ def extract_features(job: FeatureJob) -> dict[str, Any]:
     out: dict[str, Any] = {"image_id": job.image_id, "status": STATUS_FAILED, "message": "", "cache": "miss",
                            "features": None}
     try:
-        mask = read_binary_mask(job.mask_path)
+        mask = read_mask_file(job.mask_path).astype(np.uint8)
     except OSError as error:
         out["message"] = f"mask {job.mask_path} cannot be read ({error.__class__.__name__}); run 'cxrbio masks --force'"
         return out
@@ -199,7 +197,6 @@ def extract_features(job: FeatureJob) -> dict[str, Any]:
 
 def extract_chunk(jobs: list[FeatureJob]) -> list[dict[str, Any]]:
     """Body of one Ray task (a chunk amortises task overhead)."""
-    quiet_worker()
     return [extract_features(job) for job in jobs]
 
 
@@ -207,13 +204,9 @@ def _ray_results(jobs: list[FeatureJob], address: str | None, chunk: int = 8,
                  progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address in (None, "local"):
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-    try:
+    from cxrbio.executors import ray_session
+
+    with ray_session(address):
         remote = ray.remote(num_cpus=1, max_retries=1)(extract_chunk)
         pending = [remote.remote(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
         done = 0
@@ -224,9 +217,6 @@ def _ray_results(jobs: list[FeatureJob], address: str | None, chunk: int = 8,
                 if progress:
                     progress(done, len(jobs))
                 yield result
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 @dataclass
@@ -259,7 +249,7 @@ def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list
         sha = row.sha256 if isinstance(row.sha256, str) and row.sha256 else sha256_file(row.path)
         mask_file = str(run.mask(row.image_id))
         try:
-            mask_sha = mask_digest(read_binary_mask(mask_file))
+            mask_sha = mask_digest(read_mask_file(mask_file))
         except OSError:
             mask_sha = ""  # the worker reports the unreadable mask
         jobs.append(FeatureJob(row.image_id, row.path, sha, mask_file, mask_sha, config.data.image_size,
@@ -296,7 +286,7 @@ def extract_run(run: RunDir, config: Config, executor: str = "local", address: s
         computed = _ray_results(misses, address, progress=shifted)
     elif executor == "local":
         computed = imap_jobs(extract_features, misses, workers or config.radiomics.workers, shifted,
-                             min_jobs=4, chunksize=4, initializer=quiet_worker)
+                             min_jobs=4, chunksize=4)
     else:
         raise ConfigError(f"unknown executor {executor!r}.", fix="use local or ray.")
     results = itertools.chain(hits, computed)
@@ -307,9 +297,8 @@ def extract_run(run: RunDir, config: Config, executor: str = "local", address: s
         statuses.append({**result, "nonfinite": ",".join(nonfinite), "seconds": result.get("seconds", 0.0)})
         if features is not None:
             rows.append({"image_id": result["image_id"], **{k: (np.nan if v is None else v) for k, v in features.items()}})
-    status = pd.concat([pd.DataFrame(statuses), status_rows], ignore_index=True) if len(status_rows) else pd.DataFrame(statuses)
-    if status.empty:
-        status = status_rows
+    parts = [part for part in (pd.DataFrame(statuses), status_rows) if len(part)]
+    status = pd.concat(parts, ignore_index=True) if parts else status_rows  # status_rows carries the columns
     order = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
     features = pd.DataFrame(rows)
     if not features.empty:

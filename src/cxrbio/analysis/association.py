@@ -15,17 +15,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxrbio.analysis.stats import fdr
+from cxrbio.analysis.stats import fdr, standardised_ranks
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Spearman rho and two-sided p (t approximation) of every column of a with every column of b."""
     n = len(a)
-    ra = stats.rankdata(a, axis=0)
-    rb = stats.rankdata(b, axis=0)
-    ra = (ra - ra.mean(axis=0)) / (ra.std(axis=0) + 1e-12)
-    rb = (rb - rb.mean(axis=0)) / (rb.std(axis=0) + 1e-12)
-    rho = np.clip(ra.T @ rb / n, -1.0, 1.0)
+    rho = np.clip(standardised_ranks(a).T @ standardised_ranks(b) / n, -1.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = rho * np.sqrt((n - 2) / np.maximum(1e-12, 1 - rho**2))
     p = 2 * stats.t.sf(np.abs(t), df=max(1, n - 2))

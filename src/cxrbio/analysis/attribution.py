@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.analysis.inputs import stratified_sample
+from cxrbio.analysis.stats import standardised_ranks
 
 
 def logits_head(model: Any) -> Any:
@@ -51,15 +52,10 @@ def logits_head(model: Any) -> Any:
 
 def _directions(values: np.ndarray, shap_values: np.ndarray) -> np.ndarray:
     """Sign of the rank correlation of value and SHAP value, per (feature, class)."""
-    from scipy import stats
-
-    ranks = stats.rankdata(values, axis=0)
-    ranks = (ranks - ranks.mean(axis=0)) / (ranks.std(axis=0) + 1e-12)
+    ranks = standardised_ranks(values)
     out = np.zeros(shap_values.shape[1:])
     for c in range(shap_values.shape[2]):
-        s = stats.rankdata(shap_values[:, :, c], axis=0)
-        s = (s - s.mean(axis=0)) / (s.std(axis=0) + 1e-12)
-        out[:, c] = np.sign((ranks * s).mean(axis=0))
+        out[:, c] = np.sign((ranks * standardised_ranks(shap_values[:, :, c])).mean(axis=0))
     return out
 
 

@@ -8,12 +8,14 @@ rows only provide SHAP backgrounds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from cxrbio.config import Config
 from cxrbio.errors import DataError
+from cxrbio.radiomics import read_features
 from cxrbio.rundir import RunDir
 
 
@@ -40,6 +42,16 @@ class AnalysisInputs:
     def labels(self, image_ids: np.ndarray) -> np.ndarray:
         return self.manifest.loc[image_ids, "y"].to_numpy()
 
+    @cached_property
+    def radiomics_space(self) -> tuple[np.ndarray, list[str], np.ndarray, list[dict[str, str]]]:
+        """(values, feature names, image ids, dropped) of the included images that have features.
+
+        Cleaned once per analysis: the radiomics analysis and every strategy's use the same space.
+        """
+        frame = self.radiomics.loc[self.radiomics.index.isin(self.manifest.index)]
+        values, names, dropped = clean_columns(frame.to_numpy(np.float64), list(frame.columns))
+        return values, names, frame.index.to_numpy(), dropped
+
 
 def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> AnalysisInputs:
     manifest = run.read_manifest()
@@ -48,14 +60,12 @@ def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> Ana
     manifest["y"] = manifest["label"].map({c: i for i, c in enumerate(classes)})
     radiomics = None
     notes: list[str] = []
-    if run.radiomics.is_file():
-        radiomics = pd.read_parquet(run.radiomics).set_index("image_id")
+    if need_radiomics or run.radiomics.is_file():
+        radiomics = read_features(run).set_index("image_id")  # names 'cxrbio radiomics' when missing
         missing = len(manifest) - int(manifest.index.isin(radiomics.index).sum())
         if missing:
             notes.append(f"{missing} image(s) have no radiomics features (see radiomics/status.parquet); "
                          "radiomics analyses leave them out.")
-    elif need_radiomics:
-        raise DataError(f"{run.root} has no radiomics features.", fix=f"run 'cxrbio radiomics {run.root}' first.")
     return AnalysisInputs(run, config, manifest, classes, radiomics, notes)
 
 

@@ -10,9 +10,7 @@ inputs and settings are unchanged since its last analysis is skipped (analysis/<
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from cxrbio.analysis.projection import project, projection_table
 from cxrbio.analysis.stats import class_tests
 from cxrbio.config import Config
 from cxrbio.rundir import RunDir, atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")
 Say = Callable[[str], None]
@@ -41,29 +40,8 @@ class AnalysisSummary:
     skipped: list[str] = field(default_factory=list)
 
 
-class Timer:
-    def __init__(self, timings: dict[str, float], part: str) -> None:
-        self.timings, self.part = timings, part
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.timings[self.part] += time.perf_counter() - self.started
-
-
-def _write_npz(path: Any, arrays: dict[str, np.ndarray]) -> None:
-    def write(tmp: Any) -> None:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        tmp.write_bytes(buffer.getvalue())
-
-    atomic_write(path, write)
-
-
-def _fingerprint(inputs: AnalysisInputs, strategy: str | None, parts: tuple[str, ...]) -> str:
-    from cxrbio.embed import read_metadata
-
+def shared_digest(inputs: AnalysisInputs, parts: tuple[str, ...]) -> Any:
+    """Hash of what every analysis of the run depends on (settings, labels, folds, radiomics, masks)."""
     digest = hashlib.sha256(json.dumps({"analysis": inputs.config.analysis.model_dump(mode="json"), "parts": parts,
                                         "classes": inputs.classes}, sort_keys=True).encode())
     digest.update(pd.util.hash_pandas_object(inputs.manifest[["label", "fold"]]).values.tobytes())
@@ -72,8 +50,16 @@ def _fingerprint(inputs: AnalysisInputs, strategy: str | None, parts: tuple[str,
     settings = inputs.run.root / "masks" / "settings.json"
     if settings.is_file():
         digest.update(settings.read_bytes())
+    return digest
+
+
+def _fingerprint(shared: Any, run: RunDir, strategy: str | None) -> str:
+    """The shared hash plus, for a strategy, the models its embeddings came from."""
+    from cxrbio.embed import read_metadata
+
+    digest = shared.copy()
     if strategy is not None:
-        for path in sorted((inputs.run.root / "embeddings" / strategy).glob("fold-*.parquet")):
+        for path in sorted((run.root / "embeddings" / strategy).glob("fold-*.parquet")):
             digest.update(json.dumps(read_metadata(path), sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -85,26 +71,19 @@ def _done(folder: Any, fingerprint: str) -> bool:
         return False
 
 
-def radiomics_space(inputs: AnalysisInputs) -> tuple[np.ndarray, list[str], np.ndarray, list[dict[str, str]]]:
-    """(values, feature names, image ids, dropped) of the images that have features."""
-    frame = inputs.radiomics.loc[inputs.radiomics.index.isin(inputs.manifest.index)]
-    values, names, dropped = clean_columns(frame.to_numpy(np.float64), list(frame.columns))
-    return values, names, frame.index.to_numpy(), dropped
-
-
 def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> pd.DataFrame:
     """analysis/radiomics/*: tests, classifier (baseline) + SHAP, bootstrap stability, UMAP, ranking."""
     from cxrbio.metrics import bootstrap_ci, paper_metrics
 
     settings = inputs.config.analysis
     out = inputs.run.root / "analysis" / "radiomics"
-    values, names, ids, dropped = radiomics_space(inputs)
+    values, names, ids, dropped = inputs.radiomics_space
     y = inputs.labels(ids)
     say(f"radiomics: {len(ids)} images x {len(names)} features ({len(dropped)} dropped)")
-    with Timer(summary.timings, "stats"):
+    with timed(summary.timings, "stats"):
         tests, notes = class_tests(values, y, names, inputs.classes, settings.min_group)
         summary.notes += [f"radiomics: {n}" for n in notes]
-    with Timer(summary.timings, "attribution"):
+    with timed(summary.timings, "attribution"):
         folds = inputs.manifest.loc[ids, "fold"].to_numpy()
         tables, predictions = [], []
         for fold in sorted(set(folds)):
@@ -129,11 +108,11 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
         metrics["features"] = len(names)
         say(f"radiomics baseline: 7-class accuracy {metrics['accuracy']:.3f} "
             f"[{metrics['ci95']['accuracy'][0]:.3f}, {metrics['ci95']['accuracy'][1]:.3f}]")
-    with Timer(summary.timings, "stability"):
+    with timed(summary.timings, "stability"):
         patients_all = inputs.manifest.loc[ids, "patient_id"].to_numpy()
         boot_summary, boot_freq = stability.bootstrap_ranking(values, y, patients_all, names, inputs.classes,
                                                               settings.stability_top, settings.bootstrap, settings.seed)
-    with Timer(summary.timings, "projection"):
+    with timed(summary.timings, "projection"):
         coords, separation = project(values, y, settings.umap_neighbors, settings.umap_min_dist, settings.seed)
     # Ranking: per class, features by mean |SHAP| over folds, with the tests and stability beside.
     importance = (shap_table.groupby(["class", "feature"])
@@ -165,7 +144,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     settings = inputs.config.analysis
     out = inputs.run.root / "analysis" / strategy
     folds = load_fold_embeddings(inputs, strategy)
-    rad_values, rad_names, rad_ids, _ = radiomics_space(inputs)
+    rad_values, rad_names, rad_ids, _ = inputs.radiomics_space
     rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
     collected: dict[str, list[pd.DataFrame]] = defaultdict(list)
     maps: dict[str, np.ndarray] = {}
@@ -173,12 +152,12 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         say(f"{strategy} fold {fold.fold}: {len(fold.test_ids)} out-of-fold images x {len(fold.dims)} dims")
         values, kept, dropped = clean_columns(fold.test, fold.dims)
         collected["dropped"].append(pd.DataFrame(dropped, columns=["feature", "reason"]).assign(fold=fold.fold))
-        with Timer(summary.timings, "stats"):
+        with timed(summary.timings, "stats"):
             tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
             collected["tests"].append(tests.assign(fold=fold.fold))
             summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
         model = keras.models.load_model(inputs.run.train_fold(strategy, fold.fold) / "model.keras", compile=False)
-        with Timer(summary.timings, "attribution"):
+        with timed(summary.timings, "attribution"):
             result = attribution.cnn_fold_attribution(model, fold.train, fold.y_train, fold.test, fold.y_test, fold.dims,
                                                       inputs.classes, settings.shap_background, settings.shap_max_images,
                                                       settings.seed)
@@ -196,7 +175,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         with_features = np.array([i in rad_row for i in fold.test_ids])
         column = {d: j for j, d in enumerate(fold.dims)}
         if "association" in parts and with_features.sum() > 3:
-            with Timer(summary.timings, "association"):
+            with timed(summary.timings, "association"):
                 dims = sorted(set(candidates["dim"]))
                 dim_values = fold.test[with_features][:, [column[d] for d in dims]]
                 radiomics = rad_values[[rad_row[i] for i in fold.test_ids[with_features]]]
@@ -206,14 +185,14 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                     values[with_features], radiomics, settings.cca_components, settings.permutations,
                     settings.seed).assign(fold=fold.fold))
         if "projection" in parts:
-            with Timer(summary.timings, "projection"):
+            with timed(summary.timings, "projection"):
                 coords, separation = project(values, fold.y_test, settings.umap_neighbors, settings.umap_min_dist,
                                              settings.seed)
                 labels = [inputs.classes[c] for c in fold.y_test]
                 collected["umap"].append(projection_table(fold.test_ids, labels, coords, fold=fold.fold))
                 collected["separation"].append(pd.DataFrame(separation).assign(fold=fold.fold))
         if "audit" in parts and audit_images is not None and settings.audit_dims:
-            with Timer(summary.timings, "audit"):
+            with timed(summary.timings, "audit"):
                 fold_audit = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,
                                                      candidates, audit_images, inputs.classes, settings)
                 collected["audit_dims"].append(fold_audit.dims)
@@ -223,7 +202,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
 
     frames = {name: pd.concat(parts_, ignore_index=True) for name, parts_ in collected.items() if parts_}
     candidates = frames["candidates"]
-    with Timer(summary.timings, "stability"):
+    with timed(summary.timings, "stability"):
         associations = frames.get("associations", pd.DataFrame(columns=["fold", "dim", "feature", "rho", "p", "q"]))
         profiles = stability.descriptor_profiles(associations, candidates, rad_names)
         stable, recurrence = stability.cross_fold_stability(profiles, rad_names, settings.stability_top)
@@ -234,7 +213,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     for name, frame in frames.items():
         atomic_write_parquet(out / f"{name}.parquet", frame)
     if maps:
-        _write_npz(out / "saliency.npz", maps)
+        atomic_write(out / "saliency.npz", lambda tmp: np.savez_compressed(tmp, **maps))
     return ranking
 
 
@@ -279,7 +258,8 @@ def analyze_run(run: RunDir, config: Config, strategies: list[str] | None = None
     chosen = analysable_strategies(run, strategies)
     summary = AnalysisSummary(chosen, notes=list(inputs.notes))
     radiomics_out = run.root / "analysis" / "radiomics"
-    fingerprint = _fingerprint(inputs, None, parts)
+    shared = shared_digest(inputs, parts)
+    fingerprint = _fingerprint(shared, run, None)
     if force or not _done(radiomics_out, fingerprint):
         summary.candidates["radiomics"] = analyze_radiomics(inputs, summary, say)
         atomic_write_text(radiomics_out / "DONE.json", json.dumps({"fingerprint": fingerprint}))
@@ -289,7 +269,7 @@ def analyze_run(run: RunDir, config: Config, strategies: list[str] | None = None
     audit_images = None
     for strategy in chosen:
         out = run.root / "analysis" / strategy
-        fingerprint = _fingerprint(inputs, strategy, parts)
+        fingerprint = _fingerprint(shared, run, strategy)
         if not force and _done(out, fingerprint):
             summary.skipped.append(strategy)
             summary.candidates[strategy] = pd.read_parquet(out / "candidates.parquet")
@@ -298,7 +278,7 @@ def analyze_run(run: RunDir, config: Config, strategies: list[str] | None = None
             from cxrbio.analysis.audit import load_audit_images
 
             if "mask_source" in inputs.manifest:
-                with Timer(summary.timings, "audit"):
+                with timed(summary.timings, "audit"):
                     audit_images = load_audit_images(run, config, inputs.manifest)
             else:
                 summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")

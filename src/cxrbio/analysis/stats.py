@@ -25,6 +25,12 @@ def fdr(p: np.ndarray) -> np.ndarray:
     return q
 
 
+def standardised_ranks(values: np.ndarray) -> np.ndarray:
+    """Column ranks scaled to mean 0, SD 1: the mean product of two such columns is Spearman's rho."""
+    ranks = stats.rankdata(values, axis=0)
+    return (ranks - ranks.mean(axis=0)) / (ranks.std(axis=0) + 1e-12)
+
+
 def rank_auc(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """One-vs-rest AUC per column from ranks (ties count half), vectorised over columns."""
     ranks = stats.rankdata(values, axis=0)
