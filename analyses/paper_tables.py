@@ -5,7 +5,8 @@
 Reads metrics/<strategy>.json (written by ``cxrbio train``). Our numbers are pooled out-of-fold
 predictions over the run's folds; the paper's are from its 10-fold cross-validation on 3,905
 images. Confusion matrices are shown as the paper prints them: rows predicted, columns actual.
-Table 2's published matrix is garbled in the text we have, so only ours is shown.
+Table 2's published matrix is garbled in the text we have, so only ours is shown. The published
+numbers live in ``cxrbio.paper`` (the HTML report shows the same tables).
 """
 
 from __future__ import annotations
@@ -17,26 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-PUBLISHED_METRICS = {  # strategy: (2-class acc, 7-class acc, sensitivity, specificity) in %, None = not reported
-    "offshelf": (88.81, 51.98, 4.62, None),
-    "finetune-1": (86.44, 50.24, 11.22, None),
-    "finetune-3": (88.02, 56.91, 57.26, None),
-    "finetune-5": (87.66, 52.67, 58.08, None),
-    "finetune-7": (90.37, 43.43, 63.52, 93.91),
-    "finetune-9": (91.28, 66.31, 71.84, 94.55),
-    "finetune-11": (92.33, 75.67, 82.96, 93.96),
-    "scratch": (99.18, 87.66, 97.36, 99.42),
-}
-PUBLISHED_TABLE_6 = [  # rows predicted, columns actual: COVID-19, Edema, Effusion, Emphysema, Fibrosis, Pneumonia, Normal
-    [443, 1, 4, 4, 7, 3, 1],
-    [1, 232, 36, 34, 11, 0, 0],
-    [2, 31, 161, 58, 37, 0, 0],
-    [3, 12, 54, 156, 40, 0, 0],
-    [3, 17, 56, 63, 184, 0, 0],
-    [1, 0, 0, 0, 1, 907, 0],
-    [2, 0, 0, 0, 0, 0, 1340],
-]
-PUBLISHED_BINARY = {"offshelf": (21, 3, 434, 3447), "scratch": (443, 20, 12, 3430)}  # TP, FP, FN, TN
+from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6
 
 
 def _pct(value: float | None) -> str:
@@ -128,7 +110,7 @@ def print_tables(run_dir: Path, console: Console) -> None:
     console.print(metrics_table("Table 4. Fine-tuning the top N blocks", finetunes, metrics))
     console.print(metrics_table("Table 5. Training from scratch", ["scratch"], metrics))
     if "scratch" in done:
-        seven = done["scratch"]["classes"] == ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
+        seven = done["scratch"]["classes"] == PAPER_CLASSES
         console.print(confusion_table("Table 6. 7-class confusion, from scratch", done["scratch"], PUBLISHED_TABLE_6 if seven else None))
         if "binary" in done["scratch"]["pooled"]:
             console.print(binary_table("Table 7. 2-class confusion, from scratch", done["scratch"], PUBLISHED_BINARY["scratch"]))
