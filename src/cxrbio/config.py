@@ -301,6 +301,18 @@ class AnalysisConfig(StrictModel):
     seed: int = 0
 
 
+class ReportConfig(StrictModel):
+    """Settings of ``cxrbio report`` (docs/report.md)."""
+
+    gallery_dims: int = Field(4, ge=0, description="Top candidate dims per disease shown in the saliency gallery.")
+    table_rows: int = Field(30, ge=1, description="Candidate dims per disease in its sortable table (best first).")
+    radiomics_features: int = Field(10, ge=1, description="Top radiomics features per disease in the baseline section.")
+    thumbnail_px: int = Field(112, ge=32, le=512, description="Side of each embedded thumbnail, in pixels.")
+    show_file_names: bool = Field(
+        True, description="List QC exclusions and duplicates by their file name or CSV row; false: by image id only "
+        "(set it before sharing a report whose file names carry identifiers).")
+
+
 class Config(StrictModel):
     """The whole run configuration; the defaults are the study as published."""
 
@@ -313,6 +325,7 @@ class Config(StrictModel):
     masks: MasksConfig = Field(default_factory=MasksConfig)
     radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 def _describe_validation_error(error: ValidationError, source: str, model: type[BaseModel]) -> str:

@@ -25,7 +25,7 @@ from cxrbio.rundir import RunDir, atomic_write_text
 from cxrbio.train import TrainingData, read_predictions
 
 #: Keys that may differ between invocations on one run directory.
-_FREE_KEYS = {("name",), ("train", "strategies"), ("masks",), ("radiomics",), ("analysis",)}  # later stages: no effect on training
+_FREE_KEYS = {("name",), ("train", "strategies"), ("masks",), ("radiomics",), ("analysis",), ("report",)}  # later stages: no effect on training
 
 
 def _comparable(config: Config) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""Assemble the report: read the run, build each section, render one self-contained HTML file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from cxrbio.report.baseline import baseline_section
+from cxrbio.report.candidates import candidates_section
+from cxrbio.report.contents import Missing, RunContents, load_contents
+from cxrbio.report.figures import plotly_js
+from cxrbio.report.limitations import limitations
+from cxrbio.report.performance import performance_section, scoreboard
+from cxrbio.report.projection import projection_section
+from cxrbio.report.provenance import provenance_section
+from cxrbio.rundir import atomic_write_text
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SECTIONS = ("summary", "performance", "embeddings", "candidates", "radiomics", "limitations")
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    size_bytes: int
+    missing: list[Missing]
+    sections: list[str]
+
+
+def default_report_path(run_dir: Path) -> Path:
+    """reports/<run folder name>.html under the working directory (docs/report.md)."""
+    return Path("reports") / f"{Path(run_dir).resolve().name}.html"
+
+
+def environment() -> jinja2.Environment:
+    """Autoescaping on for every template: user strings (labels, file names, config) render as text."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def render(contents: RunContents, progress: Callable[[str], None] | None = None) -> str:
+    step = progress or (lambda _name: None)
+    step("summary")
+    provenance = provenance_section(contents)
+    step("performance")
+    performance = performance_section(contents)
+    step("embeddings")
+    projection = projection_section(contents)
+    step("candidates")
+    candidates = candidates_section(contents)
+    step("radiomics")
+    baseline = baseline_section(contents)
+    step("limitations")
+    notes = limitations(contents)
+    template = environment().get_template("report.html.j2")
+    return template.render(
+        title=f"cxrbio report: {contents.run.root.resolve().name}",
+        run_name=contents.run.root.resolve().name, config_name=contents.config.name,
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        css=(TEMPLATES / "report.css").read_text(), js=(TEMPLATES / "report.js").read_text(),
+        plotly_js=_script_safe(plotly_js()),
+        scoreboard=scoreboard(contents), missing=contents.missing, provenance=provenance,
+        performance=performance, projection=projection, candidates=candidates, baseline=baseline,
+        limitations=notes, sections=SECTIONS, classes=contents.classes,
+    )
+
+
+def _script_safe(code: str) -> str:
+    """A script's text must not contain '</script' (it would end the element early)."""
+    return code.replace("</script", "<\\/script")
+
+
+def build_report(run_dir: Path, out: Path | None = None, progress: Callable[[str], None] | None = None) -> ReportResult:
+    """Write the report of ``run_dir`` to ``out`` (atomic: an interrupted build leaves any older report intact)."""
+    contents = load_contents(Path(run_dir))
+    page = render(contents, progress)
+    target = Path(out) if out is not None else default_report_path(run_dir)
+    atomic_write_text(target, page)
+    _readable_by_others(target)
+    return ReportResult(target, target.stat().st_size, contents.missing, list(SECTIONS))
+
+
+def _readable_by_others(path: Path) -> None:
+    """A report is meant to be shared: the permissions a new file gets under the umask, not the temp file's 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

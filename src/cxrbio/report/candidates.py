@@ -1,0 +1,180 @@
+"""Per disease: the candidate biomarker dims, their evidence, and a saliency gallery.
+
+Reads ``analysis/<strategy>/`` (docs/analysis.md). A candidate is a (fold, dim) pair: each fold's
+network has its own units, so dims are named with their fold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrbio.report.contents import RunContents, StrategyResults
+from cxrbio.report.gallery import overlay, png_data_uri
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def _q(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    if math.isnan(number):
+        return "–"
+    return f"{number:.2g}" if number >= 1e-4 else f"{number:.1e}"
+
+
+def _sort_key(value: Any) -> str:
+    """The numeric value tables sort by ('' for missing, which sorts last)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return "" if math.isnan(number) else repr(number)
+
+
+def _flag(row: pd.Series) -> str:
+    value = row.get("likely_shortcut")
+    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+        return "not audited"
+    return "likely shortcut" if bool(value) else "lung"
+
+
+def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
+    rows = []
+    ordered = frame.sort_values("shap_share", ascending=False).head(limit)
+    for _, row in ordered.iterrows():
+        direction = int(row["direction"]) if pd.notna(row.get("direction")) else 0
+        rows.append({
+            "fold": int(row["fold"]), "dim": str(row["dim"]), "rank": int(row["rank"]),
+            "shap_share": _f(100 * float(row["shap_share"]), 2), "shap_share_key": _sort_key(row["shap_share"]),
+            "direction": "higher → class" if direction > 0 else "lower → class" if direction < 0 else "–",
+            "auc": _f(row.get("auc")), "auc_key": _sort_key(row.get("auc")),
+            "q": _q(row.get("q")), "q_key": _sort_key(row.get("q")),
+            "descriptors": str(row.get("descriptors") or "–"),
+            "recurrence": _f(row.get("descriptor_recurrence"), 2), "recurrence_key": _sort_key(row.get("descriptor_recurrence")),
+            "lung_share": _f(row.get("lung_share"), 2), "lung_key": _sort_key(row.get("lung_share")),
+            "border_share": _f(row.get("border_share"), 2), "border_key": _sort_key(row.get("border_share")),
+            "flag": _flag(row),
+        })
+    return rows
+
+
+class ImageSource:
+    """Letterboxed images and masks for thumbnails, read on demand from the manifest's paths."""
+
+    def __init__(self, contents: RunContents) -> None:
+        self.contents = contents
+        self.paths = contents.manifest.set_index("image_id")["path"].to_dict()
+        self.size = contents.config.data.image_size
+        self.unreadable: list[str] = []
+
+    def image(self, image_id: str) -> np.ndarray | None:
+        from cxrbio.data.pipeline import load_letterboxed
+
+        path = self.paths.get(image_id)
+        try:
+            return load_letterboxed((str(path), self.size)) if path is not None else None
+        except Exception:  # noqa: BLE001 - a moved or damaged file costs one thumbnail, said in the report
+            self.unreadable.append(image_id)
+            return None
+
+    def mask(self, image_id: str) -> np.ndarray | None:
+        from cxrbio.masks import read_mask
+
+        try:
+            return read_mask(self.contents.run, image_id)
+        except OSError:
+            return None
+
+
+def gallery(result: StrategyResults, disease: str, frame: pd.DataFrame, images: ImageSource, count: int,
+            px: int) -> list[dict[str, Any]]:
+    audit = result.analysis.get("audit_dims")
+    if audit is None or count == 0:
+        return []
+    tiles = []
+    for _, row in frame.sort_values("shap_share", ascending=False).iterrows():
+        key = f"fold-{int(row['fold'])}/{row['dim']}"
+        saliency = result.saliency.get(key)
+        match = audit[(audit["fold"] == row["fold"]) & (audit["dim"] == row["dim"]) & (audit["class"] == disease)]
+        if saliency is None or match.empty:
+            continue
+        ids = [i for i in str(match.iloc[0]["images"]).split("|") if i]
+        if not ids:
+            continue
+        image = images.image(ids[0])
+        if image is None:
+            continue
+        mask = images.mask(ids[0])
+        tiles.append({
+            "src": png_data_uri(overlay(image, saliency, mask, px)), "fold": int(row["fold"]), "dim": str(row["dim"]),
+            "lung_share": _f(row.get("lung_share"), 2), "border_share": _f(row.get("border_share"), 2),
+            "flag": _flag(row), "images": len(ids), "has_mask": mask is not None and bool(mask.any()),
+            "shap_share": _f(100 * float(row["shap_share"]), 2), "px": px,
+        })
+        if len(tiles) >= count:
+            break
+    return tiles
+
+
+def _by_class(frame: pd.DataFrame | None, disease: str) -> pd.DataFrame:
+    if frame is None or "class" not in frame.columns:
+        return pd.DataFrame()
+    return frame[frame["class"] == disease]
+
+
+def disease_panels(contents: RunContents, result: StrategyResults, images: ImageSource) -> list[dict[str, Any]]:
+    settings = contents.config.report
+    panels = []
+    candidates = result.analysis["candidates"]
+    for index, disease in enumerate(contents.classes):
+        frame = candidates[candidates["class"] == disease]
+        stability = _by_class(result.analysis.get("stability"), disease)
+        recurrence = _by_class(result.analysis.get("recurrence"), disease)
+        audit_model = _by_class(result.analysis.get("audit_model"), disease)
+        scores = _by_class(result.analysis.get("shortcut_scores"), disease)
+        flagged = int(frame["likely_shortcut"].fillna(False).astype(bool).sum()) if "likely_shortcut" in frame else 0
+        panel = {
+            "disease": disease, "anchor": f"{result.name}-{index}-{_slug(disease)}",
+            "rows": candidate_rows(frame, settings.table_rows), "total": len(frame), "flagged": flagged,
+            "audited": int(frame["likely_shortcut"].notna().sum()) if "likely_shortcut" in frame else 0,
+            "stability": None, "recurring": [], "audit": None,
+            "shortcut_score": _f(scores["shortcut_score"].mean(), 2) if not scores.empty else "–",
+            "gallery": gallery(result, disease, frame, images, settings.gallery_dims, settings.thumbnail_px),
+        }
+        if not stability.empty:
+            s = stability.iloc[0]
+            panel["stability"] = {"folds": int(s["folds"]), "rank_correlation": _f(s["profile_rank_correlation"], 2),
+                                  "jaccard": _f(s["top_jaccard"], 2)}
+        if not recurrence.empty:
+            top = recurrence.sort_values("recurrence", ascending=False).head(5)
+            panel["recurring"] = [{"feature": str(r["feature"]), "recurrence": _f(r["recurrence"], 2)} for _, r in top.iterrows()]
+        if not audit_model.empty:
+            panel["audit"] = {"accuracy": _f(audit_model["accuracy"].mean(), 2),
+                              "blanked": _f(audit_model["blanked_accuracy"].mean(), 2),
+                              "border_blanked": _f(audit_model["border_blanked_accuracy"].mean(), 2)}
+        panels.append(panel)
+    return panels
+
+
+def _slug(text: str) -> str:
+    """An element id from a label of any characters (ids are attributes, escaped again by the template)."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "class"
+
+
+def candidates_section(contents: RunContents) -> dict[str, Any]:
+    images = ImageSource(contents)
+    strategies = [{"name": r.name, "panels": disease_panels(contents, r, images)} for r in contents.analysed()]
+    return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
+            "gallery_dims": contents.config.report.gallery_dims}

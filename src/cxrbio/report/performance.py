@@ -1,0 +1,235 @@
+"""Classification results: the study's Tables 1-7 beside the published numbers, per-class metrics
+with confidence intervals, ROC curves, strategy comparisons and training curves.
+
+Our numbers are pooled out-of-fold predictions (every image predicted once, by the fold model
+that never saw its patient); the paper's come from its 10-fold CV on 3,905 images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from sklearn.metrics import roc_auc_score, roc_curve
+from statsmodels.stats.proportion import proportion_confint
+
+from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
+from cxrbio.report.contents import RunContents, StrategyResults
+from cxrbio.report.figures import CLASS_COLOURS, figure_html, plot_text
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.{digits}f}"
+
+
+def pct_ci(value: float | None, interval: list[float] | tuple[float, float] | None) -> str:
+    if interval is None or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in interval):
+        return pct(value)
+    return f"{pct(value)} [{pct(interval[0])}, {pct(interval[1])}]"
+
+
+def published(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def paper_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Tables 1, 4 and 5 as one table: every strategy we ran or the paper reported, in the paper's order."""
+    names = sorted({*contents.strategies, *PUBLISHED_METRICS}, key=lambda n: (strategy_order(n), n))
+    rows = []
+    for name in names:
+        result = contents.strategies.get(name)
+        theirs = PUBLISHED_METRICS.get(name, (None, None, None, None))
+        table = "Table 1" if name == "offshelf" else "Table 5" if name == "scratch" else "Table 4"
+        row: dict[str, Any] = {"strategy": name, "table": table, "paper": [published(v) for v in theirs]}
+        if result is None or result.metrics is None:
+            row.update(status="not run", ours=["–"] * 4)
+        elif not result.trained:
+            row.update(status="skipped: " + str(result.metrics.get("reason", "")), ours=["–"] * 4)
+        else:
+            pooled, ci = result.metrics["pooled"], result.metrics.get("ci95", {})
+            binary = pooled.get("binary", {})
+            row.update(status="done", ours=[
+                pct_ci(binary.get("accuracy"), ci.get("binary_accuracy")),
+                pct_ci(pooled["accuracy"], ci.get("accuracy")),
+                pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
+                pct_ci(binary.get("specificity"), ci.get("specificity")),
+            ])
+        rows.append(row)
+    return rows
+
+
+def confusion(result: StrategyResults, classes: list[str]) -> dict[str, Any]:
+    """The pooled 7-class and 2-class matrices as the paper prints them (rows predicted, columns actual)."""
+    metrics = result.metrics or {}
+    pooled = metrics["pooled"]
+    matrix = pooled["confusion"]  # rows true, columns predicted
+    with_paper = result.name == "scratch" and classes == PAPER_CLASSES
+    rows = []
+    for p, name in enumerate(classes):
+        cells = []
+        for a in range(len(classes)):
+            cells.append({"ours": matrix[a][p], "paper": PUBLISHED_TABLE_6[p][a] if with_paper else None,
+                          "diagonal": a == p})
+        rows.append({"predicted": name, "cells": cells})
+    binary = None
+    if "binary" in pooled:
+        b = pooled["binary"]
+        theirs = PUBLISHED_BINARY.get(result.name)
+        binary = {"positive": metrics.get("positive_class", ""), "tp": b["tp"], "fp": b["fp"], "fn": b["fn"], "tn": b["tn"],
+                  "paper": dict(zip(("tp", "fp", "fn", "tn"), theirs)) if theirs else None}
+    table_7 = {"offshelf": ("Table 2", "Table 3"), "scratch": ("Table 6", "Table 7")}.get(result.name)
+    return {"classes": classes, "rows": rows, "binary": binary, "with_paper": with_paper,
+            "titles": table_7 or ("7-class confusion", "2-class confusion")}
+
+
+def wilson(successes: int, total: int) -> tuple[float, float]:
+    if total == 0:
+        return (math.nan, math.nan)
+    low, high = proportion_confint(successes, total, alpha=0.05, method="wilson")
+    return (float(low), float(high))
+
+
+def per_class_rows(result: StrategyResults) -> list[dict[str, Any]]:
+    """Per-class one-vs-rest sensitivity, specificity and precision with Wilson 95% intervals, and AUROC."""
+    pooled = result.metrics["pooled"]
+    rows = []
+    for name, c in pooled["per_class"].items():
+        tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
+        rows.append({
+            "class": name, "n": tp + fn,
+            "sensitivity": pct_ci(tp / (tp + fn) if tp + fn else math.nan, wilson(tp, tp + fn)),
+            "specificity": pct_ci(tn / (tn + fp) if tn + fp else math.nan, wilson(tn, tn + fp)),
+            "precision": pct_ci(tp / (tp + fp) if tp + fp else math.nan, wilson(tp, tp + fp)),
+            "auroc": f"{pooled.get('auroc', {}).get(name, math.nan):.3f}",
+        })
+    return rows
+
+
+def roc_figure(result: StrategyResults, classes: list[str]) -> str | None:
+    """One-vs-rest ROC per class from the pooled out-of-fold probabilities."""
+    predictions = result.predictions
+    if predictions is None or not all(f"p_{c}" in predictions.columns for c in classes):
+        return None
+    figure = go.Figure()
+    truth = predictions["label"].to_numpy()
+    for i, name in enumerate(classes):
+        positive = truth == name
+        if positive.all() or not positive.any():
+            continue
+        scores = predictions[f"p_{name}"].to_numpy()
+        fpr, tpr, _ = roc_curve(positive, scores)
+        auc = roc_auc_score(positive, scores)
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=plot_text(f"{name} (AUC {auc:.3f})"),
+                                    line={"color": CLASS_COLOURS[i % len(CLASS_COLOURS)], "width": 2}))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "#999"}))
+    figure.update_layout(title=f"ROC, one class vs the rest ({result.name}, pooled out-of-fold)",
+                         xaxis_title="1 − specificity", yaxis_title="sensitivity", height=420,
+                         xaxis={"range": [0, 1]}, yaxis={"range": [0, 1.02]})
+    return figure_html(figure, f"roc-{result.name}")
+
+
+def training_curves(result: StrategyResults) -> str | None:
+    """Loss and accuracy per epoch, fit and validation, one line per fold."""
+    if not result.histories:
+        return None
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    palette = CLASS_COLOURS
+    for fold, history in sorted(result.histories.items()):
+        colour = palette[fold % len(palette)]
+        for col, metric in ((1, "loss"), (2, "accuracy")):
+            for prefix, dash in (("", "solid"), ("val_", "dot")):
+                column = prefix + metric
+                if column not in history.columns:
+                    continue
+                figure.add_trace(go.Scatter(
+                    x=history["epoch"] + 1 if "epoch" in history.columns else np.arange(1, len(history) + 1),
+                    y=history[column], mode="lines", line={"color": colour, "dash": dash},
+                    name=f"fold {fold} {'validation' if prefix else 'fit'}", legendgroup=f"fold-{fold}",
+                    showlegend=col == 1), row=1, col=col)
+    figure.update_xaxes(title_text="epoch")
+    figure.update_layout(title=f"Training curves ({result.name}; dotted: validation patients)", height=380)
+    return figure_html(figure, f"curves-{result.name}")
+
+
+def comparison_rows(contents: RunContents) -> list[dict[str, Any]]:
+    if not contents.comparison:
+        return []
+    rows = []
+    for pair in contents.comparison.get("pairs", []):
+        nb, mc = pair.get("nadeau_bengio", {}), pair.get("mcnemar", {})
+        rows.append({"a": pair["a"], "b": pair["b"], "accuracy_a": pct(pair.get("accuracy_a")),
+                     "accuracy_b": pct(pair.get("accuracy_b")),
+                     "nb_p": _p(nb.get("p")), "nb_t": _num(nb.get("t"), 2), "mcnemar_p": _p(mc.get("p"))})
+    return rows
+
+
+def _num(value: Any, digits: int) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def _p(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    if math.isnan(number):
+        return "–"
+    return f"{number:.2g}" if number >= 1e-4 else "<1e-4"
+
+
+def performance_section(contents: RunContents) -> dict[str, Any]:
+    classes = contents.classes
+    strategies = []
+    for result in contents.strategies.values():
+        entry: dict[str, Any] = {"name": result.name, "trained": result.trained,
+                                 "reason": str((result.metrics or {}).get("reason") or "").rstrip(".") if result.metrics else "not run"}
+        if result.trained:
+            metrics = result.metrics
+            entry.update(
+                confusion=confusion(result, classes),
+                per_class=per_class_rows(result),
+                roc=roc_figure(result, classes),
+                curves=training_curves(result),
+                folds=[{"fold": k, "n": v.get("n"), "accuracy": pct(v.get("accuracy"))}
+                       for k, v in sorted(metrics.get("folds", {}).items(), key=lambda kv: str(kv[0]))],
+                fold_mean=pct(metrics.get("fold_mean", {}).get("accuracy")),
+                fold_sd=pct(metrics.get("fold_sd", {}).get("accuracy")),
+                training=metrics.get("training", []),
+            )
+        strategies.append(entry)
+    return {"paper_rows": paper_rows(contents), "strategies": strategies, "comparison": comparison_rows(contents),
+            "comparison_metric": (contents.comparison or {}).get("metric", "7-class accuracy"),
+            "positive_class": contents.config.data.positive_class}
+
+
+def scoreboard(contents: RunContents) -> list[dict[str, str]]:
+    """The headline: each trained strategy's pooled 7-class accuracy and positive-vs-rest metrics."""
+    rows = []
+    for result in contents.trained():
+        pooled, ci = result.metrics["pooled"], result.metrics.get("ci95", {})
+        binary = pooled.get("binary", {})
+        rows.append({"name": result.name, "accuracy": pct_ci(pooled["accuracy"], ci.get("accuracy")),
+                     "sensitivity": pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
+                     "specificity": pct_ci(binary.get("specificity"), ci.get("specificity")),
+                     "n": str(pooled.get("n", ""))})
+    if contents.baseline:
+        ci = contents.baseline.get("ci95", {})
+        binary = contents.baseline.get("binary", {})
+        rows.append({"name": "radiomics baseline", "accuracy": pct_ci(contents.baseline.get("accuracy"), ci.get("accuracy")),
+                     "sensitivity": pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
+                     "specificity": pct_ci(binary.get("specificity"), ci.get("specificity")),
+                     "n": str(contents.baseline.get("n", ""))})
+    return rows
+
+
+__all__ = ["performance_section", "scoreboard", "pct", "pct_ci", "pd"]
