@@ -204,39 +204,6 @@ def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanne
     np.testing.assert_allclose(again.filter(like="p_").to_numpy(), predictions.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_demo_command_runs_every_existing_stage(tmp_path):
-    """The demo path with a tiny config: phantom, scan, train (pretrained strategies skipped offline),
-    embed, masks, radiomics, analyze; a second run reuses every result."""
-    from typer.testing import CliRunner
-
-    from cxrbio.cli import app
-
-    config_path = tmp_path / "tiny-demo.yaml"
-    config_path.write_text(
-        "data: {image_size: 32}\nfolds: {k: 2}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
-        "train: {epochs: 1, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, offshelf]}\n")
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", str(config_path), "--per-class", "4"])
-    assert result.exit_code == 0, result.output
-    assert (out / "phantom" / "phantom.json").is_file() and (out / "manifest.parquet").is_file()
-    assert json.loads((out / "metrics" / "scratch.json").read_text())["status"] == "done"
-    assert "Stage times" in result.output and "paper_tables.py" in result.output
-    for stage in ("embed", "masks", "radiomics", "analyze"):
-        assert f"{stage} " in result.output.split("Stage times")[1]
-    assert sorted(p.name for p in (out / "embeddings" / "scratch").iterdir()) == ["fold-0.parquet", "fold-1.parquet"]
-    assert len(list((out / "masks").glob("img-*.png"))) == 28
-    status = pd.read_parquet(out / "radiomics" / "status.parquet")
-    assert len(status) == 28 and (status["status"] == "ok").all()
-    assert (out / "analysis" / "scratch" / "candidates.parquet").is_file()
-    stamp = (out / "phantom" / "manifest.csv").stat().st_mtime_ns
-    again = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", str(config_path), "--per-class", "4"])
-    assert again.exit_code == 0, again.output
-    assert (out / "phantom" / "manifest.csv").stat().st_mtime_ns == stamp  # same phantom: not regenerated
-    assert "already finished" in again.output  # and the trained folds are reused
-    assert "up to date" in again.output and "(28 from the cache)" in again.output
-    assert "scratch: inputs unchanged" in again.output
-
-
 def test_disk_full_mid_fold_keeps_the_run_resumable(scanned_run, tmp_path, monkeypatch):
     import errno
 

@@ -473,6 +473,31 @@ def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int
     return summary
 
 
+@app.command("report")
+@user_errors
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (any stage done; what is missing is listed in the report).")],
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: reports/<run name>.html).")] = None,
+) -> None:
+    """One self-contained HTML report of a run: data, Tables 1-7, candidates per disease, radiomics, limitations."""
+    run_report(run_dir, out)
+
+
+def run_report(run_dir: Path, out: Path | None) -> Any:
+    from rich.markup import escape
+
+    from cxrbio.report import build_report
+
+    started = time.perf_counter()
+    with console.status("report") as status:
+        result = build_report(run_dir, out, progress=lambda section: status.update(f"report: {section}"))
+    for item in result.missing:
+        console.print(f"[yellow]missing[/] {escape(item.what)}: run '{escape(item.command)}'", soft_wrap=True)
+    console.print(f"Report: {result.path} ({result.size_bytes / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s); "
+                  "open it in any browser, no network needed.", soft_wrap=True)
+    return result
+
+
 def print_candidates(name: str, ranking: Any, shown: int) -> None:
     """A compact table per space: the top `shown` per disease, short feature names."""
     from rich.table import Table
@@ -541,8 +566,9 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory of the demo.")] = Path("runs/demo"),
     config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
+    report_out: Annotated[Path | None, typer.Option("--report", help="HTML report (default: reports/<run name>.html).")] = None,
 ) -> None:
-    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze."""
+    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze, report."""
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom
 
@@ -572,11 +598,13 @@ def demo(
         run_radiomics(out, cfg)
     with timed(timings, "analyze"):
         run_analysis(out, cfg, None, None, True, False)
+    with timed(timings, "report"):
+        report = run_report(out, report_out)
     console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                   + f"; total {sum(timings.values()):.1f} s")
-    console.print(f"Paper tables: uv run python analyses/paper_tables.py {out}")
-    console.print(f"Analysis tables: {out / 'analysis'} (docs/analysis.md). The HTML report is not implemented yet; "
-                  "the demo runs every stage that exists.")
+    console.print(f"Paper tables in the terminal: uv run python analyses/paper_tables.py {out}")
+    console.print(f"Analysis tables: {out / 'analysis'} (docs/analysis.md)")
+    console.print(f"[bold]The report: {report.path}[/]", soft_wrap=True)
 
 
 def _same_phantom(folder: Path, per_class: int, size: int, seed: int) -> bool:

@@ -1,0 +1,232 @@
+"""`cxrbio report` and `cxrbio demo` end to end: every section from a real (tiny) pipeline run, user
+strings escaped, partial runs, non-run folders, and the page checked in headless Chromium."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cxrbio.cli import app
+
+from .browser_check import chromium_path
+
+keras = pytest.importorskip("keras")
+
+FAST_PARAMS = """imageType: {Original: {}}
+featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation, JointEntropy]}
+setting: {binWidth: 8, label: 1, additionalInfo: false}
+"""
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`cxrbio demo` at test scale with two trained strategies (a weights file made here stands in for
+    ImageNet), then run again: every stage is reused. Returns (run dir, report, first output, second output)."""
+    from cxrbio.models.weights import load_backbone
+
+    root = tmp_path_factory.mktemp("demo")
+    weights = root / "backbone.weights.h5"
+    keras.utils.set_random_seed(7)
+    load_backbone(32, 0.35, None).save_weights(weights)
+    (root / "params.yaml").write_text(FAST_PARAMS)
+    config = root / "tiny-demo.yaml"
+    config.write_text(
+        "data: {image_size: 32}\nfolds: {k: 2}\n"
+        f"model: {{alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9, weights: '{weights}'}}\n"
+        "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, finetune-1]}\n"
+        f"radiomics: {{params: '{root / 'params.yaml'}'}}\n"
+        "analysis: {permutations: 5, bootstrap: 5, audit_dims: 2, audit_images: 3}\n")
+    out, report = root / "demo", root / "demo-report.html"
+    args = ["demo", "--out", str(out), "--config", str(config), "--per-class", "5", "--report", str(report)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    stamp = report.stat().st_mtime_ns
+    (out / "phantom" / "manifest.csv").touch()
+    phantom_stamp = (out / "phantom" / "manifest.csv").stat().st_mtime_ns
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert (out / "phantom" / "manifest.csv").stat().st_mtime_ns == phantom_stamp  # same phantom: not regenerated
+    assert report.stat().st_mtime_ns != stamp  # the report is always rebuilt (cheap)
+    return out, report, first.output, second.output
+
+
+def test_demo_runs_every_stage_reuses_them_and_prints_the_report(demo_run):
+    out, report, first, second = demo_run
+    stages = first.split("Stage times")[1]
+    for stage in ("phantom", "scan", "train", "embed", "masks", "radiomics", "analyze", "report"):
+        assert f"{stage} " in stages
+    assert f"The report: {report}" in " ".join(first.split())
+    for strategy in ("scratch", "finetune-1"):
+        assert json.loads((out / "metrics" / f"{strategy}.json").read_text())["status"] == "done"
+        assert sorted(p.name for p in (out / "embeddings" / strategy).iterdir()) == ["fold-0.parquet", "fold-1.parquet"]
+        assert (out / "analysis" / strategy / "candidates.parquet").is_file()
+    assert len(list((out / "masks").glob("img-*.png"))) == 35
+    status = pd.read_parquet(out / "radiomics" / "status.parquet")
+    assert len(status) == 35 and (status["status"] == "ok").all()
+    assert "already finished" in second and "up to date" in second and "(35 from the cache)" in second
+    assert "scratch: inputs unchanged" in second
+
+
+def sections_of(page: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r'<section id="([a-z]+)">(.*?)</section>', page, flags=re.S):
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
+    out, report, _first, _second = demo_run
+    page = report.read_text()
+    sections = sections_of(page)
+    assert list(sections) == ["summary", "performance", "embeddings", "candidates", "radiomics", "limitations"]
+    assert 'id="missing"' not in page  # a complete run
+    # plotly.js once, inline; nothing fetched from the network.
+    assert page.count("plotly.js v") == 1 and not re.search(r'<script[^>]+src=', page)
+    markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)  # the page, without plotly.js's own code
+    assert not re.search(r'(?:src|href)="https?:', markup)
+    # Tables 1-7 beside the published numbers: the run's pooled accuracy, with the paper's 87.66 for scratch.
+    metrics = json.loads((out / "metrics" / "scratch.json").read_text())
+    scratch_row = re.search(r"<td>Table 5</td><td>scratch</td>(.*?)</tr>", sections["performance"], flags=re.S).group(1)
+    assert f"{100 * metrics['pooled']['accuracy']:.1f} [" in scratch_row and "87.66" in scratch_row
+    assert "Table 6" in sections["performance"] and "[443]" in sections["performance"]  # Table 6 with the paper's cells
+    assert "Nadeau" in sections["performance"] and "finetune-1" in sections["performance"]  # strategy comparison
+    for figure in ("roc-scratch", "curves-scratch", "roc-finetune-1", "umap-scratch", "umap-finetune-1", "umap-radiomics"):
+        assert f'id="{figure}"' in page, figure
+    assert '"type":"scattergl"' in page.replace(" ", "")  # WebGL for the scatter plots
+    # Candidates: one panel per disease and strategy, with the top dim of the ranking.
+    candidates = pd.read_parquet(out / "analysis" / "scratch" / "candidates.parquet")
+    best = candidates[candidates["class"] == "Effusion"].sort_values("shap_share", ascending=False).iloc[0]
+    assert sections["candidates"].count('class="disease"') == 2 * 7
+    assert f"<td>{best['dim']}</td>" in sections["candidates"]
+    # Saliency thumbnails: small embedded PNGs of the configured size.
+    thumbnails = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', markup)
+    assert thumbnails and all(len(t) * 3 / 4 < 40_000 for t in thumbnails)
+    import base64
+    import io
+
+    first = Image.open(io.BytesIO(base64.b64decode(thumbnails[0])))
+    assert first.size == (112, 112)
+    baseline = json.loads((out / "analysis" / "radiomics" / "baseline.json").read_text())
+    assert f"{100 * baseline['accuracy']:.1f} [" in sections["radiomics"]
+    assert "synthetic phantom" in sections["limitations"] and "deviates from the published protocol" in sections["limitations"]
+    # Pseudonyms only: no raw path of the data appears.
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert not any(str(path) in page for path in manifest["path"].head(20))
+
+
+def test_gallery_overlay_draws_the_lung_contour_and_the_saliency():
+    from cxrbio.report.gallery import CONTOUR, overlay
+
+    image = np.full((32, 32), 100, np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    saliency = np.zeros((32, 32), np.float32)
+    saliency[0:4, 0:4] = 1.0  # evidence in a corner, outside the lungs
+    rgb = overlay(image, saliency, mask, 64)
+    assert rgb.shape == (64, 64, 3)
+    assert (rgb[16, 30] == CONTOUR).all() and (rgb[32, 32] == 100).all()  # contour on the edge, lung interior untouched
+    assert rgb[2, 2, 0] > 200 and rgb[2, 2, 2] < 50  # hot corner
+    plain = overlay(image, None, None, 64)
+    assert (plain == 100).all()
+
+
+def test_limitations_speak_only_when_the_data_give_reason():
+    from cxrbio.report.limitations import _source_confounding
+
+    balanced = pd.DataFrame({"label": ["A", "B"] * 50, "source": ["h1", "h2"] * 25 + ["h2", "h1"] * 25})
+    assert _source_confounding(balanced) == []
+    confounded = pd.DataFrame({"label": ["A"] * 50 + ["B"] * 50, "source": ["h1"] * 50 + ["h2"] * 40 + ["h1"] * 10})
+    notes = _source_confounding(confounded)
+    assert notes == [notes[0]] and "100% of A images come from source 'h1', which supplies only 20%" in notes[0]
+
+
+def test_plot_labels_are_made_inert():
+    from cxrbio.report.figures import plot_text
+
+    assert plot_text(EVIL) == "&lt;img src=x onerror=alert(1)&gt;"
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A scanned (not trained) run whose class label, source and a broken file name carry HTML."""
+    from cxrbio.config import load_config
+    from cxrbio.data.scan import scan
+
+    from .conftest import write_png
+
+    root = tmp_path_factory.mktemp("hostile")
+    data = root / "<u>hospital"
+    for c, label in enumerate(["Normal", EVIL]):
+        for i in range(4):
+            write_png(data / label / f"p{c}{i}.png", seed=10 * c + i)
+    (data / EVIL / '"><svg onload=alert(2)>.png').write_bytes(b"not a png")
+    config = load_config(None, {"data.classes": ["Normal", EVIL], "data.positive_class": None, "folds.k": 2,
+                                "data.image_size": 32})
+    scan(data, config, root / "run")
+    from cxrbio.config import save_config
+
+    save_config(config, root / "run" / "config.yaml")
+    return root / "run"
+
+
+def test_user_strings_are_shown_as_text_and_a_partial_run_names_the_missing_commands(hostile_run, tmp_path):
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", str(hostile_run), "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "cxrbio train --out" in result.output
+    page = report.read_text()
+    assert EVIL not in page and "<svg onload" not in page and "<u>hospital" not in page
+    assert html.escape(EVIL) in page and "&lt;u&gt;hospital" in page
+    assert "&lt;svg onload=alert(2)&gt;.png" in page  # the broken file, listed among QC exclusions
+    missing = re.search(r'<div class="missing" id="missing">(.*?)</div>', page, flags=re.S).group(1)
+    for command in ("cxrbio train --out", "cxrbio masks", "cxrbio radiomics"):
+        assert command in missing
+    assert "No strategy has been trained yet" in page
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "photos").mkdir()
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "photos")])
+    assert result.exit_code == 2 and "is not a cxrbio run directory" in result.output and "cxrbio data scan" in result.output
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+needs_browser = pytest.mark.skipif(chromium_path() is None, reason="no Chromium (apt-get install chromium; .ci/run installs it)")
+
+
+@needs_browser
+def test_demo_report_in_chromium_renders_sorts_and_raises_no_console_error(demo_run, tmp_path):
+    from .browser_check import SECTIONS, check_report
+
+    _out, report, _first, _second = demo_run
+    screenshot = tmp_path / "report.png"
+    found = check_report(report, screenshot)
+    assert found.console_errors == [] and found.requests_outside == [] and found.dialogs == []
+    assert all(found.sections[name] for name in SECTIONS), found.sections
+    assert found.plots >= 6 and found.plots_rendered == found.plots and found.webgl_plots >= 3
+    assert found.sort_state == "ascending" and len(found.sorted_column) >= 2
+    assert found.sorted_column == sorted(found.sorted_column)
+    with Image.open(screenshot) as shot:
+        assert shot.size == (1400, 1000) and len(np.unique(np.asarray(shot.convert("L")))) > 20  # a real page, not blank
+    shutil.copy(screenshot, Path(report).with_suffix(".png"))
+
+
+@needs_browser
+def test_hostile_strings_run_no_script_in_chromium(hostile_run, tmp_path):
+    from .browser_check import check_report
+
+    report = tmp_path / "r.html"
+    assert CliRunner().invoke(app, ["report", str(hostile_run), "--out", str(report)]).exit_code == 0
+    found = check_report(report)
+    assert found.dialogs == [] and found.console_errors == []
