@@ -84,7 +84,6 @@ def check_report(report: Path, screenshot: Path | None = None, timeout_ms: int =
                 element = page.query_selector(f"section#{section}")
                 result.sections[section] = bool(element and element.is_visible() and element.inner_text().strip())
             result.plots = page.locator(".plotly-graph-div").count()
-            result.plots_rendered = page.locator(".plotly-graph-div.js-plotly-plot .main-svg").locator("xpath=..").count()
             result.plots_rendered = page.evaluate(
                 "Array.from(document.querySelectorAll('.plotly-graph-div')).filter("
                 "d => d.classList.contains('js-plotly-plot') && d.querySelector('.main-svg') && d.data && d.data.length).length")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxrbio.report.candidates import _f, _q, _sort_key
 from cxrbio.report.contents import RunContents
-from cxrbio.report.performance import pct, pct_ci
+from cxrbio.report.formatting import number, p_value, pct, pct_ci, sort_key
 
 
 def baseline_section(contents: RunContents) -> dict[str, Any] | None:
@@ -35,15 +34,15 @@ def baseline_section(contents: RunContents) -> dict[str, Any] | None:
             for _, row in frame.iterrows():
                 direction = int(row["direction"]) if row["direction"] == row["direction"] else 0
                 rows.append({"rank": int(row["rank"]), "feature": str(row["feature"]),
-                             "shap": _f(row["mean_abs_shap"], 4), "shap_key": _sort_key(row["mean_abs_shap"]),
+                             "shap": number(row["mean_abs_shap"], 4), "shap_key": sort_key(row["mean_abs_shap"]),
                              "direction": "higher → class" if direction > 0 else "lower → class" if direction < 0 else "–",
-                             "auc": _f(row["auc"]), "auc_key": _sort_key(row["auc"]),
-                             "q": _q(row["q"]), "q_key": _sort_key(row["q"]),
-                             "top_frequency": _f(row.get("effect_top_frequency"), 2),
-                             "top_frequency_key": _sort_key(row.get("effect_top_frequency"))})
+                             "auc": number(row["auc"]), "auc_key": sort_key(row["auc"]),
+                             "q": p_value(row["q"]), "q_key": sort_key(row["q"]),
+                             "top_frequency": number(row.get("effect_top_frequency"), 2),
+                             "top_frequency_key": sort_key(row.get("effect_top_frequency"))})
         jaccard = "–"
         if bootstrap is not None and not bootstrap[bootstrap["class"] == disease].empty:
-            jaccard = _f(bootstrap[bootstrap["class"] == disease]["top_jaccard"].iloc[0], 2)
+            jaccard = number(bootstrap[bootstrap["class"] == disease]["top_jaccard"].iloc[0], 2)
         per_class.append({"disease": disease, "rows": rows, "bootstrap_jaccard": jaccard})
     return {
         "accuracy": pct_ci(baseline.get("accuracy"), ci.get("accuracy")),

@@ -13,34 +13,8 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.report.contents import RunContents, StrategyResults
+from cxrbio.report.formatting import number, p_value, sort_key
 from cxrbio.report.gallery import overlay, png_data_uri
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(number) else f"{number:.{digits}f}"
-
-
-def _q(value: Any) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    if math.isnan(number):
-        return "–"
-    return f"{number:.2g}" if number >= 1e-4 else f"{number:.1e}"
-
-
-def _sort_key(value: Any) -> str:
-    """The numeric value tables sort by ('' for missing, which sorts last)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return ""
-    return "" if math.isnan(number) else repr(number)
 
 
 def _flag(row: pd.Series) -> str:
@@ -57,14 +31,14 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
         direction = int(row["direction"]) if pd.notna(row.get("direction")) else 0
         rows.append({
             "fold": int(row["fold"]), "dim": str(row["dim"]), "rank": int(row["rank"]),
-            "shap_share": _f(100 * float(row["shap_share"]), 2), "shap_share_key": _sort_key(row["shap_share"]),
+            "shap_share": number(100 * float(row["shap_share"]), 2), "shap_share_key": sort_key(row["shap_share"]),
             "direction": "higher → class" if direction > 0 else "lower → class" if direction < 0 else "–",
-            "auc": _f(row.get("auc")), "auc_key": _sort_key(row.get("auc")),
-            "q": _q(row.get("q")), "q_key": _sort_key(row.get("q")),
+            "auc": number(row.get("auc")), "auc_key": sort_key(row.get("auc")),
+            "q": p_value(row.get("q")), "q_key": sort_key(row.get("q")),
             "descriptors": str(row.get("descriptors") or "–"),
-            "recurrence": _f(row.get("descriptor_recurrence"), 2), "recurrence_key": _sort_key(row.get("descriptor_recurrence")),
-            "lung_share": _f(row.get("lung_share"), 2), "lung_key": _sort_key(row.get("lung_share")),
-            "border_share": _f(row.get("border_share"), 2), "border_key": _sort_key(row.get("border_share")),
+            "recurrence": number(row.get("descriptor_recurrence"), 2), "recurrence_key": sort_key(row.get("descriptor_recurrence")),
+            "lung_share": number(row.get("lung_share"), 2), "lung_key": sort_key(row.get("lung_share")),
+            "border_share": number(row.get("border_share"), 2), "border_key": sort_key(row.get("border_share")),
             "flag": _flag(row),
         })
     return rows
@@ -119,9 +93,9 @@ def gallery(result: StrategyResults, disease: str, frame: pd.DataFrame, images: 
         mask = images.mask(ids[0])
         tiles.append({
             "src": png_data_uri(overlay(image, saliency, mask, px)), "fold": int(row["fold"]), "dim": str(row["dim"]),
-            "lung_share": _f(row.get("lung_share"), 2), "border_share": _f(row.get("border_share"), 2),
+            "lung_share": number(row.get("lung_share"), 2), "border_share": number(row.get("border_share"), 2),
             "flag": _flag(row), "images": len(ids), "has_mask": mask is not None and bool(mask.any()),
-            "shap_share": _f(100 * float(row["shap_share"]), 2), "px": px,
+            "shap_share": number(100 * float(row["shap_share"]), 2), "px": px,
         })
         if len(tiles) >= count:
             break
@@ -150,20 +124,20 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
             "rows": candidate_rows(frame, settings.table_rows), "total": len(frame), "flagged": flagged,
             "audited": int(frame["likely_shortcut"].notna().sum()) if "likely_shortcut" in frame else 0,
             "stability": None, "recurring": [], "audit": None,
-            "shortcut_score": _f(scores["shortcut_score"].mean(), 2) if not scores.empty else "–",
+            "shortcut_score": number(scores["shortcut_score"].mean(), 2) if not scores.empty else "–",
             "gallery": gallery(result, disease, frame, images, settings.gallery_dims, settings.thumbnail_px),
         }
         if not stability.empty:
             s = stability.iloc[0]
-            panel["stability"] = {"folds": int(s["folds"]), "rank_correlation": _f(s["profile_rank_correlation"], 2),
-                                  "jaccard": _f(s["top_jaccard"], 2)}
+            panel["stability"] = {"folds": int(s["folds"]), "rank_correlation": number(s["profile_rank_correlation"], 2),
+                                  "jaccard": number(s["top_jaccard"], 2)}
         if not recurrence.empty:
             top = recurrence.sort_values("recurrence", ascending=False).head(5)
-            panel["recurring"] = [{"feature": str(r["feature"]), "recurrence": _f(r["recurrence"], 2)} for _, r in top.iterrows()]
+            panel["recurring"] = [{"feature": str(r["feature"]), "recurrence": number(r["recurrence"], 2)} for _, r in top.iterrows()]
         if not audit_model.empty:
-            panel["audit"] = {"accuracy": _f(audit_model["accuracy"].mean(), 2),
-                              "blanked": _f(audit_model["blanked_accuracy"].mean(), 2),
-                              "border_blanked": _f(audit_model["border_blanked_accuracy"].mean(), 2)}
+            panel["audit"] = {"accuracy": number(audit_model["accuracy"].mean(), 2),
+                              "blanked": number(audit_model["blanked_accuracy"].mean(), 2),
+                              "border_blanked": number(audit_model["border_blanked_accuracy"].mean(), 2)}
         panels.append(panel)
     return panels
 

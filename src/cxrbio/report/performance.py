@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -20,18 +19,7 @@ from statsmodels.stats.proportion import proportion_confint
 from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
 from cxrbio.report.contents import RunContents, StrategyResults
 from cxrbio.report.figures import CLASS_COLOURS, figure_html, plot_text
-
-
-def pct(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * value:.{digits}f}"
-
-
-def pct_ci(value: float | None, interval: list[float] | tuple[float, float] | None) -> str:
-    if interval is None or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in interval):
-        return pct(value)
-    return f"{pct(value)} [{pct(interval[0])}, {pct(interval[1])}]"
+from cxrbio.report.formatting import number, p_value, pct, pct_ci
 
 
 def published(value: float | None) -> str:
@@ -106,7 +94,7 @@ def per_class_rows(result: StrategyResults) -> list[dict[str, Any]]:
             "sensitivity": pct_ci(tp / (tp + fn) if tp + fn else math.nan, wilson(tp, tp + fn)),
             "specificity": pct_ci(tn / (tn + fp) if tn + fp else math.nan, wilson(tn, tn + fp)),
             "precision": pct_ci(tp / (tp + fp) if tp + fp else math.nan, wilson(tp, tp + fp)),
-            "auroc": f"{pooled.get('auroc', {}).get(name, math.nan):.3f}",
+            "auroc": number(pooled.get("auroc", {}).get(name)),
         })
     return rows
 
@@ -165,26 +153,8 @@ def comparison_rows(contents: RunContents) -> list[dict[str, Any]]:
         nb, mc = pair.get("nadeau_bengio", {}), pair.get("mcnemar", {})
         rows.append({"a": pair["a"], "b": pair["b"], "accuracy_a": pct(pair.get("accuracy_a")),
                      "accuracy_b": pct(pair.get("accuracy_b")),
-                     "nb_p": _p(nb.get("p")), "nb_t": _num(nb.get("t"), 2), "mcnemar_p": _p(mc.get("p"))})
+                     "nb_p": p_value(nb.get("p")), "nb_t": number(nb.get("t"), 2), "mcnemar_p": p_value(mc.get("p"))})
     return rows
-
-
-def _num(value: Any, digits: int) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(number) else f"{number:.{digits}f}"
-
-
-def _p(value: Any) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    if math.isnan(number):
-        return "–"
-    return f"{number:.2g}" if number >= 1e-4 else "<1e-4"
 
 
 def performance_section(contents: RunContents) -> dict[str, Any]:
@@ -232,4 +202,3 @@ def scoreboard(contents: RunContents) -> list[dict[str, str]]:
     return rows
 
 
-__all__ = ["performance_section", "scoreboard", "pct", "pct_ci", "pd"]

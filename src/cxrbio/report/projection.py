@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from cxrbio.report.candidates import _f
 from cxrbio.report.contents import RunContents
 from cxrbio.report.figures import embedding_figure
+from cxrbio.report.formatting import number
 
 
 def separation_rows(frame: pd.DataFrame | None) -> list[dict[str, str]]:
@@ -21,10 +21,10 @@ def separation_rows(frame: pd.DataFrame | None) -> list[dict[str, str]]:
         return []
     rows = []
     for space, group in frame.groupby("space", sort=False):
-        rows.append({"space": str(space), "silhouette": _f(group["silhouette"].mean(), 3),
-                     "silhouette_sd": _f(group["silhouette"].std(), 3) if len(group) > 1 else "–",
-                     "knn": _f(group["knn_accuracy"].mean(), 3),
-                     "knn_sd": _f(group["knn_accuracy"].std(), 3) if len(group) > 1 else "–", "folds": len(group)})
+        rows.append({"space": str(space), "silhouette": number(group["silhouette"].mean(), 3),
+                     "silhouette_sd": number(group["silhouette"].std(), 3) if len(group) > 1 else "–",
+                     "knn": number(group["knn_accuracy"].mean(), 3),
+                     "knn_sd": number(group["knn_accuracy"].std(), 3) if len(group) > 1 else "–", "folds": len(group)})
     return rows
 
 
