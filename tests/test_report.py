@@ -18,13 +18,10 @@ from typer.testing import CliRunner
 from cxrbio.cli import app
 
 from .browser_check import chromium_path
+from .test_analysis import FAST_PARAMS
 
 keras = pytest.importorskip("keras")
 
-FAST_PARAMS = """imageType: {Original: {}}
-featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation, JointEntropy]}
-setting: {binWidth: 8, label: 1, additionalInfo: false}
-"""
 EVIL = "<img src=x onerror=alert(1)>"
 
 

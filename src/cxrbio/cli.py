@@ -290,16 +290,9 @@ def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] |
 
 def load_run_config(run_dir: Path) -> Any:
     """The config a run was made with (its config.yaml), or a clear error for a non-run folder."""
-    from cxrbio.config import load_config
-    from cxrbio.rundir import RunDir
+    from cxrbio.rundir import open_run
 
-    run = RunDir(run_dir)
-    if not run.config.is_file() or not run.manifest.is_file():
-        raise CxrbioError(
-            f"{run_dir} is not a cxrbio run directory (it has no config.yaml and manifest.parquet).",
-            fix="pass the folder given to 'cxrbio train --out', or create one with 'cxrbio data scan DATA --out RUN_DIR'.",
-        )
-    return load_config(run.config)
+    return open_run(run_dir)[1]
 
 
 @app.command("embed")

@@ -11,8 +11,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from cxrbio.config import Config
 
 MANIFEST = "manifest.parquet"
 CONFIG = "config.yaml"
@@ -78,6 +82,23 @@ class RunDir:
                 fix=f"run 'cxrbio data scan DATA --out {self.root}' first.",
             )
         return pd.read_parquet(self.manifest)
+
+
+def open_run(run_dir: str | Path) -> tuple[RunDir, "Config"]:
+    """A run directory and the config it was made with, or an error saying why this folder is not one."""
+    from cxrbio.config import load_config
+    from cxrbio.errors import CxrbioError
+
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise CxrbioError(f"{run_dir} does not exist.", fix="pass the folder given to 'cxrbio train --out' or 'cxrbio demo --out'.")
+    if not run.config.is_file() or not run.manifest.is_file():
+        raise CxrbioError(
+            f"{run_dir} is not a cxrbio run directory (it has no config.yaml and manifest.parquet).",
+            fix="pass the folder given to 'cxrbio train --out' or 'cxrbio demo --out', "
+            "or create one with 'cxrbio data scan DATA --out RUN_DIR'.",
+        )
+    return run, load_config(run.config)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -21,7 +22,6 @@ from cxrbio.report.provenance import provenance_section
 from cxrbio.rundir import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-SECTIONS = ("summary", "performance", "embeddings", "candidates", "radiomics", "limitations")
 
 
 @dataclass
@@ -29,7 +29,6 @@ class ReportResult:
     path: Path
     size_bytes: int
     missing: list[Missing]
-    sections: list[str]
 
 
 def default_report_path(run_dir: Path) -> Path:
@@ -43,30 +42,29 @@ def environment() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True)
 
 
+# (section shown while it is built, template variable, builder), in the page's order.
+SECTION_BUILDERS: tuple[tuple[str, str, Callable[[RunContents], Any]], ...] = (
+    ("summary", "provenance", provenance_section),
+    ("performance", "performance", performance_section),
+    ("embeddings", "projection", projection_section),
+    ("candidates", "candidates", candidates_section),
+    ("radiomics", "baseline", baseline_section),
+    ("limitations", "limitations", limitations),
+)
+
+
 def render(contents: RunContents, progress: Callable[[str], None] | None = None) -> str:
-    step = progress or (lambda _name: None)
-    step("summary")
-    provenance = provenance_section(contents)
-    step("performance")
-    performance = performance_section(contents)
-    step("embeddings")
-    projection = projection_section(contents)
-    step("candidates")
-    candidates = candidates_section(contents)
-    step("radiomics")
-    baseline = baseline_section(contents)
-    step("limitations")
-    notes = limitations(contents)
+    built = {}
+    for section, variable, build in SECTION_BUILDERS:
+        if progress is not None:
+            progress(section)
+        built[variable] = build(contents)
     template = environment().get_template("report.html.j2")
     return template.render(
-        title=f"cxrbio report: {contents.run.root.resolve().name}",
-        run_name=contents.run.root.resolve().name, config_name=contents.config.name,
+        title=f"cxrbio report: {contents.run.root.resolve().name}", config_name=contents.config.name,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         css=(TEMPLATES / "report.css").read_text(), js=(TEMPLATES / "report.js").read_text(),
-        plotly_js=_script_safe(plotly_js()),
-        scoreboard=scoreboard(contents), missing=contents.missing, provenance=provenance,
-        performance=performance, projection=projection, candidates=candidates, baseline=baseline,
-        limitations=notes, sections=SECTIONS, classes=contents.classes,
+        plotly_js=_script_safe(plotly_js()), scoreboard=scoreboard(contents), missing=contents.missing, **built,
     )
 
 
@@ -82,7 +80,7 @@ def build_report(run_dir: Path, out: Path | None = None, progress: Callable[[str
     target = Path(out) if out is not None else default_report_path(run_dir)
     atomic_write_text(target, page)
     _readable_by_others(target)
-    return ReportResult(target, target.stat().st_size, contents.missing, list(SECTIONS))
+    return ReportResult(target, target.stat().st_size, contents.missing)
 
 
 def _readable_by_others(path: Path) -> None:

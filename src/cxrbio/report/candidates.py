@@ -6,7 +6,8 @@ network has its own units, so dims are named with their fold.
 
 from __future__ import annotations
 
-import math
+import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from cxrbio.report.gallery import overlay, png_data_uri
 
 def _flag(row: pd.Series) -> str:
     value = row.get("likely_shortcut")
-    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+    if pd.isna(value):
         return "not audited"
     return "likely shortcut" if bool(value) else "lung"
 
@@ -72,15 +73,15 @@ class ImageSource:
             return None
 
 
-def gallery(result: StrategyResults, disease: str, frame: pd.DataFrame, images: ImageSource, count: int,
-            px: int) -> list[dict[str, Any]]:
+def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], disease: str, frame: pd.DataFrame,
+            images: ImageSource, count: int, px: int) -> list[dict[str, Any]]:
     audit = result.analysis.get("audit_dims")
     if audit is None or count == 0:
         return []
     tiles = []
     for _, row in frame.sort_values("shap_share", ascending=False).iterrows():
         key = f"fold-{int(row['fold'])}/{row['dim']}"
-        saliency = result.saliency.get(key)
+        saliency = saliency_maps[key].astype(np.float32) if key in saliency_maps else None
         match = audit[(audit["fold"] == row["fold"]) & (audit["dim"] == row["dim"]) & (audit["class"] == disease)]
         if saliency is None or match.empty:
             continue
@@ -108,7 +109,8 @@ def _by_class(frame: pd.DataFrame | None, disease: str) -> pd.DataFrame:
     return frame[frame["class"] == disease]
 
 
-def disease_panels(contents: RunContents, result: StrategyResults, images: ImageSource) -> list[dict[str, Any]]:
+def disease_panels(contents: RunContents, result: StrategyResults, images: ImageSource,
+                   saliency_maps: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
     settings = contents.config.report
     panels = []
     candidates = result.analysis["candidates"]
@@ -125,7 +127,7 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
             "audited": int(frame["likely_shortcut"].notna().sum()) if "likely_shortcut" in frame else 0,
             "stability": None, "recurring": [], "audit": None,
             "shortcut_score": number(scores["shortcut_score"].mean(), 2) if not scores.empty else "–",
-            "gallery": gallery(result, disease, frame, images, settings.gallery_dims, settings.thumbnail_px),
+            "gallery": gallery(result, saliency_maps, disease, frame, images, settings.gallery_dims, settings.thumbnail_px),
         }
         if not stability.empty:
             s = stability.iloc[0]
@@ -149,6 +151,11 @@ def _slug(text: str) -> str:
 
 def candidates_section(contents: RunContents) -> dict[str, Any]:
     images = ImageSource(contents)
-    strategies = [{"name": r.name, "panels": disease_panels(contents, r, images)} for r in contents.analysed()]
+    strategies = []
+    for result in contents.analysed():
+        # An npz reads each map on access: only the gallery's few maps leave the file.
+        with contextlib.ExitStack() as stack:
+            maps = stack.enter_context(np.load(result.saliency_file)) if result.saliency_file else {}
+            strategies.append({"name": result.name, "panels": disease_panels(contents, result, images, maps)})
     return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
             "gallery_dims": contents.config.report.gallery_dims}

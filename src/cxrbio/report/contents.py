@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from cxrbio.config import Config, load_config
-from cxrbio.errors import CxrbioError
-from cxrbio.rundir import RunDir
+from cxrbio.config import Config
+from cxrbio.rundir import RunDir, open_run
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class StrategyResults:
     predictions: pd.DataFrame | None = None
     histories: dict[int, pd.DataFrame] = field(default_factory=dict)
     analysis: dict[str, pd.DataFrame] = field(default_factory=dict)
-    saliency: dict[str, np.ndarray] = field(default_factory=dict)
+    saliency_file: Path | None = None  # analysis' saliency.npz: maps are read when a thumbnail needs one
 
     @property
     def trained(self) -> bool:
@@ -64,8 +62,6 @@ class RunContents:
     radiomics_analysis: dict[str, pd.DataFrame]
     baseline: dict[str, Any] | None
     analysis_summary: dict[str, Any] | None
-    has_masks: bool
-    has_embeddings: dict[str, bool]
     missing: list[Missing] = field(default_factory=list)
 
     @property
@@ -97,20 +93,6 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def open_run(run_dir: Path) -> tuple[RunDir, Config, pd.DataFrame]:
-    """The run's config and manifest, or an error saying this is not a cxrbio run and what is."""
-    run = RunDir(run_dir)
-    if not run.root.is_dir():
-        raise CxrbioError(f"{run_dir} does not exist.", fix="pass the folder given to 'cxrbio train --out' or 'cxrbio demo --out'.")
-    if not run.config.is_file() or not run.manifest.is_file():
-        raise CxrbioError(
-            f"{run_dir} is not a cxrbio run directory (it has no config.yaml and manifest.parquet).",
-            fix="pass the folder given to 'cxrbio train --out' or 'cxrbio demo --out', "
-            "or create one with 'cxrbio data scan DATA --out RUN_DIR'.",
-        )
-    return run, load_config(run.config), run.read_manifest()
-
-
 def _strategy_names(run: RunDir, config: Config) -> list[str]:
     """The configured strategies, then any other that left files (trained with --strategies)."""
     from cxrbio.paper import strategy_order
@@ -134,19 +116,12 @@ def _histories(run: RunDir, strategy: str) -> dict[int, pd.DataFrame]:
     return histories
 
 
-def _saliency(folder: Path) -> dict[str, np.ndarray]:
-    path = folder / "saliency.npz"
-    if not path.is_file():
-        return {}
-    with np.load(path) as maps:
-        return {key: maps[key].astype(np.float32) for key in maps.files}
-
-
 def load_contents(run_dir: Path) -> RunContents:
     """Read every stage's outputs that exist and list, with its command, every one that does not."""
     from cxrbio.train import read_predictions
 
-    run, config, manifest = open_run(run_dir)
+    run, config = open_run(run_dir)
+    manifest = run.read_manifest()
     root = str(run.root)
     missing: list[Missing] = []
     strategies: dict[str, StrategyResults] = {}
@@ -162,7 +137,8 @@ def load_contents(run_dir: Path) -> RunContents:
             frame = _read_parquet(folder / f"{table}.parquet")
             if frame is not None:
                 result.analysis[table] = frame
-        result.saliency = _saliency(folder)
+        if (folder / "saliency.npz").is_file():
+            result.saliency_file = folder / "saliency.npz"
         has_embeddings[name] = any((run.root / "embeddings" / name).glob("fold-*.parquet"))
         strategies[name] = result
     if not any(s.metrics for s in strategies.values()):
@@ -192,5 +168,5 @@ def load_contents(run_dir: Path) -> RunContents:
         comparison=_read_json(run.comparison), radiomics_status=radiomics_status,
         radiomics_analysis=radiomics_analysis, baseline=baseline,
         analysis_summary=_read_json(run.root / "analysis" / "summary.json"),
-        has_masks=has_masks, has_embeddings=has_embeddings, missing=missing,
+        missing=missing,
     )

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 from statsmodels.stats.proportion import proportion_confint
 
 from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
@@ -112,8 +112,8 @@ def roc_figure(result: StrategyResults, classes: list[str]) -> str | None:
             continue
         scores = predictions[f"p_{name}"].to_numpy()
         fpr, tpr, _ = roc_curve(positive, scores)
-        auc = roc_auc_score(positive, scores)
-        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=plot_text(f"{name} (AUC {auc:.3f})"),
+        auc = number(result.metrics["pooled"].get("auroc", {}).get(name))  # computed by cxrbio train, same predictions
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=plot_text(f"{name} (AUC {auc})"),
                                     line={"color": CLASS_COLOURS[i % len(CLASS_COLOURS)], "width": 2}))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "#999"}))
     figure.update_layout(title=f"ROC, one class vs the rest ({result.name}, pooled out-of-fold)",
