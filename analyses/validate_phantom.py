@@ -33,9 +33,10 @@ FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"]
 
 
 def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str]) -> None:
-    from cxrbio import cli
+    from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
+    from cxrbio.progress import ProgressEvent
 
     # The demo's model with the validation's own folds, schedule and resamples (the demo changed them
     # for its 10-minute budget; the README's validation figures were measured with these).
@@ -47,13 +48,18 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
     if not (out / "phantom" / "manifest.csv").is_file():
         generate_phantom(out / "phantom", per_class=per_class, size=max(64, cfg.data.image_size), seed=cfg.folds.seed,
                          shortcut=parse_shortcut(shortcut))
+
+    def show(event: ProgressEvent) -> None:
+        if event.is_line:
+            print(event.message)
+
     if not (out / "manifest.parquet").is_file():
-        cli._scan_with_progress(out / "phantom", cfg, out, None, None, False)
-    cli.run_training(cfg, out, None, None, None, "inprocess", None, 0.0, skip_unavailable=True, force=False)
-    cli.run_embed(out, cfg, None, None, False)
-    cli.run_masks(out, cfg, None, "column", False)  # the phantom's ground-truth lung masks
-    cli.run_radiomics(out, cfg)
-    cli.run_analysis(out, cfg, None, None, True, False)
+        stages.scan.run(out, data=out / "phantom", config=cfg, progress=show)
+    stages.train.run(out, skip_unavailable=True, progress=show)
+    stages.embed.run(out, progress=show)
+    stages.masks.run(out, source="column", progress=show)  # the phantom's ground-truth lung masks
+    stages.radiomics.run(out, progress=show)
+    stages.analyze.run(out, progress=show)
 
 
 def lesion_masks(run_root: Path, size: int) -> dict[str, dict[str, object]]:
@@ -67,7 +73,7 @@ def lesion_masks(run_root: Path, size: int) -> dict[str, dict[str, object]]:
 
     manifest = RunDir(run_root).read_manifest()
     by_path = dict(zip(manifest["path"], manifest["image_id"]))
-    phantom = run_root / "phantom"
+    phantom = RunDir(run_root).path("phantom")
     out: dict[str, dict[str, object]] = {}
     for row in pd.read_csv(phantom / "findings.csv").itertuples():
         image_id = by_path.get(str((phantom / row.path).resolve()))
@@ -84,13 +90,12 @@ def pointing_game(run_root: Path, strategy: str) -> None:
     import pandas as pd
 
     from cxrbio.analysis.audit import unit_saliency
-    from cxrbio.config import load_config
-    from cxrbio.rundir import RunDir
-    from cxrbio.train import load_training_data
+    from cxrbio.embed import embedding_model
+    from cxrbio.rundir import open_run
+    from cxrbio.training import load_training_data
 
-    run = RunDir(run_root)
-    cfg = load_config(run.config)
-    audit = pd.read_parquet(run.root / "analysis" / strategy / "audit_dims.parquet")
+    run, cfg = open_run(run_root)
+    audit = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
     lesions = lesion_masks(run.root, cfg.data.image_size)
     data = load_training_data(run, cfg, cache="disk")
     row = {i: k for k, i in enumerate(data.manifest["image_id"])}
@@ -102,8 +107,9 @@ def pointing_game(run_root: Path, strategy: str) -> None:
         share, area = [], []
         for item in part.itertuples():
             if item.fold not in models:
-                model = keras.models.load_model(run.train_fold(strategy, item.fold) / "model.keras", compile=False)
-                models[item.fold] = keras.Model(model.inputs[0], model.get_layer("gap").output)
+                model = keras.models.load_model(run.path("train_fold", strategy=strategy, fold=item.fold) / "model.keras",
+                                                compile=False)
+                models[item.fold] = embedding_model(model)
             ids = [i for i in item.images.split("|") if any(f in lesions.get(i, {}) for f in findings)]
             if not ids:
                 continue
@@ -126,7 +132,7 @@ def planted_physics(run_root: Path) -> None:
     from cxrbio.rundir import RunDir
 
     run = RunDir(run_root)
-    features = pd.read_parquet(run.radiomics).set_index("image_id")
+    features = pd.read_parquet(run.path("radiomics")).set_index("image_id")
     labels = run.read_manifest().set_index("image_id")["label"]
     from cxrbio.analysis.stats import rank_auc
 
@@ -140,7 +146,7 @@ def planted_physics(run_root: Path) -> None:
         auc = float(rank_auc(part[[feature]].to_numpy(), positive)[0])
         verdict = "as planted" if (auc - 0.5) * expected > 0 else "NOT as planted"
         print(f"{cls:<10} {feature:<32} AUC {auc:.3f}  expected {'up' if expected > 0 else 'down'}: {verdict}")
-    ranking = pd.read_parquet(run.root / "analysis" / "radiomics" / "candidates.parquet")
+    ranking = pd.read_parquet(run.path("analysis", strategy="radiomics") / "candidates.parquet")
     print("\nTop radiomics features by SHAP (logistic regression), per class:")
     for cls, part in ranking.groupby("class"):
         print(f"  {cls:<10} " + ", ".join(part.head(3)["feature"]))
@@ -149,7 +155,9 @@ def planted_physics(run_root: Path) -> None:
 def shortcut_report(run_root: Path, strategy: str, title: str) -> None:
     import pandas as pd
 
-    folder = run_root / "analysis" / strategy
+    from cxrbio.rundir import RunDir
+
+    folder = RunDir(run_root).path("analysis", strategy=strategy)
     dims = pd.read_parquet(folder / "audit_dims.parquet")
     scores = pd.read_parquet(folder / "shortcut_scores.parquet")
     blanked = pd.read_parquet(folder / "audit_model.parquet")

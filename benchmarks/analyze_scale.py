@@ -27,6 +27,7 @@ def simulate_run(root: Path, images: int, folds: int, features: int, seed: int) 
     import numpy as np
     import pandas as pd
 
+    from cxrbio import freshness
     from cxrbio.config import PAPER_CLASSES, load_config, save_config
     from cxrbio.rundir import RunDir
 
@@ -44,12 +45,16 @@ def simulate_run(root: Path, images: int, folds: int, features: int, seed: int) 
     manifest.to_parquet(run.manifest, index=False)
     config = load_config(None, {"folds.k": folds})
     save_config(config, run.config)
+    run.record("simulated", data="(simulated)")
+    tree = config.model_dump(mode="json")
+    freshness.write_stamp(run, freshness.expected(run, "manifest", tree))
     signal = rng.normal(size=(len(PAPER_CLASSES), features)) * (rng.uniform(size=features) < 30 / features)
     radiomics = rng.normal(size=(images, features)) + signal[y]
     frame = pd.DataFrame(radiomics, columns=[f"original_firstorder_F{j:03d}" for j in range(features)])
     frame.insert(0, "image_id", manifest["image_id"])
-    run.radiomics.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(run.radiomics, index=False)
+    run.path("radiomics").parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(run.path("radiomics"), index=False)
+    freshness.write_stamp(run, freshness.expected(run, "radiomics", tree))
 
 
 def simulate_fold(root: Path, fold: int, dims: int, seed: int, model_config) -> None:  # noqa: ANN001
@@ -58,11 +63,13 @@ def simulate_fold(root: Path, fold: int, dims: int, seed: int, model_config) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cxrbio.config import PAPER_CLASSES
+    from cxrbio import freshness
+    from cxrbio.config import PAPER_CLASSES, load_config
     from cxrbio.embed import embedding_columns
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
-    from cxrbio.rundir import RunDir, atomic_write_text
+    from cxrbio.rundir import RunDir
+    from cxrbio.training import register_fold_model
 
     run = RunDir(root)
     manifest = run.read_manifest()
@@ -73,14 +80,14 @@ def simulate_fold(root: Path, fold: int, dims: int, seed: int, model_config) -> 
     table = pa.table({"image_id": manifest["image_id"].to_numpy(),
                       "split": np.where(manifest["fold"].to_numpy() == fold, "test", "train"),
                       **{c: values[:, j] for j, c in enumerate(embedding_columns(dims))}})
-    target = run.embeddings("scratch", fold)
+    config = load_config(run.config)
+    model = build_model(len(PAPER_CLASSES), 32, model_config, Strategy.parse("scratch"), seed=fold)
+    register_fold_model(run, config, "scratch", fold, model)
+    unit = {"strategy": "scratch", "fold": fold}
+    target = run.path("embeddings", **unit)
     target.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, target)
-    model = build_model(len(PAPER_CLASSES), 32, model_config, Strategy.parse("scratch"), seed=fold)
-    folder = run.train_fold("scratch", fold)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.keras")
-    atomic_write_text(folder / "DONE", "{}\n")
+    freshness.write_stamp(run, freshness.expected(run, "embeddings", config.model_dump(mode="json"), unit))
     del pd
 
 
@@ -92,10 +99,10 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=753)
     args = parser.parse_args()
 
-    from cxrbio.analysis.run import PARTS, analyze_run
     from cxrbio.config import load_config
     from cxrbio.quiet import initialise_tensorflow
     from cxrbio.rundir import RunDir
+    from cxrbio.stages import analyze
 
     initialise_tensorflow()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -108,8 +115,7 @@ def main() -> None:
         print(f"simulated run: {args.images} images, {args.dims} dims, {args.folds} folds, {args.features} radiomics "
               f"features, head Dense({config.model.dense_units}) ({time.perf_counter() - started:.0f} s to build)", flush=True)
         started = time.perf_counter()
-        summary = analyze_run(RunDir(root), config, parts=tuple(p for p in PARTS if p != "audit"), force=True,
-                              say=lambda message: None)
+        summary = analyze.run(root, audit=False, force=True)
         total = time.perf_counter() - started
     for part, seconds in sorted(summary.timings.items(), key=lambda item: -item[1]):
         print(f"  {part:<12} {seconds:7.1f} s")

@@ -5,7 +5,7 @@ alpha 1.0, random weights: speed does not depend on them), then, in one run:
 
 * peak resident memory of ``cxrbio embed RUN`` in a fresh process (the whole command:
   TensorFlow, the model, the memory-mapped image cache, streaming Parquet output);
-* images/s of ``embed_run`` (reads batches from the memory-mapped cache, writes Parquet)
+* images/s of ``stages.embed.run`` (reads batches from the memory-mapped cache, writes Parquet)
   against a bare ``predict`` of the same GAP model on the same images held as one in-memory
   float32 tensor, same batch size. The one-off decoding into the image cache is timed apart.
 
@@ -35,10 +35,10 @@ def main() -> None:
 
     import numpy as np
 
-    from cxrbio.config import load_config, save_config
+    from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
-    from cxrbio.data.scan import scan
-    from cxrbio.rundir import RunDir, atomic_write_text
+    from cxrbio.rundir import RunDir
+    from cxrbio.stages import embed, scan
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -47,21 +47,18 @@ def main() -> None:
         config = load_config(None, {"data.image_size": args.size, "folds.k": 2, "model.alpha": args.alpha,
                                     "model.batchnorm_momentum": 0.01, "train.batch_size": args.batch_size,
                                     "data.cache": "disk"})
-        scan(tmp / "phantom", config, tmp / "run")
-        save_config(config, tmp / "run" / "config.yaml")
+        scan.run(tmp / "run", data=tmp / "phantom", config=config)
         run = RunDir(tmp / "run")
         print(f"setup (phantom + scan): {time.perf_counter() - started:.0f} s", flush=True)
 
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
-        from cxrbio.train import load_training_data
+        from cxrbio.training import load_training_data, register_fold_model
 
         model = build_model(7, args.size, config.model, Strategy.parse("scratch"), seed=0)
         model(np.random.default_rng(0).uniform(0, 255, (8, args.size, args.size, 1)).astype(np.float32), training=True)
-        fold_dir = run.train_fold("scratch", 0)
-        fold_dir.mkdir(parents=True)
-        model.save(fold_dir / "model.keras")
-        atomic_write_text(fold_dir / "DONE", "{}\n")
+        register_fold_model(run, config, "scratch", 0, model)
+        fold_dir = run.path("train_fold", strategy="scratch", fold=0)
 
         started = time.perf_counter()
         data = load_training_data(run, config, cache="disk")
@@ -80,7 +77,7 @@ def main() -> None:
 
         import keras
 
-        from cxrbio.embed import embed_run, embedding_model
+        from cxrbio.embed import embedding_model
 
         gap = embedding_model(keras.models.load_model(fold_dir / "model.keras", compile=False))
         tensor = np.asarray(data.images, dtype=np.float32)[..., None]
@@ -91,13 +88,13 @@ def main() -> None:
         del tensor
 
         started = time.perf_counter()
-        embed_run(run, config, strategies=["scratch"], force=True)
+        embed.run(run.root, strategies=["scratch"], force=True)
         ours_seconds = time.perf_counter() - started
 
     print(f"{n} images at {args.size} px, MobileNetV2 alpha {args.alpha}, batch {args.batch_size}, one fold")
     print(f"image cache (decode + letterbox, once per run): {cache_seconds:.1f} s")
     print(f"bare model.predict (in-memory tensor): {n / bare_seconds:7.1f} img/s ({bare_seconds:.1f} s)")
-    print(f"cxrbio embed_run (memmap + Parquet):   {n / ours_seconds:7.1f} img/s ({ours_seconds:.1f} s)"
+    print(f"cxrbio embed stage (memmap + Parquet): {n / ours_seconds:7.1f} img/s ({ours_seconds:.1f} s)"
           f"   ratio: {bare_seconds / ours_seconds:.2f}")
     print(f"'cxrbio embed' command: {command_seconds:.1f} s wall, peak memory {peak_mib:.0f} MiB")
 

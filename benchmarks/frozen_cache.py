@@ -36,10 +36,10 @@ def main() -> None:
 
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
-    from cxrbio.data.scan import scan
     from cxrbio.models.weights import WeightsUnavailable, load_backbone
     from cxrbio.rundir import RunDir
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data, read_predictions
+    from cxrbio.stages import scan
+    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data, read_predictions
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -61,14 +61,15 @@ def main() -> None:
             })
             configure_tensorflow(config)
             run_dir = root / ("run-" + ("aug" if frozen else "cache"))
-            scan(root / "phantom", config, run_dir)
+            scan.run(run_dir, data=root / "phantom", config=config)
             run = RunDir(run_dir)
             data = load_training_data(run, config)
             started = time.perf_counter()
             for fold in data.folds:
                 FoldTrainer(run, config, data, "offshelf", fold).train()
             seconds = time.perf_counter() - started
-            history = pd.concat(pd.read_csv(p) for p in (run_dir / "train" / "offshelf").glob("fold-*/history.csv"))
+            history = pd.concat(pd.read_csv(run.path("train_fold", strategy="offshelf", fold=f.fold) / "history.csv")
+                                for f in data.folds)
             predictions = read_predictions(run, "offshelf")
             results[label] = (float(history["images_per_second"].iloc[1:].median()), seconds,
                               float((predictions["true"] == predictions["predicted"]).mean()))

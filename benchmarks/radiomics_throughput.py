@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,25 +43,26 @@ def main() -> None:
     from cxrbio.data.imageio import read_image
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.data.preprocess import letterbox
-    from cxrbio.data.scan import scan
-    from cxrbio.masks import make_masks, read_mask
+    from cxrbio.executors import make_executor
+    from cxrbio.masks import read_mask
     from cxrbio.parallel import available_cores
-    from cxrbio.radiomics import BORDER, extract_run, params_path
+    from cxrbio.radiomics import BORDER, params_path
     from cxrbio.rundir import RunDir
+    from cxrbio.stages import masks, radiomics, scan
 
     workers = args.workers or available_cores()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         generate_phantom(tmp / "phantom", per_class=max(1, args.images // 7), size=args.size, seed=11)
 
-        def config(cache: str):
-            return load_config(None, {"data.image_size": args.size, "folds.k": 3, "radiomics.params": args.params,
-                                      "radiomics.cache_dir": str(tmp / cache)})
+        def extract(cache: str, workers: int):  # the run's config names no cache: the environment picks one
+            os.environ["CXRBIO_CACHE_DIR"] = str(tmp / cache)
+            return radiomics.run(tmp / "run", executor=make_executor("local", workers=workers), force=True)
 
-        base = config("unused")
-        scan(tmp / "phantom", base, tmp / "run")
+        base = load_config(None, {"data.image_size": args.size, "folds.k": 3, "radiomics.params": args.params})
+        scan.run(tmp / "run", data=tmp / "phantom", config=base)
         run = RunDir(tmp / "run")
-        make_masks(run, base)
+        masks.run(run.root)
         manifest = run.read_manifest()
         n = len(manifest)
         params = params_path(base)
@@ -86,13 +88,13 @@ def main() -> None:
         cli_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        first = extract_run(run, config("cache-w"), workers=workers)
+        first = extract("cache-w", workers)
         parallel_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        cached = extract_run(run, config("cache-w"), workers=workers)
+        cached = extract("cache-w", workers)
         cached_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        extract_run(run, config("cache-1"), workers=1)
+        extract("cache-1", 1)
         serial_seconds = time.perf_counter() - started
 
         assert (first.status["status"] == "ok").all() and (cached.status["cache"] == "hit").all()

@@ -37,11 +37,11 @@ def main() -> None:
 
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
-    from cxrbio.data.scan import scan
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
     from cxrbio.rundir import RunDir
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data, make_optimizer, split_fold
+    from cxrbio.stages import scan
+    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data, make_optimizer, split_fold
 
     config = load_config(None, {
         "data.image_size": args.size, "folds.k": 2, "model.alpha": args.alpha, "train.batch_size": args.batch,
@@ -52,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_phantom(root / "phantom", per_class=max(2, args.images // 7), size=args.size, seed=0)
-        scan(root / "phantom", config, root / "run")
+        scan.run(root / "run", data=root / "phantom", config=config)
         run = RunDir(root / "run")
         data = load_training_data(run, config)
         fold = data.folds[0]

@@ -2,7 +2,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from cxrbio.cli import app
-from tests.conftest import write_png
+from tests.helpers import write_png
 
 runner = CliRunner()
 

@@ -12,7 +12,8 @@ from cxrbio.config import load_config, save_config
 from cxrbio.data.scan import scan
 from cxrbio.embed import embed_run, read_out_of_fold
 from cxrbio.errors import DataError
-from cxrbio.rundir import RunDir, atomic_write_text
+from cxrbio.rundir import RunDir
+from cxrbio.atomic import atomic_write_text
 
 keras = pytest.importorskip("keras")
 

@@ -4,7 +4,7 @@ from PIL import Image
 
 from cxrbio.data.imageio import read_image
 from cxrbio.errors import ImageReadError
-from tests.conftest import write_dicom, write_png, xray_like
+from tests.helpers import write_dicom, write_png, xray_like
 
 
 def test_8bit_grey_png_keeps_values(tmp_path):

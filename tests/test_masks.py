@@ -18,7 +18,7 @@ from cxrbio.lungseg import segment_lungs
 from cxrbio.masks import make_masks, read_mask
 from cxrbio.rundir import RunDir
 
-from .conftest import write_png
+from tests.helpers import write_png
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -6,7 +6,7 @@ from cxrbio.data.imageio import read_image
 from cxrbio.data.pipeline import apply_transforms, build_image_cache, make_dataset, transforms_for
 from cxrbio.data.preprocess import letterbox
 from cxrbio.data.scan import scan
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 tf = pytest.importorskip("tensorflow")
 

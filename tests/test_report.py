@@ -159,7 +159,7 @@ def hostile_run(tmp_path_factory):
     from cxrbio.config import load_config
     from cxrbio.data.scan import scan
 
-    from .conftest import write_png
+    from tests.helpers import write_png
 
     root = tmp_path_factory.mktemp("hostile")
     data = root / "<u>hospital"

@@ -9,7 +9,7 @@ import pytest
 from cxrbio.data.layouts import patient_from_filename
 from cxrbio.data.scan import scan
 from cxrbio.errors import DataError
-from tests.conftest import make_config, write_dicom, write_png
+from tests.helpers import make_config, write_dicom, write_png
 
 CLASSES3 = ["COVID-19", "Pneumonia", "Normal"]
 

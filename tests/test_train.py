@@ -1,45 +1,37 @@
 """Cross-validated training on tiny images: splits, resume, outputs, metrics, executors, CLI."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cxrbio.config import load_config
-from cxrbio.data.scan import scan
+from cxrbio import freshness
 from cxrbio.rundir import RunDir
+from tests.helpers import scanned, tiny_config
 
 keras = pytest.importorskip("keras")
-
-TINY = {
-    "data.image_size": 32, "folds.k": 3, "model.alpha": 0.35, "model.dense_units": 16,
-    "model.batchnorm_momentum": 0.9, "train.epochs": 3, "train.batch_size": 16,
-    "train.early_stopping_patience": 0, "train.strategies": ["scratch"], "train.checkpoint_seconds": 0,
-}
-
-
-def tiny_config(**extra):
-    values = dict(TINY)
-    values.update({k.replace("__", "."): v for k, v in extra.items()})
-    return load_config(None, values)
+pytestmark = pytest.mark.slow  # trains networks
 
 
 @pytest.fixture(scope="module")
 def scanned_run(phantom_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-run")
-    scan(phantom_dir, tiny_config(), root)
-    return root
+    return scanned(phantom_dir, tmp_path_factory.mktemp("train-run") / "run", tiny_config()).root
 
 
-def copy_manifest(src, dst):
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "manifest.parquet").write_bytes((src / "manifest.parquet").read_bytes())
+def copy_run(src, dst):
+    """A copy of a scanned run (its manifest, config, run.json, salt and stamps)."""
+    shutil.copytree(src, dst)
     return RunDir(dst)
 
 
+def fold_done(run, strategy, fold):
+    return freshness.read_stamp(run.root, "train_fold", {"strategy": strategy, "fold": fold}) is not None
+
+
 def test_splits_keep_test_fold_out_of_training_and_validation(scanned_run):
-    from cxrbio.train import load_training_data, split_fold
+    from cxrbio.training import load_training_data, split_fold
 
     cfg = tiny_config()
     data = load_training_data(RunDir(scanned_run), cfg)
@@ -67,96 +59,76 @@ def test_leave_one_source_out_folds(scanned_run):
 
 
 def test_interrupted_fold_resumes_to_the_same_result(scanned_run, tmp_path):
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data
 
     cfg = tiny_config()
     configure_tensorflow(cfg)
-    straight = copy_manifest(scanned_run, tmp_path / "straight")
-    broken = copy_manifest(scanned_run, tmp_path / "broken")
+    straight = copy_run(scanned_run, tmp_path / "straight")
+    broken = copy_run(scanned_run, tmp_path / "broken")
     data = load_training_data(straight, cfg)
     fold = data.folds[0]
     assert FoldTrainer(straight, cfg, data, "scratch", fold).train() == "trained"
     assert FoldTrainer(broken, cfg, data, "scratch", fold, stop_after_epochs=1).train() == "interrupted"
-    out = broken.train_fold("scratch", 0)
-    assert (out / "state.json").is_file() and not (out / "DONE").exists()
+    out = broken.path("train_fold", strategy="scratch", fold=0)
+    assert (out / "state.json").is_file() and not fold_done(broken, "scratch", 0)
     assert json.loads((out / "state.json").read_text())["next_epoch"] == 1
     assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "trained"
-    a = pd.read_parquet(straight.train_fold("scratch", 0) / "predictions.parquet")
+    a = pd.read_parquet(straight.path("train_fold", strategy="scratch", fold=0) / "predictions.parquet")
     b = pd.read_parquet(out / "predictions.parquet")
     np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1, 2]
     assert not list(out.glob("checkpoint-*")) and (out / "model.keras").is_file()
-    assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "done"  # DONE folds are skipped
+    assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "done"  # stamped folds are skipped
 
 
-def test_train_command_writes_every_output(scanned_run, tmp_path):
+def test_train_command_writes_every_output(phantom_dir, tmp_path):
     from typer.testing import CliRunner
 
     from cxrbio.cli import app
 
-    run = copy_manifest(scanned_run, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text("data: {image_size: 32}\nfolds: {k: 3}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
                            "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, offshelf]}\n")
-    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--skip-unavailable"])
+    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--data",
+                                      str(phantom_dir), "--skip-unavailable"])  # a new run: scanned first
     assert result.exit_code == 0, result.output
     for fold in range(3):
-        out = run.train_fold("scratch", fold)
-        assert {"model.keras", "history.csv", "predictions.parquet", "DONE"} <= {p.name for p in out.iterdir()}
-    metrics = json.loads(run.metrics("scratch").read_text())
-    predictions = pd.concat(pd.read_parquet(run.train_fold("scratch", f) / "predictions.parquet") for f in range(3))
+        out = run.path("train_fold", strategy="scratch", fold=fold)
+        assert {"model.keras", "history.csv", "predictions.parquet", "summary.json"} <= {p.name for p in out.iterdir()}
+        assert fold_done(run, "scratch", fold)
+    metrics = json.loads(run.path("metrics", strategy="scratch").read_text())
+    predictions = pd.concat(pd.read_parquet(run.path("train_fold", strategy="scratch", fold=f) / "predictions.parquet")
+                            for f in range(3))
     assert metrics["pooled"]["n"] == len(predictions) == predictions["image_id"].nunique()
     assert metrics["pooled"]["accuracy"] == pytest.approx((predictions["true"] == predictions["predicted"]).mean())
     lo, hi = metrics["ci95"]["accuracy"]
     assert lo <= metrics["pooled"]["accuracy"] <= hi
-    skipped = json.loads(run.metrics("offshelf").read_text())
-    assert skipped["status"] == "skipped" and (run.root / "train" / "offshelf" / "SKIPPED").is_file()
+    skipped = json.loads(run.path("metrics", strategy="offshelf").read_text())
+    assert skipped["status"] == "skipped" and run.path("train_skipped", strategy="offshelf").is_file()
     assert "Pooled out-of-fold metrics" in result.output
     # Without --skip-unavailable the missing weights are an error naming the remedies.
-    again = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root)])
+    again = CliRunner().invoke(app, ["train", "--out", str(run.root)])
     assert again.exit_code == 2 and "offshelf" in again.output and "fix:" in again.output
-
-
-def test_run_directory_of_another_config_is_refused(scanned_run, tmp_path):
-    from cxrbio import experiment
-    from cxrbio.errors import ConfigError
-
-    run = copy_manifest(scanned_run, tmp_path / "run")
-    experiment.check_run_config(run, tiny_config(), force=False)
-    (run.root / "train" / "scratch" / "fold-0").mkdir(parents=True)
-    (run.root / "train" / "scratch" / "fold-0" / "DONE").write_text("{}")
-    experiment.check_run_config(run, tiny_config(train__strategies=["scratch", "offshelf"]), force=False)  # fine
-    with pytest.raises(ConfigError, match="train.learning_rate"):
-        experiment.check_run_config(run, tiny_config(train__learning_rate=0.5), force=False)
-    experiment.check_run_config(run, tiny_config(train__learning_rate=0.5), force=True)
-    aside = list(run.root.glob("superseded-*"))
-    assert len(aside) == 1 and (aside[0] / "train" / "scratch" / "fold-0" / "DONE").is_file()
-    assert not (run.root / "train").exists()
 
 
 def test_ray_executor_matches_in_process(scanned_run, tmp_path):
     ray = pytest.importorskip("ray")
-    from cxrbio.data.pipeline import build_image_cache
-    from cxrbio.executors import InProcessExecutor, RayExecutor
-    from cxrbio.train import configure_tensorflow, load_training_data
+    from cxrbio.executors import RayExecutor, make_executor
+    from cxrbio.stages import train
 
-    cfg = tiny_config(train__epochs=2)
-    configure_tensorflow(cfg)
-    local = copy_manifest(scanned_run, tmp_path / "local")
-    remote = copy_manifest(scanned_run, tmp_path / "ray")
-    data = load_training_data(local, cfg)
-    InProcessExecutor().run([("scratch", 1)], str(local.root), cfg, data, None, None)
-    manifest = remote.read_manifest()
-    build_image_cache(manifest[manifest["included"]].reset_index(drop=True), 32, "disk", remote.cache)
+    local = copy_run(scanned_run, tmp_path / "local")
+    remote = copy_run(scanned_run, tmp_path / "ray")
+    result = train.run(local.root, folds=[1], executor=make_executor("local", workers=1))
+    assert result.trained == [("scratch", 1)]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        done = []
-        RayExecutor().run([("scratch", 1)], str(remote.root), cfg, data, None, lambda s, f, st: done.append((s, f, st)))
+        done = train.run(remote.root, folds=[1], executor=RayExecutor())
     finally:
         ray.shutdown()
-    assert done == [("scratch", 1, "trained")]
-    a = pd.read_parquet(local.train_fold("scratch", 1) / "predictions.parquet")
-    b = pd.read_parquet(remote.train_fold("scratch", 1) / "predictions.parquet")
+    assert done.trained == [("scratch", 1)] and fold_done(remote, "scratch", 1)
+    a = pd.read_parquet(local.path("train_fold", strategy="scratch", fold=1) / "predictions.parquet")
+    b = pd.read_parquet(remote.path("train_fold", strategy="scratch", fold=1) / "predictions.parquet")
     pd.testing.assert_series_equal(a["image_id"], b["image_id"])
     # Another process is not bitwise identical (oneDNN's summation order varies; seen up to 3.6e-5
     # after 2 epochs), so: same classes, probabilities equal up to float round-off.
@@ -167,26 +139,26 @@ def test_ray_executor_matches_in_process(scanned_run, tmp_path):
 def frozen_cache_setup(scanned_run, tmp_path, strategy):
     """A weights file made here, a config with the frozen-feature cache on, and the run's data."""
     from cxrbio.models.weights import load_backbone
-    from cxrbio.train import configure_tensorflow, load_training_data
+    from cxrbio.training import configure_tensorflow, load_training_data
 
     weights = tmp_path / "backbone.weights.h5"
     load_backbone(32, 0.35, None).save_weights(weights)
     cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=[strategy])
     configure_tensorflow(cfg)
-    run = copy_manifest(scanned_run, tmp_path / "run")
+    run = copy_run(scanned_run, tmp_path / "run")
     return weights, cfg, run, load_training_data(run, cfg)
 
 
 def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
-    from cxrbio.train import FoldTrainer
+    from cxrbio.training import FoldTrainer
 
     weights, cfg, run, data = frozen_cache_setup(scanned_run, tmp_path, "offshelf")
     broken = FoldTrainer(run, cfg, data, "offshelf", data.folds[0], stop_after_epochs=1)
     assert broken.train() == "interrupted"
     assert FoldTrainer(run, cfg, data, "offshelf", data.folds[0]).train() == "trained"
     assert len(list(run.cache.glob("frozen-gap-*.npy"))) == 1  # computed once, reused on resume
-    out = run.train_fold("offshelf", 0)
+    out = run.path("train_fold", strategy="offshelf", fold=0)
     model = keras.models.load_model(out / "model.keras")
     assert model.get_layer("mobilenetv2") is not None  # the full network, ready for embedding
     reference = load_backbone(32, 0.35, str(weights))
@@ -198,24 +170,21 @@ def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanne
     full = model.predict(data.images[test_rows][..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(full, predictions.filter(like="p_").to_numpy(), rtol=1e-4, atol=1e-5)
     # And resuming gave the uninterrupted result.
-    straight = copy_manifest(scanned_run, tmp_path / "straight")
+    straight = copy_run(scanned_run, tmp_path / "straight")
     FoldTrainer(straight, cfg, data, "offshelf", data.folds[0]).train()
-    again = pd.read_parquet(straight.train_fold("offshelf", 0) / "predictions.parquet")
+    again = pd.read_parquet(straight.path("train_fold", strategy="offshelf", fold=0) / "predictions.parquet")
     np.testing.assert_allclose(again.filter(like="p_").to_numpy(), predictions.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_disk_full_mid_fold_keeps_the_run_resumable(scanned_run, tmp_path, monkeypatch):
+def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monkeypatch):
     import errno
 
     from typer.testing import CliRunner
 
-    import cxrbio.train as train_module
+    import cxrbio.training as train_module
     from cxrbio.cli import app
 
-    run = copy_manifest(scanned_run, tmp_path / "run")
-    config_path = tmp_path / "tiny.yaml"
-    config_path.write_text("data: {image_size: 32}\nfolds: {k: 3}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
-                           "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch], checkpoint_seconds: 0}\n")
+    run = scanned(phantom_dir, tmp_path / "run", tiny_config(train__epochs=2))
     real_write = train_module.atomic_write
     calls = {"n": 0}
 
@@ -226,26 +195,26 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(scanned_run, tmp_path, monke
         return real_write(path, write)
 
     monkeypatch.setattr(train_module, "atomic_write", full_disk)
-    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--folds", "0"])
+    result = CliRunner().invoke(app, ["train", "--out", str(run.root), "--folds", "0"])
     assert result.exit_code == 2 and "disk full" in result.output and "run the same command again" in result.output
-    out = run.train_fold("scratch", 0)
+    out = run.path("train_fold", strategy="scratch", fold=0)
     assert json.loads((out / "state.json").read_text())["next_epoch"] == 1  # epoch 0 is safe
     assert not list(out.glob(".tmp-*"))  # no half-written files left behind
     monkeypatch.setattr(train_module, "atomic_write", real_write)
-    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--folds", "0"])
+    result = CliRunner().invoke(app, ["train", "--out", str(run.root), "--folds", "0"])
     assert result.exit_code == 0, result.output
-    assert (out / "DONE").is_file() and pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
+    assert fold_done(run, "scratch", 0) and pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
 
 
 def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
-    from cxrbio.train import FoldTrainer
+    from cxrbio.training import FoldTrainer
 
     weights, cfg, run, data = frozen_cache_setup(scanned_run, tmp_path, "finetune-2")
     assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0], stop_after_epochs=1).train() == "interrupted"
     assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0]).train() == "trained"
     assert len(list(run.cache.glob("frozen-block_14_add-*.npy"))) == 1  # cut below blocks 15-16
-    out = run.train_fold("finetune-2", 0)
+    out = run.path("train_fold", strategy="finetune-2", fold=0)
     model = keras.models.load_model(out / "model.keras")
     reference = load_backbone(32, 0.35, str(weights))
     changed = {layer.name for layer in reference.layers if layer.weights and any(
@@ -259,17 +228,17 @@ def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_ru
 
 def test_checkpoints_can_be_sparse_and_resume_is_still_exact(scanned_run, tmp_path):
     """With checkpoints every few epochs, a kill loses the epochs since; they are recomputed identically."""
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data
 
     cfg = tiny_config(train__epochs=4, train__checkpoint_seconds=3600)  # only after the last epoch
     configure_tensorflow(cfg)
-    straight = copy_manifest(scanned_run, tmp_path / "straight")
+    straight = copy_run(scanned_run, tmp_path / "straight")
     data = load_training_data(straight, cfg)
     FoldTrainer(straight, cfg, data, "scratch", data.folds[2]).train()
-    broken = copy_manifest(scanned_run, tmp_path / "broken")
+    broken = copy_run(scanned_run, tmp_path / "broken")
     assert FoldTrainer(broken, cfg, data, "scratch", data.folds[2], stop_after_epochs=3).train() == "interrupted"
-    assert not (broken.train_fold("scratch", 2) / "state.json").exists()  # nothing saved yet: starts over
+    assert not (broken.path("train_fold", strategy="scratch", fold=2) / "state.json").exists()  # nothing saved yet
     FoldTrainer(broken, cfg, data, "scratch", data.folds[2]).train()
-    a = pd.read_parquet(straight.train_fold("scratch", 2) / "predictions.parquet").filter(like="p_").to_numpy()
-    b = pd.read_parquet(broken.train_fold("scratch", 2) / "predictions.parquet").filter(like="p_").to_numpy()
+    a = pd.read_parquet(straight.path("train_fold", strategy="scratch", fold=2) / "predictions.parquet").filter(like="p_").to_numpy()
+    b = pd.read_parquet(broken.path("train_fold", strategy="scratch", fold=2) / "predictions.parquet").filter(like="p_").to_numpy()
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
@@ -22,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 from cxrbio import __version__
 from cxrbio.console import console, err_console, frame_table
 from cxrbio.errors import CxrbioError
-from cxrbio.timing import timed
+from cxrbio.progress import ProgressEvent
 
 app = typer.Typer(
     name="cxrbio",
@@ -33,6 +34,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data: generate the phantom, scan a data set into a manifest.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(help="A run's config: show it, or compare two runs' (or files').", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,6 +80,31 @@ def progress_bar() -> Progress:
     )
 
 
+class ShowProgress:
+    """The CLI's side of the progress protocol: a bar per counted task, lines printed as they come."""
+
+    def __init__(self) -> None:
+        self.bar = progress_bar()
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ShowProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.is_line:
+            console.print(escape(event.message), soft_wrap=True)
+            return
+        if event.task not in self.tasks:
+            self.tasks[event.task] = self.bar.add_task(event.task, total=event.total)
+        description = event.message or event.task
+        self.bar.update(self.tasks[event.task], completed=event.done or 0, total=event.total,
+                        description=escape(description))
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"cxrbio {__version__}")
@@ -90,76 +118,9 @@ def main(
     """cxrbio reproduces Apostolopoulos et al. (2020) and looks for biomarkers behind it."""
 
 
-def _load(config: Path | None, folds: int | None, size: int | None) -> Any:
-    from cxrbio.config import load_config
-
-    overrides: dict[str, Any] = {}
-    if folds is not None:
-        overrides["folds.k"] = folds
-    if size is not None:
-        overrides["data.image_size"] = size
-    return load_config(config, overrides)
-
-
-@data_app.command("phantom")
-@user_errors
-def data_phantom(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the phantom data set into.")],
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 40,
-    size: Annotated[int, typer.Option("--size", help="Image height in px (width varies 82-100%).")] = 200,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same images.")] = 0,
-    shortcut: Annotated[
-        str | None, typer.Option("--shortcut", help="CLASS:FRACTION -- stamp a marker outside the lungs on that share of one class.")
-    ] = None,
-) -> None:
-    """Generate phantom chest X-rays with planted findings and their ground-truth masks."""
-    from cxrbio.data.phantom import generate_phantom, parse_shortcut
-
-    target = parse_shortcut(shortcut)
-    with progress_bar() as bar:
-        task = bar.add_task("phantom", total=per_class * 7)
-        manifest = generate_phantom(
-            out, per_class=per_class, size=size, seed=seed, shortcut=target,
-            progress=lambda done, total: bar.update(task, completed=done),
-        )
-    counts = manifest.groupby("label").agg(images=("path", "size"), patients=("patient_id", "nunique"),
-                                            shortcut=("shortcut", "sum"))
-    console.print(frame_table(counts, f"Phantom data set in {out}", "class"))
-    console.print(f"Ground truth: {out}/manifest.csv, {out}/findings.csv, {out}/masks/ (format: docs/data.md)")
-
-
-@data_app.command("scan")
-@user_errors
-def data_scan(
-    data: Annotated[Path, typer.Argument(help="Folder of class sub-folders, a CSV (path,label,...), Data_Entry_2017.csv or metadata.csv.")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory to write manifest.parquet and config.yaml into.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config (default: the study's protocol).")] = None,
-    folds: Annotated[int | None, typer.Option("--folds", help="Number of folds (overrides folds.k).")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="Letterbox size (overrides data.image_size).")] = None,
-    layout: Annotated[str | None, typer.Option("--layout", help="Force a layout: folders, csv, nih, covid.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Decoding processes (default: all cores).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the manifest of a run that has trained models.")] = False,
-) -> None:
-    """Scan a data set: labels, patients, QC, duplicates and folds into RUN_DIR/manifest.parquet."""
-    cfg = _load(config, folds, size)
-    result = _scan_with_progress(data, cfg, out, layout, workers, force)
-    if result.fold_error is not None:
-        raise result.fold_error
-
-
-def _scan_with_progress(data: Path, cfg: Any, out: Path, layout: str | None, workers: int | None, force: bool) -> Any:
-    from cxrbio.data.scan import scan
-
-    started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("scan", total=None)
-        result = scan(data, cfg, out, layout=layout, workers=workers, force=force,
-                      progress=lambda done, total: bar.update(task, completed=done, total=total))
-    print_scan_summary(result, cfg, out, time.perf_counter() - started)
-    return result
-
 
 def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None:
+    """What the scan found: per class, per source, exclusions, duplicates, folds."""
     from cxrbio.data.summary import summarize
 
     summary = summarize(result.manifest, cfg.data.classes)
@@ -181,183 +142,150 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
     console.print(f"Manifest: {out / 'manifest.parquet'}")
 
 
+
+
 def _csv_list(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-@app.command("train")
-@user_errors
-def train(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config (default: the study's protocol).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Data folder, CSV or manifest.parquet; scanned unless the run has a manifest.")] = None,
-    strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated, e.g. scratch,offshelf,finetune-3.")] = None,
-    folds: Annotated[str | None, typer.Option("--folds", help="Comma-separated fold numbers to train (default: all).")] = None,
-    executor: Annotated[str, typer.Option("--executor", help="inprocess or ray.")] = "inprocess",
-    address: Annotated[str | None, typer.Option("--address", help="Ray: 'auto', 'ray://host:port', or omitted for a local instance.")] = None,
-    gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", help="Ray: GPUs each fold declares.")] = 0.0,
-    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Mark strategies whose pretrained weights are unreachable as skipped.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Start over in a run directory holding results of another config (old results are moved aside).")] = False,
-) -> None:
-    """Train MobileNetV2 with each strategy under cross-validation; write models, predictions and metrics."""
+def _fold_numbers(text: str | None) -> list[int] | None:
+    values = _csv_list(text)
+    if values and not all(v.lstrip("-").isdigit() for v in values):
+        raise CxrbioError(f"--folds takes fold numbers separated by commas, got {text!r}.", fix="e.g. --folds 0,2")
+    return [int(v) for v in values] if values else None
+
+
+def _given_config(path: Path | None) -> Any:
     from cxrbio.config import load_config
 
-    cfg = load_config(config)
-    run_training(cfg, out, data, _csv_list(strategies), _csv_list(folds), executor, address, gpus_per_task,
-                 skip_unavailable, force)
+    return load_config(path) if path is not None else None
 
 
-def run_training(cfg: Any, out: Path, data: Path | None, strategies: list[str] | None, folds: list[str] | None,
-                 executor: str, address: str | None, gpus_per_task: float, skip_unavailable: bool, force: bool) -> dict[str, Any]:
-    from cxrbio import experiment
-    from cxrbio.errors import CxrbioError
-    from cxrbio.executors import InProcessExecutor, RayExecutor
+def _executor(kind: str, workers: int | None, address: str | None, gpus_per_task: float = 0.0) -> Any:
+    from cxrbio.executors import make_executor
+
+    return make_executor(kind, workers=workers, address=address, gpus_per_task=gpus_per_task)
+
+
+ExecutorOption = Annotated[str, typer.Option("--executor", help="local (processes on this machine) or ray.")]
+WorkersOption = Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: all cores; train: 1, in this process).")]
+AddressOption = Annotated[str | None, typer.Option("--address", help="Ray: 'auto', 'ray://host:port', or omitted for a local instance.")]
+
+
+@data_app.command("phantom")
+@user_errors
+def data_phantom(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the phantom data set into.")],
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 40,
+    size: Annotated[int, typer.Option("--size", help="Image height in px (width varies 82-100%).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same images.")] = 0,
+    shortcut: Annotated[
+        str | None, typer.Option("--shortcut", help="CLASS:FRACTION -- stamp a marker outside the lungs on that share of one class.")
+    ] = None,
+) -> None:
+    """Generate phantom chest X-rays with planted findings and their ground-truth masks."""
+    from cxrbio.data.phantom import generate_phantom, parse_shortcut
+    from cxrbio.progress import counter
+
+    target = parse_shortcut(shortcut)
+    with ShowProgress() as show:
+        manifest = generate_phantom(out, per_class=per_class, size=size, seed=seed, shortcut=target,
+                                    progress=counter(show, "phantom"))
+    counts = manifest.groupby("label").agg(images=("path", "size"), patients=("patient_id", "nunique"),
+                                            shortcut=("shortcut", "sum"))
+    console.print(frame_table(counts, f"Phantom data set in {out}", "class"))
+    console.print(f"Ground truth: {out}/manifest.csv, {out}/findings.csv, {out}/masks/ (format: docs/data.md)")
+
+
+@data_app.command("scan")
+@user_errors
+def data_scan(
+    data: Annotated[Path, typer.Argument(help="Folder of class sub-folders, a CSV (path,label,...), Data_Entry_2017.csv or metadata.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to create (or re-scan).")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config of a new run (default: the study's protocol).")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Number of folds (overrides folds.k).")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Letterbox size (overrides data.image_size).")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="Force a layout: folders, csv, nih, covid.")] = None,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-scan a run that has later results, or with another config (what changes is moved aside).")] = False,
+) -> None:
+    """Scan a data set: labels, patients, QC, duplicates and folds into RUN_DIR/manifest.parquet."""
+    from cxrbio.config import load_config
     from cxrbio.rundir import RunDir
-    from cxrbio.train import configure_tensorflow, load_training_data
+    from cxrbio.stages import scan
 
-    from cxrbio.quiet import initialise_tensorflow
-
-    initialise_tensorflow()  # before anything imports it: keeps its C++ start-up notices off the screen
-    run = RunDir(out)
-    names = experiment.resolve_strategies(cfg, strategies)
-    if executor not in ("inprocess", "ray"):
-        raise CxrbioError(f"unknown executor {executor!r}.", fix="use --executor inprocess or --executor ray.")
-    experiment.check_run_config(run, cfg, force)
-    if not run.manifest.is_file():
-        if data is None:
-            raise CxrbioError(f"{run.root} has no manifest and no --data was given.", fix="pass --data DATA (a folder or CSV).")
-        if data.suffix == ".parquet":
-            import shutil
-
-            run.root.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(data, run.manifest)
-        else:
-            result = _scan_with_progress(data, cfg, out, None, None, force)
-            if result.fold_error is not None:
-                raise result.fold_error
-    elif data is not None:
-        console.print(f"Using the manifest already in {run.root} (re-scan with 'cxrbio data scan --force' to refresh).")
-    skipped = experiment.check_weights(cfg, names, skip_unavailable)
-    for name, reason in skipped.items():
-        experiment.mark_skipped(run, name, reason)
-        console.print(f"[yellow]skipped[/] {name}: {reason}", soft_wrap=True)
-    active = [n for n in names if n not in skipped]
-    for name in active:  # weights that were missing before may be here now
-        (run.root / "train" / name / "SKIPPED").unlink(missing_ok=True)
-    configure_tensorflow(cfg)
-    with progress_bar() as bar:
-        task = bar.add_task("decode + letterbox", total=None)
-        # Ray tasks read the letterboxed images from the run's disk cache, built here once.
-        data_for_run = load_training_data(run, cfg, cache="disk" if executor == "ray" else None,
-                                          progress=lambda d, t: bar.update(task, completed=d, total=t))
-    if folds and not all(f.lstrip("-").isdigit() for f in folds):
-        raise CxrbioError(f"--folds takes fold numbers separated by commas, got {','.join(folds)!r}.", fix="e.g. --folds 0,2")
-    wanted = {int(f) for f in folds} if folds else {f.fold for f in data_for_run.folds}
-    unknown = wanted - {f.fold for f in data_for_run.folds}
-    if unknown:
-        raise CxrbioError(f"no fold(s) {sorted(unknown)}; this run has folds {[f.fold for f in data_for_run.folds]}.")
-    jobs = [(s, f.fold) for s in active for f in data_for_run.folds
-            if f.fold in wanted and not (run.train_fold(s, f.fold) / "DONE").is_file()]
-    done_before = sum(1 for s in active for f in data_for_run.folds if f.fold in wanted) - len(jobs)
-    if done_before:
-        console.print(f"{done_before} fold(s) already finished: skipped (resuming).")
-    runner = RayExecutor(address, gpus_per_task=gpus_per_task) if executor == "ray" else InProcessExecutor()
+    overrides: dict[str, Any] = {}
+    if k is not None:
+        overrides["folds.k"] = k
+    if size is not None:
+        overrides["data.image_size"] = size
+    existing = RunDir(out).config.is_file()
+    cfg = load_config(config, overrides) if (config is not None or overrides or not existing) else None
     started = time.perf_counter()
-    with progress_bar() as bar:
-        overall = bar.add_task("folds", total=len(jobs))
-        epochs_task = bar.add_task("epochs", total=cfg.train.epochs, visible=executor == "inprocess")
-
-        def on_epoch(strategy: str, fold: int, epoch: int, epochs: int, logs: dict[str, float]) -> None:
-            bar.update(epochs_task, completed=epoch + 1, total=epochs, description=(
-                f"{strategy} fold {fold} epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} "
-                f"acc {logs.get('accuracy', 0):.3f} val_acc {logs.get('val_accuracy', 0):.3f} "
-                f"({logs.get('images_per_second', 0):.0f} img/s)"))
-
-        def on_fold_done(strategy: str, fold: int, status: str) -> None:
-            bar.advance(overall)
-            console.print(f"{strategy} fold {fold}: {status}")
-
-        runner.run(jobs, str(run.root), cfg, data_for_run, on_epoch, on_fold_done)
-    results = {}
-    for name in active:
-        if experiment.strategy_complete(run, name, data_for_run):
-            results[name] = experiment.write_strategy_metrics(run, cfg, name, data_for_run)
-    if len(results) > 1:
-        experiment.write_comparison(run, data_for_run, active)
-    print_metrics_table(results, cfg, time.perf_counter() - started)
-    return results
+    with ShowProgress() as show:
+        result = scan.run(out, data=data, config=cfg, layout=layout, executor=_executor(executor, workers, address),
+                          force=force, progress=show)
+    print_scan_summary(result, load_config(RunDir(out).config), out, time.perf_counter() - started)
+    if result.superseded is not None:
+        console.print(f"[yellow]the manifest changed[/]: earlier results moved to {result.superseded}", soft_wrap=True)
+    if result.fold_error is not None:
+        raise result.fold_error
 
 
-def load_run_config(run_dir: Path) -> Any:
-    """The config a run was made with (its config.yaml), or a clear error for a non-run folder."""
-    from cxrbio.rundir import open_run
+@app.command("train")
+@user_errors
+def train_command(
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config: a new run's; on an existing run it must equal the run's own (or --force).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Data folder or CSV; scanned when the run has no manifest.")] = None,
+    strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated, e.g. scratch,offshelf,finetune-3.")] = None,
+    folds: Annotated[str | None, typer.Option("--folds", help="Comma-separated fold numbers to train (default: all).")] = None,
+    executor: ExecutorOption = "local",
+    workers: Annotated[int | None, typer.Option("--workers", help="Folds trained at once in local processes (default: 1, in this process, with per-epoch progress).")] = None,
+    address: AddressOption = None,
+    gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", help="Ray: GPUs each fold declares.")] = 0.0,
+    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Mark strategies whose pretrained weights are unreachable as skipped.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With a --config that differs from the run's: move what the changed keys shape aside and start those stages over.")] = False,
+) -> None:
+    """Train MobileNetV2 with each strategy under cross-validation; write models, predictions and metrics."""
+    from cxrbio.stages import train
 
-    return open_run(run_dir)[1]
+    runner = _executor(executor, workers if workers is not None else (1 if executor == "local" else None), address, gpus_per_task)
+    with ShowProgress() as show:
+        result = train.run(out, data=data, config=_given_config(config), strategies=_csv_list(strategies),
+                           folds=_fold_numbers(folds), executor=runner, skip_unavailable=skip_unavailable,
+                           force=force, progress=show)
+    print_metrics_table(result.metrics, out, result.seconds)
 
 
 @app.command("embed")
 @user_errors
-def embed(
+def embed_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory with trained models.")],
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every trained strategy).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: train.batch_size).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rewrite embeddings that are up to date.")] = False,
 ) -> None:
     """Export each fold model's global-average-pooling embedding of every image (out-of-fold rows marked)."""
-    cfg = load_run_config(run_dir)
-    run_embed(run_dir, cfg, _csv_list(strategies), batch_size, force)
+    from cxrbio.stages import embed
+
+    with ShowProgress() as show:
+        summary = embed.run(run_dir, strategies=_csv_list(strategies), batch_size=batch_size, force=force, progress=show)
+    print_embed_summary(summary, run_dir)
 
 
-def run_embed(run_dir: Path, cfg: Any, strategies: list[str] | None, batch_size: int | None, force: bool) -> Any:
-    from cxrbio.embed import embed_run
-    from cxrbio.quiet import initialise_tensorflow
-    from cxrbio.rundir import RunDir
-
-    initialise_tensorflow()
-    run = RunDir(run_dir)
-    started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("embed", total=None)
-
-        def progress(strategy: str, fold: int, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"{strategy} fold {fold}")
-
-        def on_fold(strategy: str, fold: int, status: str) -> None:
-            console.print(f"{strategy} fold {fold}: {status}")
-
-        summary = embed_run(run, cfg, strategies, batch_size, force, progress=progress, on_fold=on_fold)
+def print_embed_summary(summary: Any, run_dir: Path) -> None:
     for strategy, reason in summary.skipped_strategies.items():
-        console.print(f"[yellow]{strategy} was skipped in training[/]: {reason}", soft_wrap=True)
+        console.print(f"[yellow]{escape(strategy)} was skipped in training[/]: {escape(reason)}", soft_wrap=True)
     for strategy, folds in summary.missing_folds.items():
         console.print(f"[yellow]{strategy}: folds {folds} are not trained[/]; its out-of-fold set is incomplete "
                       f"(run 'cxrbio train --out {run_dir} --strategies {strategy}').", soft_wrap=True)
     for strategy, dims in summary.dims.items():
         console.print(f"{strategy}: {summary.images} images x {dims} dims, one out-of-fold row each "
-                      f"-> {run.root / 'embeddings' / strategy}")
-    console.print(f"Embeddings done in {time.perf_counter() - started:.1f} s.")
-    return summary
-
-
-def run_masks(run_dir: Path, cfg: Any, folder: Path | None, source: str | None, force: bool,
-              workers: int | None = None) -> Any:
-    """Make the run's lung masks with a progress bar and print where they came from."""
-    from cxrbio.masks import make_masks
-    from cxrbio.rundir import RunDir
-
-    started = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("lung masks", total=None)
-        masks = make_masks(RunDir(run_dir), cfg, str(folder) if folder else None, source, workers, force,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
-    counts = masks["mask_source"].value_counts()
-    console.print("Lung masks: " + ", ".join(f"{source} {n}" for source, n in counts.items())
-                  + f" ({time.perf_counter() - started:.1f} s) -> {Path(run_dir) / 'masks'}")
-    flagged = masks[masks["mask_source"].isin(["content", "none"])]
-    for row in flagged.head(10).itertuples():
-        console.print(f"  {row.mask_source}: {row.path}: {row.mask_note}", soft_wrap=True, markup=False)
-    if len(flagged) > 10:
-        console.print(f"  ... and {len(flagged) - 10} more (manifest columns mask_source, mask_note).")
-    return masks
+                      f"-> {Path(run_dir) / 'embeddings' / strategy}")
+    console.print(f"Embeddings done in {summary.seconds:.1f} s.")
 
 
 @app.command("masks")
@@ -366,61 +294,76 @@ def masks_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks, named like the images.")] = None,
     source: Annotated[str | None, typer.Option("--source", help="auto, folder, column, segment or content (default: masks.source).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Redo masks that exist.")] = False,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo masks that are up to date.")] = False,
 ) -> None:
     """Lung-field masks for every image: yours, the data set's, or the built-in segmentation (with QC)."""
-    cfg = load_run_config(run_dir)
-    if source is not None and source not in ("auto", "folder", "column", "segment", "content"):
-        raise CxrbioError(f"unknown mask source {source!r}.", fix="use auto, folder, column, segment or content.")
-    run_masks(run_dir, cfg, masks, source, force)
+    from cxrbio.stages import masks as masks_stage
+
+    with ShowProgress() as show:
+        result = masks_stage.run(run_dir, folder=masks, source=source, force=force,
+                                 executor=_executor(executor, workers, address), progress=show)
+    print_masks_summary(result, run_dir)
+
+
+def print_masks_summary(result: Any, run_dir: Path) -> None:
+    counts = result.table["mask_source"].value_counts()
+    state = "up to date" if result.up_to_date else f"{result.seconds:.1f} s"
+    console.print("Lung masks: " + ", ".join(f"{source} {n}" for source, n in counts.items())
+                  + f" ({state}) -> {Path(run_dir) / 'masks'}")
+    flagged = result.flagged
+    for row in flagged.head(10).itertuples():
+        console.print(f"  {row.mask_source}: {row.path}: {row.mask_note}", soft_wrap=True, markup=False)
+    if len(flagged) > 10:
+        console.print(f"  ... and {len(flagged) - 10} more (masks/masks.parquet: mask_source, mask_note).")
 
 
 @app.command("radiomics")
 @user_errors
 def radiomics_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
-    executor: Annotated[str, typer.Option("--executor", help="local (processes on this machine) or ray.")] = "local",
-    address: Annotated[str | None, typer.Option("--address", help="Ray: 'auto', 'ray://host:port', or omitted for a local instance.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: all cores).")] = None,
-    masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks (when masks are not made yet).")] = None,
+    executor: ExecutorOption = "local",
+    workers: WorkersOption = None,
+    address: AddressOption = None,
+    masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks (used to make the masks first).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Extract again although the features are up to date.")] = False,
 ) -> None:
     """pyradiomics features of every image inside its lung mask (2-D, cached, parallel)."""
-    cfg = load_run_config(run_dir)
-    if executor not in ("local", "ray"):
-        raise CxrbioError(f"unknown executor {executor!r}.", fix="use --executor local or --executor ray.")
-    run_radiomics(run_dir, cfg, executor, address, workers, masks)
+    from cxrbio.stages import radiomics
+
+    with ShowProgress() as show:
+        result = radiomics.run(run_dir, executor=_executor(executor, workers, address), masks=masks, force=force,
+                               progress=show)
+    print_radiomics_summary(result, run_dir)
 
 
-def run_radiomics(run_dir: Path, cfg: Any, executor: str = "local", address: str | None = None,
-                  workers: int | None = None, masks: Path | None = None) -> Any:
-    from cxrbio.radiomics import STATUS_OK, extract_run, params_path
+def print_radiomics_summary(result: Any, run_dir: Path) -> None:
+    from cxrbio.radiomics import STATUS_OK
     from cxrbio.rundir import RunDir
 
     run = RunDir(run_dir)
-    params_path(cfg)  # a bad parameter file fails before any work
-    if masks is not None or "mask_source" not in run.read_manifest():
-        run_masks(run_dir, cfg, masks, None, False, workers)
-    with progress_bar() as bar:
-        task = bar.add_task("radiomics", total=None)
-        result = extract_run(run, cfg, executor, address, workers,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total))
     status = result.status
     ok = status["status"] == STATUS_OK
     hits = int((status["cache"] == "hit").sum())
     n_features = result.features.shape[1] - 1 if len(result.features) else 0
-    console.print(f"Radiomics: {int(ok.sum())} of {len(status)} images, {n_features} features each "
-                  f"({hits} from the cache) in {result.seconds:.1f} s -> {run.radiomics}")
+    where = run.path("radiomics")
+    if result.up_to_date:
+        console.print(f"Radiomics: up to date ({int(ok.sum())} of {len(status)} images, {n_features} features) -> {where}")
+    else:
+        console.print(f"Radiomics: {int(ok.sum())} of {len(status)} images, {n_features} features each "
+                      f"({hits} from the cache) in {result.seconds:.1f} s -> {where}")
     problems = result.problems
     if len(problems):
         console.print(f"[yellow]{len(problems)} image(s) lack features or have non-finite values[/] "
-                      f"(listed in {run.radiomics.parent / 'status.parquet'}):")
+                      f"(listed in {run.path('radiomics_status')}):")
         paths = run.read_manifest().set_index("image_id")["path"]
         for row in problems.head(10).itertuples():
             detail = row.message if row.status != STATUS_OK else f"non-finite: {row.nonfinite}"
             console.print(f"  {row.status}: {paths.get(row.image_id, row.image_id)}: {detail}", soft_wrap=True, markup=False)
         if len(problems) > 10:
             console.print(f"  ... and {len(problems) - 10} more.")
-    return result
 
 
 @app.command("analyze")
@@ -430,28 +373,23 @@ def analyze_command(
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every embedded strategy).")] = None,
     top: Annotated[int | None, typer.Option("--top", help="Candidate dims per fold and class (default: analysis.top_k).")] = None,
     no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the saliency audit and the lungs-blanked test.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="A config whose analysis/report sections are used (the rest must equal the run's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo analyses whose inputs are unchanged.")] = False,
 ) -> None:
     """Rank candidate biomarker dims per disease: SHAP, tests, radiomics association, stability, UMAP, shortcut audit."""
-    cfg = load_run_config(run_dir)
-    if top is not None and top < 1:
-        raise CxrbioError(f"--top must be at least 1, got {top}.")
-    run_analysis(run_dir, cfg, _csv_list(strategies), top, not no_audit, force)
+    from cxrbio.stages import analyze
 
-
-def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int | None, audit: bool, force: bool) -> Any:
-    from rich.markup import escape
-
-    from cxrbio.analysis.run import PARTS, analyze_run
-    from cxrbio.quiet import initialise_tensorflow
-    from cxrbio.rundir import RunDir
-
-    initialise_tensorflow()
-    parts = PARTS if audit else tuple(p for p in PARTS if p != "audit")
-    started = time.perf_counter()
     with console.status("analysing") as status:
-        summary = analyze_run(RunDir(run_dir), cfg, strategies, top, parts, force,
-                              say=lambda message: (console.print(message, markup=False), status.update(message)))
+        def show(event: ProgressEvent) -> None:
+            console.print(event.message, markup=False, soft_wrap=True)
+            status.update(escape(event.message))
+
+        summary = analyze.run(run_dir, strategies=_csv_list(strategies), top=top, audit=not no_audit,
+                              config=_given_config(config), force=force, progress=show)
+    print_analysis_summary(summary, run_dir, top)
+
+
+def print_analysis_summary(summary: Any, run_dir: Path, top: int | None) -> None:
     for name in summary.skipped:
         console.print(f"{name}: inputs unchanged since the last analysis, kept (--force redoes it).")
     shown = top or 3
@@ -462,8 +400,7 @@ def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int
     if len(summary.notes) > 12:
         console.print(f"... {len(summary.notes) - 12} more notes in {Path(run_dir) / 'analysis' / 'summary.json'}")
     parts_time = ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items())
-    console.print(f"Analysis done in {time.perf_counter() - started:.1f} s ({parts_time}) -> {Path(run_dir) / 'analysis'}")
-    return summary
+    console.print(f"Analysis done in {summary.seconds:.1f} s ({parts_time}) -> {Path(run_dir) / 'analysis'}")
 
 
 @app.command("report")
@@ -471,24 +408,123 @@ def run_analysis(run_dir: Path, cfg: Any, strategies: list[str] | None, top: int
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (any stage done; what is missing is listed in the report).")],
     out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: reports/<run name>.html).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A config whose report section is used (the rest must equal the run's).")] = None,
 ) -> None:
     """One self-contained HTML report of a run: data, Tables 1-7, candidates per disease, radiomics, limitations."""
-    run_report(run_dir, out)
-
-
-def run_report(run_dir: Path, out: Path | None) -> Any:
-    from rich.markup import escape
-
-    from cxrbio.report import build_report
+    from cxrbio.stages import report
 
     started = time.perf_counter()
-    with console.status("report") as status:
-        result = build_report(run_dir, out, progress=lambda section: status.update(f"report: {section}"))
+    with ShowProgress() as show:
+        result = report.run(run_dir, out=out, config=_given_config(config), progress=show)
+    print_report_summary(result, time.perf_counter() - started)
+
+
+def print_report_summary(result: Any, seconds: float) -> None:
     for item in result.missing:
         console.print(f"[yellow]missing[/] {escape(item.what)}: run '{escape(item.command)}'", soft_wrap=True)
-    console.print(f"Report: {result.path} ({result.size_bytes / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s); "
+    console.print(f"Report: {result.path} ({result.size_bytes / 1e6:.1f} MB, {seconds:.1f} s); "
                   "open it in any browser, no network needed.", soft_wrap=True)
-    return result
+
+
+@config_app.command("show")
+@user_errors
+def config_show(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Print the config a run was made with (its config.yaml) and the history of its changes."""
+    from cxrbio.config import config_to_yaml
+    from cxrbio.rundir import open_run
+
+    run, config = open_run(run_dir)
+    console.print(config_to_yaml(config), markup=False, highlight=False, end="")
+    for event in run.info().get("history", []):
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("when", "event"))
+        console.print(f"# {event.get('when')} {event.get('event')}: {details}", markup=False, soft_wrap=True)
+
+
+@config_app.command("diff")
+@user_errors
+def config_diff(
+    a: Annotated[Path, typer.Argument(help="A run directory or a config file.")],
+    b: Annotated[Path, typer.Argument(help="Another run directory or config file.")],
+) -> None:
+    """The keys whose values differ between two runs' configs (or config files); exit 1 when any do."""
+    from cxrbio.runconfig import differences
+
+    changes = differences(_config_of(a), _config_of(b))
+    if not changes:
+        console.print("The configs are the same.")
+        return
+    table = frame_table(_diff_frame(changes), f"{len(changes)} key(s) differ", "key")
+    console.print(table)
+    raise typer.Exit(1)
+
+
+def _config_of(path: Path) -> Any:
+    from cxrbio.config import load_config
+    from cxrbio.rundir import open_run
+
+    return open_run(path)[1] if path.is_dir() else load_config(path)
+
+
+def _diff_frame(changes: list[tuple[str, Any, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([{"key": k, "first": repr(a), "second": repr(b)} for k, a, b in changes]).set_index("key")
+
+
+@app.command("status")
+@user_errors
+def status_command(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Each stage's units: fresh, stale (and why) or missing; what to run next."""
+    import pandas as pd
+
+    from cxrbio.report.contents import load_contents
+
+    contents = load_contents(run_dir)
+    if contents.units:
+        frame = pd.DataFrame([{"unit": u.label, "stage": u.stage, "state": u.state, "why": u.reason} for u in contents.units])
+        console.print(frame_table(frame.set_index("unit"), f"{contents.run.root}: {len(frame)} stamped units", "unit"))
+    for item in contents.missing:
+        console.print(f"[yellow]missing[/] {escape(item.what)}: run '{escape(item.command)}'", soft_wrap=True)
+
+
+@app.command("demo")
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run directory of the demo.")] = Path("runs/demo"),
+    config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
+    report_out: Annotated[Path | None, typer.Option("--report", help="HTML report (default: reports/<run name>.html).")] = None,
+) -> None:
+    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze, report."""
+    from cxrbio.config import load_config
+    from cxrbio.stages import demo as demo_stage
+
+    started = time.perf_counter()
+
+    def printed(stage: str, result: Any) -> None:
+        if stage == "scan":
+            print_scan_summary(result, load_config(out / "config.yaml"), out, time.perf_counter() - started)
+        elif stage == "train":
+            print_metrics_table(result.metrics, out, result.seconds)
+        elif stage == "embed":
+            print_embed_summary(result, out)
+        elif stage == "masks":
+            print_masks_summary(result, out)
+        elif stage == "radiomics":
+            print_radiomics_summary(result, out)
+        elif stage == "analyze":
+            print_analysis_summary(result, out, None)
+        elif stage == "report":
+            print_report_summary(result, 0.0)
+
+    with ShowProgress() as show:
+        result = demo_stage.run(out, config=load_config(config) if config else None, per_class=per_class,
+                                report=report_out, progress=show, on_stage=printed)
+    console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+                  + f"; total {sum(result.timings.values()):.1f} s")
+    console.print(f"Paper tables in the terminal: uv run python analyses/paper_tables.py {out}")
+    console.print(f"Analysis tables: {out / 'analysis'} (docs/analysis.md)")
+    console.print(f"[bold]The report: {result.report.path}[/]", soft_wrap=True)
 
 
 def print_candidates(name: str, ranking: Any, shown: int) -> None:
@@ -528,9 +564,12 @@ def print_candidates(name: str, ranking: Any, shown: int) -> None:
     console.print(table)
 
 
-def print_metrics_table(results: dict[str, Any], cfg: Any, seconds: float) -> None:
+def print_metrics_table(results: dict[str, Any], run_dir: Path, seconds: float) -> None:
     import pandas as pd
 
+    from cxrbio.config import load_config
+
+    cfg = load_config(Path(run_dir) / "config.yaml")
     if not results:
         console.print("No strategy has all its folds finished yet.")
         return
@@ -551,67 +590,6 @@ def print_metrics_table(results: dict[str, Any], cfg: Any, seconds: float) -> No
         }
     title = f"Pooled out-of-fold metrics, 95% CI by patient bootstrap ({cfg.data.positive_class} vs rest) -- {seconds:.0f} s"
     console.print(frame_table(pd.DataFrame(rows).T, title, "strategy"))
-
-
-@app.command("demo")
-@user_errors
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run directory of the demo.")] = Path("runs/demo"),
-    config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
-    per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
-    report_out: Annotated[Path | None, typer.Option("--report", help="HTML report (default: reports/<run name>.html).")] = None,
-) -> None:
-    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze, report."""
-    from cxrbio.config import bundled_config, load_config
-    from cxrbio.data.phantom import generate_phantom
-
-    cfg = load_config(config or bundled_config("demo.yaml"))
-    phantom_dir = out / "phantom"
-    timings: dict[str, float] = {}
-    size = max(cfg.data.image_size, 64)
-    with timed(timings, "phantom"):
-        if not _same_phantom(phantom_dir, per_class, size, cfg.folds.seed):
-            with progress_bar() as bar:
-                task = bar.add_task("phantom", total=per_class * len(cfg.data.classes))
-                generate_phantom(phantom_dir, per_class=per_class, size=size, seed=cfg.folds.seed,
-                                 progress=lambda done, total: bar.update(task, completed=done))
-            (out / "manifest.parquet").unlink(missing_ok=True)  # new images: scan again
-    with timed(timings, "scan"):
-        if not (out / "manifest.parquet").is_file():
-            result = _scan_with_progress(phantom_dir, cfg, out, None, None, True)
-            if result.fold_error is not None:
-                raise result.fold_error
-    with timed(timings, "train"):
-        run_training(cfg, out, None, None, None, "inprocess", None, 0.0, skip_unavailable=True, force=True)
-    with timed(timings, "embed"):
-        run_embed(out, cfg, None, None, False)
-    with timed(timings, "masks"):
-        run_masks(out, cfg, None, None, False)
-    with timed(timings, "radiomics"):
-        run_radiomics(out, cfg)
-    with timed(timings, "analyze"):
-        run_analysis(out, cfg, None, None, True, False)
-    with timed(timings, "report"):
-        report = run_report(out, report_out)
-    console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
-                  + f"; total {sum(timings.values()):.1f} s")
-    console.print(f"Paper tables in the terminal: uv run python analyses/paper_tables.py {out}")
-    console.print(f"Analysis tables: {out / 'analysis'} (docs/analysis.md)")
-    console.print(f"[bold]The report: {report.path}[/]", soft_wrap=True)
-
-
-def _same_phantom(folder: Path, per_class: int, size: int, seed: int) -> bool:
-    """Whether ``folder`` already holds the phantom these parameters would generate (it is deterministic)."""
-    import json
-
-    from cxrbio.data.phantom import PHANTOM_VERSION
-
-    try:
-        params = json.loads((folder / "phantom.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (params.get("version"), params.get("per_class"), params.get("size"), params.get("seed"),
-            params.get("shortcut")) == (PHANTOM_VERSION, per_class, size, seed, None)
 
 
 def run() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cxrbio.atomic import atomic_write_text
 from cxrbio.errors import ConfigError
 
 #: The seven classes of the study, in the order of its confusion matrices (Tables 2 and 6).
@@ -42,11 +43,6 @@ DEFAULT_LABEL_ALIASES: dict[str, str] = {
     "nofinding": "Normal",
     "healthy": "Normal",
 }
-
-#: MobileNetV2 has 17 inverted-residual blocks (expanded_conv, block_1 ... block_16).
-MAX_FINETUNE_BLOCKS = 17
-STRATEGY_PATTERN = re.compile(r"^(scratch|offshelf|finetune-(\d+))$")
-
 
 def bundled_config(name: str) -> Path:
     """A config shipped with cxrbio (paper.yaml, demo.yaml): the repository's, else the installed copy."""
@@ -236,12 +232,13 @@ class TrainConfig(StrictModel):
     @field_validator("strategies")
     @classmethod
     def _known_strategies(cls, strategies: list[str]) -> list[str]:
+        from cxrbio.models.strategies import ALLOWED, Strategy
+
         for name in strategies:
-            match = STRATEGY_PATTERN.match(name)
-            if not match or (match.group(2) and not 1 <= int(match.group(2)) <= MAX_FINETUNE_BLOCKS):
-                raise ValueError(
-                    f"unknown strategy {name!r}; allowed: scratch, offshelf, finetune-N with 1 <= N <= {MAX_FINETUNE_BLOCKS}"
-                )
+            try:
+                Strategy.parse(name)
+            except ConfigError:
+                raise ValueError(f"unknown strategy {name!r}; allowed: {ALLOWED}") from None
         if len(set(strategies)) != len(strategies):
             raise ValueError(f"strategies are listed twice: {strategies}")
         return strategies
@@ -404,6 +401,4 @@ def config_to_yaml(config: Config) -> str:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    from cxrbio.rundir import atomic_write_text
-
     atomic_write_text(Path(path), config_to_yaml(config))

@@ -1,54 +1,45 @@
-"""Where (strategy, fold) jobs run: in this process, or as Ray tasks on a cluster.
+"""Where the parallel stages' jobs run: ``local`` processes on this machine, or a ``ray`` cluster.
 
-Jobs communicate only through the run directory (shared storage for a multi-machine Ray
-cluster), so both executors produce the same files, and with op determinism the same numbers.
+One vocabulary for every parallel stage (scan, train, masks, radiomics): ``--executor
+local|ray``, ``--workers N`` (local processes; 1 runs in this process), ``--address A`` (Ray:
+``auto``, ``ray://host:port``; omitted: a local Ray instance). Jobs talk only through the run
+directory (shared storage for a multi-machine cluster), so both executors produce the same files.
+
+``Executor.map(function, jobs)`` yields ``function(job)`` for every job, in order, reporting
+``(done, total)`` as results arrive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from cxrbio.config import Config
+from cxrbio.errors import ConfigError
 
-Job = tuple[str, int]
-FoldDone = Callable[[str, int, str], None]
-
-
-@dataclass
-class InProcessExecutor:
-    """Runs jobs one after another in this process (the default)."""
-
-    def run(self, jobs: list[Job], run_dir: str, config: Config, data: Any,
-            on_epoch: Callable[..., None] | None, on_fold_done: FoldDone | None) -> None:
-        from cxrbio.rundir import RunDir
-        from cxrbio.train import FoldTrainer
-
-        folds = {f.fold: f for f in data.folds}
-        for strategy, fold in jobs:
-            status = FoldTrainer(RunDir(run_dir), config, data, strategy, folds[fold], on_epoch=on_epoch).train()
-            if on_fold_done:
-                on_fold_done(strategy, fold, status)
+EXECUTORS = ("local", "ray")
+T = TypeVar("T")
+R = TypeVar("R")
+Counter = Callable[[int, int], None]
 
 
-def _train_remote(run_dir: str, config_json: dict[str, Any], strategy: str, fold: int, threads: int) -> tuple[str, int, str]:
-    """Body of one Ray task: load the run's data from disk and train one fold."""
-    import tensorflow as tf
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Worker processes on this machine (``workers`` None: every available core; 1: this process)."""
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from cxrbio.config import Config
-    from cxrbio.rundir import RunDir
-    from cxrbio.train import FoldTrainer, configure_tensorflow, load_training_data
+    workers: int | None = None
+    kind: str = "local"
 
-    config = Config.model_validate(config_json)
-    configure_tensorflow(config)
-    run = RunDir(run_dir)
-    data = load_training_data(run, config)
-    target = next(f for f in data.folds if f.fold == fold)
-    return strategy, fold, FoldTrainer(run, config, data, strategy, target).train()
+    @property
+    def in_process(self) -> bool:
+        return self.workers == 1
+
+    def map(self, function: Callable[[T], R], jobs: Iterable[T], progress: Counter | None = None,
+            min_jobs: int = 2, chunksize: int = 1) -> Iterator[R]:
+        from cxrbio.parallel import imap_jobs
+
+        return imap_jobs(function, jobs, self.workers, progress, min_jobs=min_jobs, chunksize=chunksize)
 
 
 @contextmanager
@@ -72,30 +63,55 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-@dataclass
+@dataclass(frozen=True)
 class RayExecutor:
-    """One Ray task per (strategy, fold) with declared CPU/GPU needs.
-
-    ``address``: None or 'local' starts a local Ray instance; 'auto' or 'ray://host:port' joins a
-    cluster. The run directory must be on storage every node sees. Training images are read from
-    the run's disk cache, which the driver builds before submitting tasks.
-    """
+    """One Ray task per chunk of jobs, each declaring ``cpus_per_task`` and ``gpus_per_task``."""
 
     address: str | None = None
     cpus_per_task: float = 1
     gpus_per_task: float = 0
+    kind: str = "ray"
+    in_process: bool = False
 
-    def run(self, jobs: list[Job], run_dir: str, config: Config, data: Any,
-            on_epoch: Callable[..., None] | None, on_fold_done: FoldDone | None) -> None:
+    def map(self, function: Callable[[T], R], jobs: Iterable[T], progress: Counter | None = None,
+            min_jobs: int = 2, chunksize: int = 1) -> Iterator[R]:
         import ray
 
+        jobs = list(jobs)
         with ray_session(self.address):
-            remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=0)(_train_remote)
-            threads = max(1, int(self.cpus_per_task))
-            config_json = config.model_dump(mode="json")
-            pending = [remote.remote(str(run_dir), config_json, s, f, threads) for s, f in jobs]
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                strategy, fold, status = ray.get(ready[0])
-                if on_fold_done:
-                    on_fold_done(strategy, fold, status)
+            remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=0)(_chunk)
+            refs = [remote.remote(function, jobs[i: i + chunksize]) for i in range(0, len(jobs), chunksize)]
+            index = {ref: k for k, ref in enumerate(refs)}
+            results: dict[int, list[R]] = {}
+            pending, next_out, done = list(refs), 0, 0
+            while next_out < len(refs):
+                if next_out not in results:
+                    ready, pending = ray.wait(pending, num_returns=1)
+                    results[index[ready[0]]] = ray.get(ready[0])
+                    done += len(results[index[ready[0]]])
+                    if progress:
+                        progress(done, len(jobs))
+                    continue
+                yield from results.pop(next_out)
+                next_out += 1
+
+
+def _chunk(function: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+    return [function(job) for job in jobs]
+
+
+Executor = LocalExecutor | RayExecutor
+
+
+def make_executor(kind: str = "local", *, workers: int | None = None, address: str | None = None,
+                  gpus_per_task: float = 0.0) -> Executor:
+    """The executor a ``--executor/--workers/--address`` triple names; a clear error for anything else."""
+    if kind not in EXECUTORS:
+        raise ConfigError(f"unknown executor {kind!r}.", fix="use --executor local or --executor ray.")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}.")
+    if kind == "local":
+        if address is not None:
+            raise ConfigError("--address is for --executor ray.", fix="add --executor ray, or drop --address.")
+        return LocalExecutor(workers)
+    return RayExecutor(address, cpus_per_task=1, gpus_per_task=gpus_per_task)

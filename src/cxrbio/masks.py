@@ -2,7 +2,8 @@
 
 Each mask is a 0/255 PNG of ``data.image_size`` x ``data.image_size``, aligned with the
 letterboxed image that the network and radiomics see, and never covering the letterbox
-padding. Where it came from is recorded in the manifest:
+padding. Where it came from is recorded in the masks stage's own table, ``masks/masks.parquet``
+(one row per included image; :func:`read_mask_table`, :func:`with_masks`):
 
 ``mask_source``
     ``folder`` (a user mask file named like the image), ``column`` (a path in the manifest
@@ -21,8 +22,6 @@ report can list the image as lacking features.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cxrbio.config import Config
 from cxrbio.errors import CxrbioError, DataError
-from cxrbio.parallel import imap_jobs
-from cxrbio.rundir import RunDir, atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.atomic import atomic_write
+from cxrbio.rundir import RunDir
 
 SEGMENTATION_VERSION = 1  # bump when cxrbio.lungseg changes its output
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
@@ -157,48 +156,25 @@ def plan_masks(run: RunDir, config: Config, manifest: pd.DataFrame, folder: str 
             user = resolve_column_path(getattr(row, settings.column), row.path)
             kind = "column" if user else None
         jobs.append(MaskJob(row.image_id, row.path, user, kind, config.data.image_size, settings.min_qc,
-                            source != "content", str(run.mask(row.image_id))))
+                            source != "content", str(run.output("masks", "mask_file", image_id=row.image_id))))
     return jobs
 
 
-def _settings_key(config: Config, folder: str | None, source: str | None) -> dict[str, Any]:
-    return {"size": config.data.image_size, "source": source or config.masks.source,
-            "folder": folder or config.masks.folder, "column": config.masks.column,
-            "min_qc": config.masks.min_qc, "segmentation_version": SEGMENTATION_VERSION}
+def read_mask_table(run: RunDir) -> pd.DataFrame | None:
+    """image_id, mask_source, mask_qc, mask_note per included image; None before ``cxrbio masks``."""
+    path = run.path("masks")
+    return pd.read_parquet(path) if path.is_file() else None
 
 
-def make_masks(run: RunDir, config: Config, folder: str | None = None, source: str | None = None,
-               workers: int | None = None, force: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Write every included image's mask and record its source in the manifest; returns those rows.
-
-    Images whose mask exists under the same settings are not redone (``force`` redoes all).
-    """
-    manifest = run.read_manifest()
-    included = manifest[manifest["included"]]
-    settings = _settings_key(config, folder, source)
-    settings_file = run.root / "masks" / "settings.json"
-    same = settings_file.is_file() and json.loads(settings_file.read_text()) == settings
-    known = manifest.set_index("image_id")["mask_source"] if "mask_source" in manifest else pd.Series(dtype=object)
-    jobs = [job for job in plan_masks(run, config, included, folder, source)
-            if force or not same or known.get(job.image_id) is None or pd.isna(known.get(job.image_id))
-            or (known.get(job.image_id) != "none" and not Path(job.out).is_file())]
-    results = pd.DataFrame(list(imap_jobs(build_mask, jobs, workers, progress, min_jobs=64, chunksize=8)),
-                           columns=["image_id", *MASK_COLUMNS])
-    for column in MASK_COLUMNS:
-        if column not in manifest:
-            manifest[column] = np.nan if column == "mask_qc" else None
-    if len(results):
-        updates = results.set_index("image_id")
-        rows = manifest["image_id"].isin(updates.index)
-        for column in MASK_COLUMNS:
-            manifest.loc[rows, column] = manifest.loc[rows, "image_id"].map(updates[column]).to_numpy()
-    for stale in set(manifest.loc[manifest["mask_source"] == "none", "image_id"]):
-        run.mask(stale).unlink(missing_ok=True)
-    manifest["mask_qc"] = manifest["mask_qc"].astype(float)
-    atomic_write_parquet(run.manifest, manifest)
-    atomic_write_text(settings_file, json.dumps(settings, indent=1))
-    return manifest.loc[manifest["included"], ["image_id", "path", "label", *MASK_COLUMNS]].reset_index(drop=True)
+def with_masks(manifest: pd.DataFrame, run: RunDir) -> pd.DataFrame:
+    """``manifest`` with the mask columns joined on image_id (absent columns when there are no masks)."""
+    table = read_mask_table(run)
+    if table is None:
+        return manifest
+    indexed = "image_id" not in manifest.columns
+    frame = manifest.reset_index() if indexed else manifest
+    frame = frame.drop(columns=[c for c in MASK_COLUMNS if c in frame]).merge(table, on="image_id", how="left")
+    return frame.set_index("image_id") if indexed else frame
 
 
 def read_mask_file(path: str | Path) -> np.ndarray:
@@ -209,5 +185,5 @@ def read_mask_file(path: str | Path) -> np.ndarray:
 
 def read_mask(run: RunDir, image_id: str) -> np.ndarray | None:
     """The run's mask of one image, or None where it has none."""
-    path = run.mask(image_id)
+    path = run.path("mask_file", image_id=image_id)
     return read_mask_file(path) if path.is_file() else None

@@ -21,13 +21,11 @@ the parameter hash covers the parameter file's content and pyradiomics' version.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +33,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrbio.artifacts import missing_error
+from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config, bundled_config
-from cxrbio.errors import ConfigError, DataError
+from cxrbio.errors import ConfigError
 from cxrbio.masks import read_mask_file
-from cxrbio.parallel import imap_jobs
-from cxrbio.rundir import RunDir, atomic_write_parquet, atomic_write_text
+from cxrbio.rundir import RunDir
 
 EXTRACTION_VERSION = 2  # bump when the way images reach pyradiomics changes
 BORDER = 1  # px of black added around image and mask (see extract_features)
@@ -195,35 +194,12 @@ def extract_features(job: FeatureJob) -> dict[str, Any]:
     return out
 
 
-def extract_chunk(jobs: list[FeatureJob]) -> list[dict[str, Any]]:
-    """Body of one Ray task (a chunk amortises task overhead)."""
-    return [extract_features(job) for job in jobs]
-
-
-def _ray_results(jobs: list[FeatureJob], address: str | None, chunk: int = 8,
-                 progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
-    import ray
-
-    from cxrbio.executors import ray_session
-
-    with ray_session(address):
-        remote = ray.remote(num_cpus=1, max_retries=1)(extract_chunk)
-        pending = [remote.remote(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
-        done = 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for result in ray.get(ready[0]):
-                done += 1
-                if progress:
-                    progress(done, len(jobs))
-                yield result
-
-
 @dataclass
 class RadiomicsResult:
     features: pd.DataFrame
     status: pd.DataFrame
     seconds: float
+    up_to_date: bool = False  # the stamp was fresh: nothing was extracted
 
     @property
     def problems(self) -> pd.DataFrame:
@@ -232,7 +208,7 @@ class RadiomicsResult:
 
 
 def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list[FeatureJob], pd.DataFrame]:
-    """Jobs for images with a mask; status rows for those without one."""
+    """Jobs for images with a mask; status rows for those without one (``manifest`` has the mask columns)."""
     from cxrbio.data.duplicates import sha256_file
 
     params_file = params_path(config)
@@ -241,13 +217,13 @@ def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list
     jobs, missing = [], []
     for row in manifest.itertuples(index=False):
         source = getattr(row, "mask_source", None)
-        if source == "none" or not run.mask(row.image_id).is_file():
+        mask_file = str(run.path("mask_file", image_id=row.image_id))
+        if source == "none" or not Path(mask_file).is_file():
             note = getattr(row, "mask_note", "") or "no mask file; run 'cxrbio masks'"
             missing.append({"image_id": row.image_id, "status": STATUS_NO_MASK, "message": note, "cache": "",
                             "nonfinite": "", "seconds": 0.0})
             continue
         sha = row.sha256 if isinstance(row.sha256, str) and row.sha256 else sha256_file(row.path)
-        mask_file = str(run.mask(row.image_id))
         try:
             mask_sha = mask_digest(read_mask_file(mask_file))
         except OSError:
@@ -257,63 +233,8 @@ def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list
     return jobs, pd.DataFrame(missing, columns=["image_id", "status", "message", "cache", "nonfinite", "seconds"])
 
 
-def extract_run(run: RunDir, config: Config, executor: str = "local", address: str | None = None,
-                workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> RadiomicsResult:
-    """Features of every included image with a mask -> radiomics/features.parquet + status.parquet."""
-    started = time.perf_counter()
-    manifest = run.read_manifest()
-    manifest = manifest[manifest["included"]]
-    if "mask_source" not in manifest:
-        raise DataError(f"{run.root} has no lung masks yet.", fix=f"run 'cxrbio masks {run.root}' first.")
-    jobs, status_rows = plan_jobs(run, config, manifest)
-    hits, misses = [], []
-    for job in jobs:  # cache hits are read here: a fully cached run starts no worker at all
-        features = cached_features(job) if job.mask_sha256 else None
-        if features is None:
-            misses.append(job)
-        else:
-            hits.append({"image_id": job.image_id, "status": STATUS_OK, "message": "", "cache": "hit", "features": features})
-    if progress:
-        progress(len(hits), len(jobs))
-
-    def shifted(done: int, total: int) -> None:
-        if progress:
-            progress(len(hits) + done, len(jobs))
-
-    if not misses:
-        computed: Iterator[dict[str, Any]] = iter(())
-    elif executor == "ray":
-        computed = _ray_results(misses, address, progress=shifted)
-    elif executor == "local":
-        computed = imap_jobs(extract_features, misses, workers or config.radiomics.workers, shifted,
-                             min_jobs=4, chunksize=4)
-    else:
-        raise ConfigError(f"unknown executor {executor!r}.", fix="use local or ray.")
-    results = itertools.chain(hits, computed)
-    rows, statuses = [], []
-    for result in results:
-        features = result.pop("features")
-        nonfinite = sorted(k for k, v in (features or {}).items() if v is None or not math.isfinite(v))
-        statuses.append({**result, "nonfinite": ",".join(nonfinite), "seconds": result.get("seconds", 0.0)})
-        if features is not None:
-            rows.append({"image_id": result["image_id"], **{k: (np.nan if v is None else v) for k, v in features.items()}})
-    parts = [part for part in (pd.DataFrame(statuses), status_rows) if len(part)]
-    status = pd.concat(parts, ignore_index=True) if parts else status_rows  # status_rows carries the columns
-    order = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
-    features = pd.DataFrame(rows)
-    if not features.empty:
-        columns = ["image_id"] + [c for c in features.columns if c != "image_id"]
-        features = features[columns].sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
-    status = status.sort_values("image_id", key=lambda s: s.map(order)).reset_index(drop=True)
-    labels = manifest.set_index("image_id")
-    status.insert(1, "label", status["image_id"].map(labels["label"]).to_numpy())
-    status.insert(2, "mask_source", status["image_id"].map(labels["mask_source"]).to_numpy())
-    atomic_write_parquet(run.radiomics, features)
-    atomic_write_parquet(run.radiomics.parent / "status.parquet", status)
-    return RadiomicsResult(features, status, time.perf_counter() - started)
-
-
 def read_features(run: RunDir) -> pd.DataFrame:
-    if not run.radiomics.is_file():
-        raise DataError(f"{run.root} has no radiomics features.", fix=f"run 'cxrbio radiomics {run.root}' first.")
-    return pd.read_parquet(run.radiomics)
+    path = run.path("radiomics")
+    if not path.is_file():
+        raise missing_error("radiomics", run.root)
+    return pd.read_parquet(path)

@@ -27,13 +27,14 @@ import pandas as pd
 
 from cxrbio.analysis.inputs import stratified_sample
 from cxrbio.analysis.stats import standardised_ranks
+from cxrbio.models.layers import HEAD_BN, HEAD_DENSE, HEAD_OUTPUT
 
 
 def logits_head(model: Any) -> Any:
     """The fold model's head from the GAP vector to the class logits, BatchNorm folded in."""
     import keras
 
-    dense, bn, out = (model.get_layer(n) for n in ("head_dense", "head_bn", "head_softmax"))
+    dense, bn, out = (model.get_layer(n) for n in (HEAD_DENSE, HEAD_BN, HEAD_OUTPUT))
     kernel1, bias1 = (np.asarray(w) for w in dense.get_weights())
     gamma, beta, mean, variance = (np.asarray(w) for w in bn.get_weights())
     kernel2, bias2 = (np.asarray(w) for w in out.get_weights())

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from cxrbio.models.layers import GAP_LAYER
+
 REAL_MASKS = ("folder", "column", "segmented")
 DIM_COLUMNS = ["fold", "class", "dim", "mean_abs_shap", "lung_share", "border_share", "outside_share",
                "lung_area_share", "images", "likely_shortcut"]
@@ -82,7 +84,7 @@ def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditIma
     """``manifest``: included rows indexed by image_id, with mask_source."""
     from cxrbio.data.preprocess import letterbox_geometry
     from cxrbio.masks import read_mask
-    from cxrbio.train import load_training_data
+    from cxrbio.training import load_training_data
 
     data = load_training_data(run, config, cache="disk")
     row = {image_id: i for i, image_id in enumerate(data.manifest["image_id"])}
@@ -126,7 +128,7 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
     """``candidates``: rows (class, dim, mean_abs_shap) of this fold, best first per class."""
     import keras
 
-    gap_model = keras.Model(model.inputs[0], model.get_layer("gap").output)  # one tensor in, not a list
+    gap_model = keras.Model(model.inputs[0], model.get_layer(GAP_LAYER).output)  # one tensor in, not a list
     with_lungs = np.array([i in images.lung for i in test_ids])
     pool = np.flatnonzero(with_lungs)
     column = {d: j for j, d in enumerate(dim_names)}

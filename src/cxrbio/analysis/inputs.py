@@ -54,13 +54,16 @@ class AnalysisInputs:
 
 
 def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> AnalysisInputs:
-    manifest = run.read_manifest()
+    """Included images (with their mask columns, when masks were made), labels, radiomics features."""
+    from cxrbio.masks import with_masks
+
+    manifest = with_masks(run.read_manifest(), run)
     manifest = manifest[manifest["included"]].set_index("image_id")
     classes = list(config.data.classes)
     manifest["y"] = manifest["label"].map({c: i for i, c in enumerate(classes)})
     radiomics = None
     notes: list[str] = []
-    if need_radiomics or run.radiomics.is_file():
+    if need_radiomics or run.path("radiomics").is_file():
         radiomics = read_features(run).set_index("image_id")  # names 'cxrbio radiomics' when missing
         missing = len(manifest) - int(manifest.index.isin(radiomics.index).sum())
         if missing:
@@ -70,11 +73,13 @@ def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> Ana
 
 
 def analysable_strategies(run: RunDir, requested: list[str] | None) -> list[str]:
-    """Strategies whose embeddings cover every fold; a clear error naming the command otherwise."""
-    root = run.root / "embeddings"
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("fold-*.parquet"))) if root.is_dir() else []
+    """Strategies with embeddings; a clear error naming the command otherwise."""
+    from cxrbio.artifacts import missing_error
+    from cxrbio.embed import embedded_folds
+
+    found = list(embedded_folds(run))
     if not found:
-        raise DataError(f"{run.root} has no embeddings.", fix=f"run 'cxrbio embed {run.root}' first.")
+        raise missing_error("embeddings", run.root)
     if requested:
         unknown = [s for s in requested if s not in found]
         if unknown:
@@ -88,18 +93,19 @@ def load_fold_embeddings(inputs: AnalysisInputs, strategy: str) -> list[FoldEmbe
     """Every fold's embeddings of ``strategy``; refuses folds that do not partition the images."""
     from cxrbio.embed import read_out_of_fold
 
+    from cxrbio.embed import embedded_folds
+
     read_out_of_fold(inputs.run, strategy, expected=pd.Series(inputs.manifest.index))  # raises with the fix
     folds = []
-    for path in sorted((inputs.run.root / "embeddings" / strategy).glob("fold-*.parquet"),
-                       key=lambda p: int(p.stem.split("-", 1)[1])):
-        frame = pd.read_parquet(path)
+    for fold_number in embedded_folds(inputs.run)[strategy]:
+        frame = pd.read_parquet(inputs.run.path("embeddings", strategy=strategy, fold=fold_number))
         frame = frame[frame["image_id"].isin(inputs.manifest.index)]
         dims = [c for c in frame.columns if c.startswith("e") and c[1:].isdigit()]
         test = frame["split"].to_numpy() == "test"
         ids = frame["image_id"].to_numpy()
         values = frame[dims].to_numpy(np.float32)
         folds.append(FoldEmbeddings(
-            fold=int(path.stem.split("-", 1)[1]), dims=dims,
+            fold=fold_number, dims=dims,
             test_ids=ids[test], test=values[test], y_test=inputs.labels(ids[test]),
             train=values[~test], y_train=inputs.labels(ids[~test]),
         ))

@@ -45,7 +45,7 @@ from scipy import ndimage
 
 from cxrbio.config import PAPER_CLASSES
 from cxrbio.errors import DataError
-from cxrbio.rundir import atomic_write_text
+from cxrbio.atomic import atomic_write_text
 
 PHANTOM_VERSION = 2
 FINDINGS: dict[str, tuple[str, ...]] = {

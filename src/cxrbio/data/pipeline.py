@@ -23,7 +23,7 @@ from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
 from cxrbio.data.preprocess import letterbox
 from cxrbio.data.scan import ProgressCallback, iter_images, map_images
-from cxrbio.rundir import atomic_write
+from cxrbio.atomic import atomic_write
 
 
 def load_letterboxed(job: tuple[str, int]) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""``cxrbio data scan``: from a data set to RUN_DIR/manifest.parquet.
+"""From a data set to its manifest: what ``cxrbio data scan`` computes (the stage writes it).
 
 Discovery -> one pass over every image (decode, QC, hashes, letterbox geometry) ->
-patient ids -> duplicate groups -> folds -> pseudonyms -> atomic write. The manifest
-schema is documented in docs/data.md.
+patient ids -> duplicate groups -> folds -> pseudonyms. The manifest schema is documented in
+docs/data.md; :mod:`cxrbio.stages.scan` writes it into the run directory.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from cxrbio.data.folds import assign_folds
 from cxrbio.data.imageio import read_image
 from cxrbio.data.layouts import Discovery, discover
 from cxrbio.data.preprocess import letterbox_geometry
-from cxrbio.data.privacy import load_or_create_salt, pseudonym
+from cxrbio.data.privacy import pseudonym
 from cxrbio.data.qc import QC_LOW_CONTRAST, QC_MISSING, QC_OK, QC_UNREADABLE, contrast_spread
 from cxrbio.errors import DataError, ImageReadError
+from cxrbio.executors import Executor, LocalExecutor
 from cxrbio.parallel import imap_jobs
-from cxrbio.rundir import RunDir, atomic_write_parquet
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -39,6 +39,7 @@ PARALLEL_THRESHOLD = 200
 class ScanResult:
     manifest: pd.DataFrame
     layout: str
+    root: Path
     notes: list[str] = field(default_factory=list)
     fold_error: DataError | None = None
 
@@ -156,28 +157,27 @@ def _fold_groups(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(uniques[roots[codes]], index=frame.index)
 
 
-def scan(
+def build_manifest(
     data: str | Path,
     config: Config,
-    run_dir: str | Path,
+    *,
+    salt: bytes | None,
     layout: str | None = None,
-    workers: int | None = None,
-    force: bool = False,
+    executor: Executor | None = None,
     progress: ProgressCallback | None = None,
 ) -> ScanResult:
-    """Build and write RUN_DIR/manifest.parquet (and config.yaml) for ``data``."""
-    run = RunDir(run_dir)
-    if (run.root / "train").is_dir() and any((run.root / "train").iterdir()) and not force:
-        raise DataError(
-            f"{run.root} already holds trained models; a new manifest would orphan them.",
-            fix="scan into a new run directory, or pass --force to replace the manifest anyway.",
-        )
+    """The manifest of ``data`` (not written: :mod:`cxrbio.stages.scan` owns the run directory).
+
+    ``salt`` keys the patient pseudonyms (None: pseudonymisation is off in the config).
+    """
     discovery: Discovery = discover(data, config.data, layout)
     notes = list(discovery.notes)
     frame = discovery.frame
     size = config.data.image_size
-
-    inspected = pd.DataFrame(map_images(_inspect_star, frame["path"].tolist(), size, workers, progress), index=frame.index)
+    runner = executor or LocalExecutor()
+    jobs = [(p, size) for p in frame["path"].tolist()]
+    inspected = pd.DataFrame(list(runner.map(_inspect_star, jobs, progress, min_jobs=PARALLEL_THRESHOLD, chunksize=16)),
+                             index=frame.index)
     frame = pd.concat([frame, inspected], axis=1)
     if "qc_contrast" not in frame:
         frame["qc_contrast"] = np.nan
@@ -217,17 +217,21 @@ def scan(
     except DataError as error:
         fold_error = error
 
-    if config.data.privacy.pseudonymize_patients:
-        salt = load_or_create_salt(run.salt)
+    if salt is not None:
         frame["patient_id"] = [pseudonym(p, salt) for p in frame["patient_raw"]]
         frame["fold_group"] = [pseudonym(g, salt) for g in frame["fold_group"]]
     else:
         frame["patient_id"] = frame["patient_raw"]
     manifest = _ordered(frame.drop(columns=["patient_raw", "patient_hint"], errors="ignore"))
     manifest.attrs = {}
-    atomic_write_parquet(run.manifest, manifest)
-    save_config(config, run.config)
-    return ScanResult(manifest=manifest, layout=discovery.layout, notes=notes, fold_error=fold_error)
+    return ScanResult(manifest=manifest, layout=discovery.layout, root=discovery.root, notes=notes,
+                      fold_error=fold_error)
+
+
+def manifest_digest(manifest: pd.DataFrame) -> str:
+    """Identity of a manifest's content (what downstream stamps depend on)."""
+    values = pd.util.hash_pandas_object(manifest.astype(str), index=False).to_numpy()
+    return hashlib.sha256(values.tobytes() + ",".join(manifest.columns).encode()).hexdigest()
 
 
 _FIRST_COLUMNS = [

@@ -9,12 +9,27 @@ Dropout(0.5) -> Dense(classes, softmax). The GAP output is the embedding later s
 
 from __future__ import annotations
 
-from cxrbio.config import ModelConfig
+from typing import TYPE_CHECKING, Any
+
+from cxrbio.models.layers import (
+    BACKBONE_LAYER,
+    GAP_LAYER,
+    GREY_TO_RGB_LAYER,
+    HEAD_BN,
+    HEAD_DENSE,
+    HEAD_DROPOUT,
+    HEAD_LAYERS,
+    HEAD_OUTPUT,
+    INPUT_LAYER,
+    PREPROCESS_LAYER,
+)
 from cxrbio.models.strategies import Strategy, apply_strategy
 from cxrbio.models.weights import load_backbone
 
-GAP_LAYER = "gap"
-BACKBONE_LAYER = "mobilenetv2"
+if TYPE_CHECKING:
+    from cxrbio.config import ModelConfig
+
+__all__ = ["BACKBONE_LAYER", "GAP_LAYER", "HEAD_LAYERS", "PREPROCESS_LAYER", "build_model"]
 
 
 def build_model(
@@ -23,7 +38,7 @@ def build_model(
     model_config: ModelConfig,
     strategy: Strategy,
     seed: int = 0,
-):
+) -> Any:
     """A compiled-ready keras.Model for one strategy (not compiled: training chooses the optimizer)."""
     import keras
 
@@ -34,15 +49,15 @@ def build_model(
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = model_config.batchnorm_momentum
-    inputs = keras.Input((image_size, image_size, 1), name="image")
-    x = keras.layers.Concatenate(name="grey_to_rgb")([inputs, inputs, inputs])
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="mobilenet_preprocess")(x)
+    inputs = keras.Input((image_size, image_size, 1), name=INPUT_LAYER)
+    x = keras.layers.Concatenate(name=GREY_TO_RGB_LAYER)([inputs, inputs, inputs])
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(x)
-    x = keras.layers.Dense(model_config.dense_units, activation="relu", name="head_dense")(x)
+    x = keras.layers.Dense(model_config.dense_units, activation="relu", name=HEAD_DENSE)(x)
     head_momentum = model_config.batchnorm_momentum if model_config.batchnorm_momentum is not None else 0.99
-    x = keras.layers.BatchNormalization(momentum=head_momentum, name="head_bn")(x)
-    x = keras.layers.Dropout(model_config.dropout, name="head_dropout")(x)
+    x = keras.layers.BatchNormalization(momentum=head_momentum, name=HEAD_BN)(x)
+    x = keras.layers.Dropout(model_config.dropout, name=HEAD_DROPOUT)(x)
     # float32 output even under mixed precision, for a numerically sound softmax and loss.
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_softmax", dtype="float32")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=HEAD_OUTPUT, dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"cxrbio_{strategy.name}")

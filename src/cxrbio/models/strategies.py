@@ -13,11 +13,17 @@ freezing a layer is all that is needed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
-from cxrbio.config import MAX_FINETUNE_BLOCKS, STRATEGY_PATTERN
 from cxrbio.errors import ConfigError
-from cxrbio.models.blocks import in_top_blocks
+from cxrbio.models.blocks import N_BLOCKS, in_top_blocks
+
+#: finetune-N trains the top N of MobileNetV2's 17 inverted-residual blocks (models/blocks.py).
+MAX_FINETUNE_BLOCKS = N_BLOCKS
+STRATEGY_PATTERN = re.compile(r"^(scratch|offshelf|finetune-(\d+))$")
+ALLOWED = f"scratch, offshelf, finetune-N with 1 <= N <= {MAX_FINETUNE_BLOCKS}"
 
 
 @dataclass(frozen=True)
@@ -30,10 +36,7 @@ class Strategy:
     def parse(cls, name: str) -> Strategy:
         match = STRATEGY_PATTERN.match(name)
         if not match:
-            raise ConfigError(
-                f"unknown strategy {name!r}.",
-                fix=f"use scratch, offshelf or finetune-N with 1 <= N <= {MAX_FINETUNE_BLOCKS}.",
-            )
+            raise ConfigError(f"unknown strategy {name!r}.", fix=f"use {ALLOWED}.")
         if name == "scratch":
             return cls(name, pretrained=False, trainable_blocks=None)
         if name == "offshelf":
@@ -44,7 +47,7 @@ class Strategy:
         return cls(name, pretrained=True, trainable_blocks=n)
 
 
-def apply_strategy(backbone, strategy: Strategy, train_batchnorm: bool = False) -> None:  # noqa: ANN001 - keras.Model
+def apply_strategy(backbone: Any, strategy: Strategy, train_batchnorm: bool = False) -> None:
     """Set ``trainable`` on every backbone layer as the strategy says."""
     import keras
 

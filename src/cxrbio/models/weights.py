@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbio.errors import CxrbioError
+from cxrbio.models.layers import BACKBONE_LAYER
 
 
 class WeightsUnavailable(CxrbioError):
@@ -38,7 +39,7 @@ def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: 
             warnings.filterwarnings("ignore", message=".*will be loaded as the default", category=UserWarning)
             return keras.applications.MobileNetV2(
                 input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False, weights=source,
-                name="mobilenetv2",
+                name=BACKBONE_LAYER,
             )
 
     if weights is None:
@@ -81,15 +82,17 @@ def _backbone_from_run(source: str, make) -> Any:  # noqa: ANN001
     fold = 0
     if parts.name.startswith("fold-") and parts.name[5:].isdigit():
         fold, parts = int(parts.name[5:]), parts.parent
+    from cxrbio.rundir import RunDir
+
     run_dir, strategy = parts.parent, parts.name
-    model_path = run_dir / "train" / strategy / f"fold-{fold}" / "model.keras"
+    model_path = RunDir(run_dir).path("train_fold", strategy=strategy, fold=fold) / "model.keras"
     if not model_path.is_file():
         raise WeightsUnavailable(
             f"{source}: no trained model at {model_path}.",
             fix="name a finished run and strategy as run:RUN_DIR/STRATEGY (optionally /fold-K); "
             "train it first with cxrbio train.",
         )
-    trained = keras.models.load_model(model_path).get_layer("mobilenetv2")
+    trained = keras.models.load_model(model_path).get_layer(BACKBONE_LAYER)
     backbone = make(None)
     try:
         backbone.set_weights(trained.get_weights())

@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from cxrbio.config import Config
 from cxrbio.report.baseline import baseline_section
 from cxrbio.report.candidates import candidates_section
 from cxrbio.report.contents import Missing, RunContents, load_contents
@@ -19,7 +20,7 @@ from cxrbio.report.limitations import limitations
 from cxrbio.report.performance import performance_section, scoreboard
 from cxrbio.report.projection import projection_section
 from cxrbio.report.provenance import provenance_section
-from cxrbio.rundir import atomic_write_text
+from cxrbio.atomic import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -73,9 +74,10 @@ def _script_safe(code: str) -> str:
     return code.replace("</script", "<\\/script")
 
 
-def build_report(run_dir: Path, out: Path | None = None, progress: Callable[[str], None] | None = None) -> ReportResult:
+def build_report(run_dir: Path, out: Path | None = None, progress: Callable[[str], None] | None = None,
+                 config: Config | None = None) -> ReportResult:
     """Write the report of ``run_dir`` to ``out`` (atomic: an interrupted build leaves any older report intact)."""
-    contents = load_contents(Path(run_dir))
+    contents = load_contents(Path(run_dir), config)
     page = render(contents, progress)
     target = Path(out) if out is not None else default_report_path(run_dir)
     atomic_write_text(target, page)

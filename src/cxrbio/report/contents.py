@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from cxrbio.artifacts import RADIOMICS_SPACE as RADIOMICS
 from cxrbio.config import Config
 from cxrbio.rundir import RunDir, open_run
 
@@ -62,6 +63,7 @@ class RunContents:
     radiomics_analysis: dict[str, pd.DataFrame]
     baseline: dict[str, Any] | None
     analysis_summary: dict[str, Any] | None
+    units: list[UnitState] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
 
     @property
@@ -98,75 +100,122 @@ def _strategy_names(run: RunDir, config: Config) -> list[str]:
     from cxrbio.paper import strategy_order
 
     found = set(config.train.strategies)
-    for folder in ("train", "embeddings", "analysis"):
-        base = run.root / folder
-        if base.is_dir():
-            found |= {p.name for p in base.iterdir() if p.is_dir() and p.name != "radiomics"}
-    found |= {p.stem for p in (run.root / "metrics").glob("*.json") if p.stem != "comparison"}
+    for artifact in ("train_fold", "train_skipped", "metrics", "embeddings", "analysis"):
+        for path in run.glob(artifact):
+            name = path.relative_to(run.root).parts[1]
+            found.add(Path(name).stem if artifact == "metrics" else name)
+    found -= {"comparison", RADIOMICS}
     return sorted(found, key=lambda name: (strategy_order(name), name))
 
 
-def _histories(run: RunDir, strategy: str) -> dict[int, pd.DataFrame]:
+def _histories(run: RunDir, strategy: str, folds: list[int]) -> dict[int, pd.DataFrame]:
     histories = {}
-    for path in sorted((run.root / "train" / strategy).glob("fold-*/history.csv")):
+    for fold in folds:
         try:
-            histories[int(path.parent.name.split("-")[1])] = pd.read_csv(path)
+            histories[fold] = pd.read_csv(run.path("train_fold", strategy=strategy, fold=fold) / "history.csv")
         except (OSError, ValueError, pd.errors.ParserError):
             continue
     return histories
 
 
-def load_contents(run_dir: Path) -> RunContents:
-    """Read every stage's outputs that exist and list, with its command, every one that does not."""
-    from cxrbio.train import read_predictions
+@dataclass(frozen=True)
+class UnitState:
+    """One stamped unit of the run as the report sees it: fresh or stale, and with which settings."""
 
-    run, config = open_run(run_dir)
-    manifest = run.read_manifest()
-    root = str(run.root)
+    label: str
+    stage: str
+    state: str
+    reason: str
+    settings: dict[str, Any]
+
+
+def unit_states(run: RunDir, config: Config) -> list[UnitState]:
+    """Every stamped unit, judged against the run's config (analyses: their own recorded settings)."""
+    from cxrbio import freshness
+    from cxrbio.artifacts import ARTIFACTS
+
+    tree = config.model_dump(mode="json")
+    states = []
+    for _path, stamp in freshness.all_stamps(run.root):
+        if stamp.artifact not in ARTIFACTS:
+            continue
+        status = freshness.status(run, freshness.expected(run, stamp.artifact, tree, stamp.unit, stamp.options))
+        state, reason = status.state, status.reason
+        if stamp.artifact == "analysis" and state == "stale" and not _inputs_changed(run, stamp):
+            state, reason = "fresh", "analysis settings differ from the run's config (see below)"
+        states.append(UnitState(freshness.unit_label(stamp.artifact, stamp.unit), ARTIFACTS[stamp.artifact].stage,
+                                state, reason, stamp.settings))
+    return states
+
+
+def _inputs_changed(run: RunDir, stamp: Any) -> bool:
+    from cxrbio import freshness
+    from cxrbio.artifacts import ARTIFACTS
+
+    current = {label: s.digest for label, s in freshness.input_units(run.root, ARTIFACTS[stamp.artifact], stamp.unit).items()}
+    return current != stamp.inputs
+
+
+def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
+    """Read every stage's outputs that exist and list, with its command, every one that does not.
+
+    ``config``: the run's own, with report settings from elsewhere (the report stage passes it).
+    """
+    from cxrbio.artifacts import command_for
+    from cxrbio.masks import with_masks
+    from cxrbio.training import read_predictions, trained_folds
+
+    run, own = open_run(run_dir)
+    config = config or own
+    manifest = with_masks(run.read_manifest(), run)
+    root = run.root
     missing: list[Missing] = []
     strategies: dict[str, StrategyResults] = {}
     has_embeddings: dict[str, bool] = {}
+    folds = trained_folds(run)
+    from cxrbio.embed import embedded_folds
+
+    embedded = embedded_folds(run)
     for name in _strategy_names(run, config):
-        result = StrategyResults(name, metrics=_read_json(run.metrics(name)))
+        result = StrategyResults(name, metrics=_read_json(run.path("metrics", strategy=name)))
         if result.trained:
             predictions = read_predictions(run, name)
             result.predictions = predictions if len(predictions) else None
-            result.histories = _histories(run, name)
-        folder = run.analysis(name)
+            result.histories = _histories(run, name, folds.get(name, []))
+        folder = run.path("analysis", strategy=name)
         for table in ANALYSIS_TABLES:
             frame = _read_parquet(folder / f"{table}.parquet")
             if frame is not None:
                 result.analysis[table] = frame
         if (folder / "saliency.npz").is_file():
             result.saliency_file = folder / "saliency.npz"
-        has_embeddings[name] = any((run.root / "embeddings" / name).glob("fold-*.parquet"))
+        has_embeddings[name] = name in embedded
         strategies[name] = result
     if not any(s.metrics for s in strategies.values()):
         missing.append(Missing("cross-validated training and its metrics (Tables 1-7, ROC, training curves)",
-                               f"cxrbio train --out {root}"))
+                               command_for("train", root)))
     for result in strategies.values():
         if result.metrics is None and any(s.metrics for s in strategies.values()):
-            missing.append(Missing(f"{result.name}: training", f"cxrbio train --out {root} --strategies {result.name}"))
+            missing.append(Missing(f"{result.name}: training", command_for("train", root, strategies=result.name)))
         if result.trained and not has_embeddings[result.name]:
-            missing.append(Missing(f"{result.name}: embeddings", f"cxrbio embed {root} --strategies {result.name}"))
+            missing.append(Missing(f"{result.name}: embeddings", command_for("embed", root, strategies=result.name)))
         if result.trained and not result.analysed:
             missing.append(Missing(f"{result.name}: candidate biomarkers, UMAP and shortcut audit",
-                                   f"cxrbio analyze {root} --strategies {result.name}"))
-    has_masks = (run.root / "masks" / "settings.json").is_file() or "mask_source" in manifest.columns
-    if not has_masks:
-        missing.append(Missing("lung masks (lung contours in the gallery; radiomics)", f"cxrbio masks {root}"))
-    radiomics_status = _read_parquet(run.root / "radiomics" / "status.parquet")
-    if not run.radiomics.is_file():
-        missing.append(Missing("radiomics features", f"cxrbio radiomics {root}"))
-    radiomics_folder = run.analysis("radiomics")
+                                   command_for("analyze", root, strategies=result.name)))
+    if "mask_source" not in manifest.columns:
+        missing.append(Missing("lung masks (lung contours in the gallery; radiomics)", command_for("masks", root)))
+    radiomics_status = _read_parquet(run.path("radiomics_status"))
+    if not run.path("radiomics").is_file():
+        missing.append(Missing("radiomics features", command_for("radiomics", root)))
+    radiomics_folder = run.path("analysis", strategy=RADIOMICS)
     radiomics_analysis = {t: f for t in RADIOMICS_TABLES if (f := _read_parquet(radiomics_folder / f"{t}.parquet")) is not None}
     baseline = _read_json(radiomics_folder / "baseline.json")
-    if baseline is None and run.radiomics.is_file():
-        missing.append(Missing("radiomics baseline and its top features", f"cxrbio analyze {root}"))
+    if baseline is None and run.path("radiomics").is_file():
+        missing.append(Missing("radiomics baseline and its top features", command_for("analyze", root)))
     return RunContents(
         run=run, config=config, manifest=manifest, strategies=strategies,
-        comparison=_read_json(run.comparison), radiomics_status=radiomics_status,
+        comparison=_read_json(run.path("comparison")), radiomics_status=radiomics_status,
         radiomics_analysis=radiomics_analysis, baseline=baseline,
-        analysis_summary=_read_json(run.root / "analysis" / "summary.json"),
-        missing=missing,
+        analysis_summary=_read_json(run.path("analysis_summary")),
+        units=unit_states(run, own), missing=missing,
     )

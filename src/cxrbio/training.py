@@ -6,8 +6,10 @@ Per fold (``train/<strategy>/fold-<k>/``):
   after the last epoch (model with optimizer state, early-stopping state, history). ``state.json``
   is written after the files it names, so a kill at any moment leaves a consistent set.
 * ``best-<epoch>.weights.h5``: weights of the epoch with the lowest validation loss (named in state.json).
-* At the end: ``model.keras`` (best weights), ``history.csv``, ``predictions.parquet``, then
-  ``DONE`` (last). A fold with DONE is skipped; a fold without it resumes from its state.
+* At the end: ``model.keras`` (best weights), ``history.csv``, ``predictions.parquet``,
+  ``summary.json``, then the fold's stamp (last; :mod:`cxrbio.freshness`). A fold with a fresh
+  stamp is skipped; a fold without one resumes from its state, if that state was started under
+  the same fingerprint (same inputs and settings), else starts over.
 
 Every epoch is a pure function of (checkpoint, seed, fold, epoch): the shuffle and the
 augmentation are seeded per epoch and every dropout RNG is reseeded at the start of the epoch
@@ -26,9 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrbio import freshness
 from cxrbio.config import Config
 from cxrbio.data.folds import TestFold, inner_validation_split, outer_folds
-from cxrbio.rundir import RunDir, atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.models.layers import BACKBONE_LAYER, GAP_LAYER, HEAD_LAYERS, PREPROCESS_LAYER
+from cxrbio.rundir import RunDir
+from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
+
+STAGE = "train"
 
 EpochCallback = Callable[[str, int, int, int, dict[str, float]], None]
 
@@ -127,9 +134,6 @@ def split_fold(data: TrainingData, fold: TestFold, config: Config) -> tuple[np.n
     return train[fit_pos], train[val_pos], test
 
 
-HEAD_LAYERS = ("head_dense", "head_bn", "head_dropout", "head_softmax")
-
-
 def uses_feature_cache(config: Config, strategy: str) -> bool:
     """Frozen-feature caching applies to the pretrained strategies when augment_frozen is false."""
     from cxrbio.models.strategies import Strategy
@@ -166,17 +170,17 @@ def frozen_and_trainable(model: Any, strategy: str) -> tuple[Any, Any]:
 
     split = split_layer(strategy)
     if split is None:
-        frozen = keras.Model(model.input, model.get_layer("gap").output, name="frozen")
+        frozen = keras.Model(model.input, model.get_layer(GAP_LAYER).output, name="frozen")
         features = keras.Input(frozen.output.shape[1:], name="features")
         x = features
     else:
-        backbone = model.get_layer("mobilenetv2")
+        backbone = model.get_layer(BACKBONE_LAYER)
         cut = _block_output(backbone, split)
         bottom = keras.Model(backbone.input, cut, name="backbone_bottom")
         top = keras.Model(cut, backbone.output, name="backbone_top")
-        frozen = keras.Model(model.input, bottom(model.get_layer("mobilenet_preprocess").output), name="frozen")
+        frozen = keras.Model(model.input, bottom(model.get_layer(PREPROCESS_LAYER).output), name="frozen")
         features = keras.Input(frozen.output.shape[1:], name="features")
-        x = model.get_layer("gap")(top(features))
+        x = model.get_layer(GAP_LAYER)(top(features))
     for name in HEAD_LAYERS:
         x = model.get_layer(name)(x)
     return frozen, keras.Model(features, x, name="trainable")
@@ -184,7 +188,7 @@ def frozen_and_trainable(model: Any, strategy: str) -> tuple[Any, Any]:
 
 def copy_trained_weights(trained: Any, model: Any) -> None:
     """Weights of a (possibly reloaded) trainable part into the full model, matched by layer name."""
-    backbone = model.get_layer("mobilenetv2")
+    backbone = model.get_layer(BACKBONE_LAYER)
     for layer in trained._flatten_layers(include_self=False, recursive=True):
         if not layer.weights or isinstance(layer, type(model)):
             continue
@@ -217,17 +221,30 @@ class FoldTrainer:
     def __init__(self, run: RunDir, config: Config, data: TrainingData, strategy: str, fold: TestFold,
                  on_epoch: EpochCallback | None = None, stop_after_epochs: int | None = None) -> None:
         self.run, self.config, self.data, self.strategy, self.fold = run, config, data, strategy, fold
-        self.out = run.train_fold(strategy, fold.fold)
+        self.unit = {"strategy": strategy, "fold": fold.fold}
+        self.out = run.output(STAGE, "train_fold", **self.unit)
+        self.expected = freshness.expected(run, "train_fold", config.model_dump(mode="json"), self.unit)
         self.on_epoch = on_epoch
         self.stop_after_epochs = stop_after_epochs  # for tests: simulate a kill after N epochs
 
     @property
     def done(self) -> bool:
-        return (self.out / "DONE").is_file()
+        return freshness.status(self.run, self.expected).fresh
 
     def _state(self) -> dict[str, Any] | None:
+        """The saved state of an interrupted run of this fold, if it was started under today's fingerprint."""
         path = self.out / "state.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        if state.get("fingerprint") != self.expected.fingerprint:
+            self._clear()  # started under other inputs or settings: its epochs are not ours
+            return None
+        return state
+
+    def _clear(self) -> None:
+        for leftover in [*self.out.glob("checkpoint-*"), *self.out.glob("best-*.weights.h5"), self.out / "state.json"]:
+            leftover.unlink(missing_ok=True)
 
     def _build(self, steps_per_epoch: int) -> Any:
         from cxrbio.models.mobilenet import build_model
@@ -276,7 +293,7 @@ class FoldTrainer:
         if state is None:
             state = {"next_epoch": 0, "best_val_loss": None, "best_epoch": None, "wait": 0, "history": [],
                      "checkpoint": None, "fit_images": int(len(fit_idx)), "val_images": int(len(val_idx)),
-                     "frozen_feature_cache": cached}
+                     "frozen_feature_cache": cached, "fingerprint": self.expected.fingerprint}
         y = self.data.y
         weights = class_weights(y[fit_idx], len(self.data.classes)) if cfg.class_weights else None
         if cached:
@@ -359,9 +376,11 @@ class FoldTrainer:
         summary = {k: state[k] for k in ("best_epoch", "best_val_loss", "fit_images", "val_images")}
         summary["test_images"] = int(self.fold.test.sum())
         summary["epochs_run"] = len(state["history"])
-        atomic_write_text(self.out / "DONE", json.dumps(summary) + "\n")
-        for leftover in [*self.out.glob("checkpoint-*"), *self.out.glob("best-*.weights.h5"), self.out / "state.json"]:
-            leftover.unlink(missing_ok=True)
+        atomic_write_text(self.out / "summary.json", json.dumps(summary) + "\n")
+        from cxrbio.data.duplicates import sha256_file
+
+        freshness.write_stamp(self.run, self.expected, digest=sha256_file(self.out / "model.keras"), info=summary)
+        self._clear()
 
     def predict(self, model: Any) -> pd.DataFrame:
         from cxrbio.data.pipeline import make_dataset
@@ -396,6 +415,41 @@ def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batc
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def trained_folds(run: RunDir) -> dict[str, list[int]]:
+    """Strategies with at least one completed fold (a stamp), and those folds."""
+    found: dict[str, list[int]] = {}
+    for _path, stamp in freshness.all_stamps(run.root):
+        if stamp.artifact == "train_fold":
+            found.setdefault(str(stamp.unit["strategy"]), []).append(int(stamp.unit["fold"]))
+    return {s: sorted(f) for s, f in sorted(found.items())}
+
+
+def fold_dir(run: RunDir, strategy: str, fold: int) -> Any:
+    return run.path("train_fold", strategy=strategy, fold=fold)
+
+
 def read_predictions(run: RunDir, strategy: str) -> pd.DataFrame:
-    parts = sorted((run.root / "train" / strategy).glob("fold-*/predictions.parquet"))
+    """Out-of-fold predictions of the strategy's completed folds."""
+    folds = trained_folds(run).get(strategy, [])
+    parts = [fold_dir(run, strategy, f) / "predictions.parquet" for f in folds]
+    parts = [p for p in parts if p.is_file()]
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+
+
+def register_fold_model(run: RunDir, config: Config, strategy: str, fold: int, model: Any) -> None:
+    """Record ``model`` as the run's fold model without training it (a model.keras and a stamp).
+
+    For benchmarks and tests of the stages after training, which need fold models but not good
+    ones; ``summary.json`` says so (``registered: true``). It has no predictions, so the run's
+    metrics cannot be computed from it.
+    """
+    from cxrbio.data.duplicates import sha256_file
+
+    unit = {"strategy": strategy, "fold": fold}
+    out = run.output(STAGE, "train_fold", **unit)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "model.keras", model.save)
+    summary = {"registered": True}
+    atomic_write_text(out / "summary.json", json.dumps(summary) + "\n")
+    want = freshness.expected(run, "train_fold", config.model_dump(mode="json"), unit)
+    freshness.write_stamp(run, want, digest=sha256_file(out / "model.keras"), info=summary)

@@ -1,15 +1,14 @@
-"""``cxrbio analyze``: every analysis of every strategy, written under analysis/ (schemas: docs/analysis.md).
+"""The analysis of one space, written under analysis/<space>/ (schemas: docs/analysis.md).
 
 Per strategy, fold by fold: statistics on the fold's out-of-fold embeddings, SHAP of the fold's
 head, the top dims per class (candidates), their radiomics descriptors, CCA, UMAP and the
 shortcut audit; then stability across folds and the ranking. The radiomics space gets the same
-treatment once (analysis/radiomics/), with its own classifier as the baseline. A strategy whose
-inputs and settings are unchanged since its last analysis is skipped (analysis/<s>/DONE.json).
+treatment (analysis/radiomics/), with its own classifier as the baseline. Which spaces are
+redone is the stage's business (:mod:`cxrbio.stages.analyze`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,14 +19,16 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.analysis import association, attribution, stability
-from cxrbio.analysis.inputs import AnalysisInputs, analysable_strategies, clean_columns, load_fold_embeddings, load_inputs
+from cxrbio.analysis.inputs import AnalysisInputs, clean_columns, load_fold_embeddings
 from cxrbio.analysis.projection import project, projection_table
 from cxrbio.analysis.stats import class_tests
-from cxrbio.config import Config
-from cxrbio.rundir import RunDir, atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.artifacts import RADIOMICS_SPACE
+from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")
+STAGE = "analyze"
+RADIOMICS = RADIOMICS_SPACE
 Say = Callable[[str], None]
 
 
@@ -38,37 +39,7 @@ class AnalysisSummary:
     notes: list[str] = field(default_factory=list)
     candidates: dict[str, pd.DataFrame] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-
-
-def shared_digest(inputs: AnalysisInputs, parts: tuple[str, ...]) -> Any:
-    """Hash of what every analysis of the run depends on (settings, labels, folds, radiomics, masks)."""
-    digest = hashlib.sha256(json.dumps({"analysis": inputs.config.analysis.model_dump(mode="json"), "parts": parts,
-                                        "classes": inputs.classes}, sort_keys=True).encode())
-    digest.update(pd.util.hash_pandas_object(inputs.manifest[["label", "fold"]]).values.tobytes())
-    if inputs.run.radiomics.is_file():
-        digest.update(inputs.run.radiomics.read_bytes())
-    settings = inputs.run.root / "masks" / "settings.json"
-    if settings.is_file():
-        digest.update(settings.read_bytes())
-    return digest
-
-
-def _fingerprint(shared: Any, run: RunDir, strategy: str | None) -> str:
-    """The shared hash plus, for a strategy, the models its embeddings came from."""
-    from cxrbio.embed import read_metadata
-
-    digest = shared.copy()
-    if strategy is not None:
-        for path in sorted((run.root / "embeddings" / strategy).glob("fold-*.parquet")):
-            digest.update(json.dumps(read_metadata(path), sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _done(folder: Any, fingerprint: str) -> bool:
-    try:
-        return json.loads((folder / "DONE.json").read_text())["fingerprint"] == fingerprint
-    except (OSError, ValueError, KeyError):
-        return False
+    seconds: float = 0.0
 
 
 def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> pd.DataFrame:
@@ -76,7 +47,7 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
     from cxrbio.metrics import bootstrap_ci, paper_metrics
 
     settings = inputs.config.analysis
-    out = inputs.run.root / "analysis" / "radiomics"
+    out = inputs.run.output(STAGE, "analysis", strategy=RADIOMICS)
     values, names, ids, dropped = inputs.radiomics_space
     y = inputs.labels(ids)
     say(f"radiomics: {len(ids)} images x {len(names)} features ({len(dropped)} dropped)")
@@ -142,7 +113,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     from cxrbio.analysis import audit as audit_module
 
     settings = inputs.config.analysis
-    out = inputs.run.root / "analysis" / strategy
+    out = inputs.run.output(STAGE, "analysis", strategy=strategy)
     folds = load_fold_embeddings(inputs, strategy)
     rad_values, rad_names, rad_ids, _ = inputs.radiomics_space
     rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
@@ -156,7 +127,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
             tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
             collected["tests"].append(tests.assign(fold=fold.fold))
             summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
-        model = keras.models.load_model(inputs.run.train_fold(strategy, fold.fold) / "model.keras", compile=False)
+        model = keras.models.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
+                                        compile=False)
         with timed(summary.timings, "attribution"):
             result = attribution.cnn_fold_attribution(model, fold.train, fold.y_train, fold.test, fold.y_test, fold.dims,
                                                       inputs.classes, settings.shap_background, settings.shap_max_images,
@@ -248,43 +220,3 @@ def rank_candidates(candidates: pd.DataFrame, frames: dict[str, pd.DataFrame], r
     first = ["class", "rank", "fold", "dim", "shap_share", "mean_abs_shap", "direction", "auc", "q", "kruskal_q",
              "descriptors", "descriptor_recurrence"]
     return ranking[[c for c in first if c in ranking] + [c for c in ranking if c not in first]].reset_index(drop=True)
-
-
-def analyze_run(run: RunDir, config: Config, strategies: list[str] | None = None, top: int | None = None,
-                parts: tuple[str, ...] = PARTS, force: bool = False, say: Say = lambda _m: None) -> AnalysisSummary:
-    if top is not None:
-        config = config.model_copy(update={"analysis": config.analysis.model_copy(update={"top_k": top})})
-    inputs = load_inputs(run, config)
-    chosen = analysable_strategies(run, strategies)
-    summary = AnalysisSummary(chosen, notes=list(inputs.notes))
-    radiomics_out = run.root / "analysis" / "radiomics"
-    shared = shared_digest(inputs, parts)
-    fingerprint = _fingerprint(shared, run, None)
-    if force or not _done(radiomics_out, fingerprint):
-        summary.candidates["radiomics"] = analyze_radiomics(inputs, summary, say)
-        atomic_write_text(radiomics_out / "DONE.json", json.dumps({"fingerprint": fingerprint}))
-    else:
-        summary.skipped.append("radiomics")
-        summary.candidates["radiomics"] = pd.read_parquet(radiomics_out / "candidates.parquet")
-    audit_images = None
-    for strategy in chosen:
-        out = run.root / "analysis" / strategy
-        fingerprint = _fingerprint(shared, run, strategy)
-        if not force and _done(out, fingerprint):
-            summary.skipped.append(strategy)
-            summary.candidates[strategy] = pd.read_parquet(out / "candidates.parquet")
-            continue
-        if "audit" in parts and audit_images is None:
-            from cxrbio.analysis.audit import load_audit_images
-
-            if "mask_source" in inputs.manifest:
-                with timed(summary.timings, "audit"):
-                    audit_images = load_audit_images(run, config, inputs.manifest)
-            else:
-                summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
-        summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, say, audit_images)
-        atomic_write_text(out / "DONE.json", json.dumps({"fingerprint": fingerprint}))
-    atomic_write_text(run.root / "analysis" / "summary.json", json.dumps(
-        {"strategies": chosen, "timings_s": dict(summary.timings), "notes": summary.notes,
-         "skipped_unchanged": summary.skipped}, indent=1))
-    return summary

@@ -1,0 +1,199 @@
+"""The run directory, declared: every artifact a stage writes, and every stage with what it needs.
+
+This module is the contract between stages (docs/architecture.md). Each :class:`Artifact` is
+declared once with its path pattern, the one stage that writes it, its schema version, the
+artifacts it is computed from and the config keys that shape it. Writers and readers take
+paths from here (:class:`cxrbio.rundir.RunDir`), freshness is judged from here
+(:mod:`cxrbio.freshness`), and "run X first" messages are written from here
+(:func:`missing_error`). Adding a stage means adding its declarations, not editing messages in
+sixteen modules.
+
+A *unit* is one instance of an artifact: ``train_fold`` has one unit per (strategy, fold),
+``manifest`` a single unit. Each unit gets a stamp when it is complete (the stamp is written
+last), so "complete and made from today's inputs with today's settings" has one meaning
+everywhere.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from cxrbio.errors import CxrbioError
+
+#: Version of the run-directory layout; a folder without ``run.json`` predates layout 2.
+LAYOUT_VERSION = 2
+#: The analysis unit of the radiomics space (``analysis/radiomics/``), beside one per strategy.
+RADIOMICS_SPACE = "radiomics"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: its command (shown in "run X first" messages) and what it needs."""
+
+    name: str
+    command: str  # a template with {run}
+    needs: tuple[str, ...] = ()  # stage names whose artifacts it reads
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One kind of file (or folder) in a run directory.
+
+    ``pattern`` is relative to the run's root, with ``{param}`` fields naming the unit.
+    ``inputs`` name artifacts this one is computed from; a field of theirs that this artifact
+    also has is bound to the same value, a field it lacks means "every unit" (an analysis of a
+    strategy depends on every fold's embeddings of that strategy). ``settings`` are the config
+    key prefixes that shape the result (``ignore`` lists keys under them that do not).
+    Artifacts without a stamp (``stamped=False``) are parts of a stamped unit or caches.
+    """
+
+    name: str
+    pattern: str
+    stage: str
+    schema: int
+    description: str
+    inputs: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    stamped: bool = True
+    folder: bool = False
+    cache: bool = False  # content-keyed and safe to delete; may be rebuilt by any stage that reads it
+    params: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        fields = tuple(name for _, name, _, _ in string.Formatter().parse(self.pattern) if name)
+        object.__setattr__(self, "params", fields)
+
+    def relative(self, **params: Any) -> str:
+        missing = [p for p in self.params if p not in params]
+        if missing:
+            raise ValueError(f"artifact {self.name} needs {', '.join(missing)}")
+        return self.pattern.format(**{p: params[p] for p in self.params})
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("scan", "cxrbio data scan DATA --out {run}", (), "data set -> manifest, config, folds"),
+    Stage("train", "cxrbio train --out {run}", ("scan",), "cross-validated training, metrics"),
+    Stage("embed", "cxrbio embed {run}", ("train",), "GAP embeddings per fold model"),
+    Stage("masks", "cxrbio masks {run}", ("scan",), "lung masks"),
+    Stage("radiomics", "cxrbio radiomics {run}", ("masks",), "pyradiomics features"),
+    Stage("analyze", "cxrbio analyze {run}", ("embed", "radiomics"), "candidate biomarkers"),
+    Stage("report", "cxrbio report {run}", (), "the HTML report (written outside the run)"),
+    Stage("demo", "cxrbio demo --out {run}", (), "the phantom data set of the demo"),
+)}
+
+#: Config keys that change what no stage computes (where files go, speed, names).
+_NEVER = ("name", "data.cache", "train.strategies", "train.checkpoint_seconds", "radiomics.workers",
+          "radiomics.cache_dir", "report")
+_TRAINING = ("data.classes", "data.image_size", "folds", "augment", "model", "train")
+
+ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
+    Artifact("run_info", "run.json", "scan", 1, "the run's identity: layout version, data, history",
+             stamped=False),
+    Artifact("config", "config.yaml", "scan", 1, "the config the run was made with", stamped=False),
+    Artifact("salt", ".pseudonym-salt", "scan", 1, "secret salt of the patient pseudonyms", stamped=False),
+    Artifact("manifest", "manifest.parquet", "scan", 3, "the manifest (one row per image, folds)",
+             settings=("data", "folds.k", "folds.seed"), ignore=_NEVER + ("data.positive_class",)),
+    Artifact("image_cache", "cache", "train", 1, "letterboxed uint8 images and frozen features", stamped=False,
+             folder=True, cache=True),
+    Artifact("train_fold", "train/{strategy}/fold-{fold}", "train", 2,
+             "a trained fold model (model.keras, history.csv, predictions.parquet, summary.json)",
+             inputs=("manifest",), settings=_TRAINING, ignore=_NEVER, folder=True),
+    Artifact("train_skipped", "train/{strategy}/SKIPPED", "train", 1, "why a strategy was not trained",
+             stamped=False),
+    Artifact("metrics", "metrics/{strategy}.json", "train", 2, "a strategy's metrics over its folds",
+             inputs=("train_fold",), settings=("data.classes", "data.positive_class", "train.seed"), ignore=_NEVER),
+    Artifact("comparison", "metrics/comparison.json", "train", 2, "pairwise strategy comparisons",
+             inputs=("metrics",), settings=("data.classes",), ignore=_NEVER),
+    Artifact("embeddings", "embeddings/{strategy}/fold-{fold}.parquet", "embed", 2,
+             "a fold model's GAP embedding of every image", inputs=("manifest", "train_fold"),
+             settings=("data.image_size",)),
+    Artifact("masks", "masks/masks.parquet", "masks", 1,
+             "where each image's lung mask came from (mask_source, mask_qc, mask_note)",
+             inputs=("manifest",), settings=("data.image_size", "masks")),
+    Artifact("mask_file", "masks/{image_id}.png", "masks", 1, "one image's lung mask (letterboxed frame)",
+             stamped=False),
+    Artifact("radiomics", "radiomics/features.parquet", "radiomics", 2,
+             "pyradiomics features per image (status.parquet beside it)", inputs=("manifest", "masks"),
+             settings=("data.image_size", "radiomics"), ignore=_NEVER),
+    Artifact("radiomics_status", "radiomics/status.parquet", "radiomics", 1, "per image: ok / failed / no mask",
+             stamped=False),
+    # strategy = "radiomics" is the analysis of the radiomics space (no embeddings bind to it).
+    Artifact("analysis", "analysis/{strategy}", "analyze", 2,
+             "the analysis of one space (a strategy's embeddings, or radiomics)",
+             inputs=("manifest", "masks", "radiomics", "embeddings"),
+             settings=("data.classes", "data.positive_class", "folds.scheme", "analysis"), folder=True),
+    Artifact("analysis_summary", "analysis/summary.json", "analyze", 1, "timings and notes of the last analysis",
+             stamped=False),
+    Artifact("phantom", "phantom", "demo", 1, "the demo's phantom data set (generator parameters in its stamp)",
+             folder=True),
+)}
+
+
+def stage_of(name: str) -> Stage:
+    if name not in STAGES:
+        raise KeyError(f"no stage {name!r}; stages: {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def command_for(stage: str, run: Any, **extra: str) -> str:
+    """The command line that runs ``stage`` on ``run`` (with ``--strategies`` and the like appended)."""
+    text = STAGES[stage].command.format(run=run)
+    for option, value in extra.items():
+        text += f" --{option.replace('_', '-')} {value}"
+    return text
+
+
+def missing_error(artifact: str, run: Any, detail: str = "", **extra: str) -> CxrbioError:
+    """The one way to say "this run lacks X: run Y first", written from the declarations."""
+    declared = ARTIFACTS[artifact]
+    stage = declared.stage
+    what = declared.description + (f" ({detail})" if detail else "")
+    return CxrbioError(f"{run} has no {what}.", fix=f"run '{command_for(stage, run, **extra)}' first.")
+
+
+def downstream(stages: set[str]) -> set[str]:
+    """The given stages and every stage that reads, directly or not, what they write."""
+    found = set(stages)
+    changed = True
+    while changed:
+        changed = False
+        for stage in STAGES.values():
+            if stage.name not in found and found & set(stage.needs):
+                found.add(stage.name)
+                changed = True
+    return found
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
+def key_matters(artifact: Artifact, key: str) -> bool:
+    """Whether the dotted config ``key`` shapes ``artifact`` (declared, and not ignored)."""
+    return any(_under(key, p) for p in artifact.settings) and not any(_under(key, i) for i in artifact.ignore)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def settings_values(artifact: Artifact, config_tree: dict[str, Any]) -> dict[str, Any]:
+    """The config values that shape ``artifact``, as dotted keys (what its stamp records)."""
+    return {k: v for k, v in flatten(config_tree).items() if key_matters(artifact, k)}
+
+
+def stages_shaped_by(keys: list[str]) -> set[str]:
+    """Stages whose stamped artifacts depend on any of the dotted config ``keys``."""
+    return {a.stage for a in ARTIFACTS.values() if a.stamped and any(key_matters(a, k) for k in keys)}

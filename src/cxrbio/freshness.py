@@ -1,0 +1,176 @@
+"""Whether a unit of the run directory is up to date: one mechanism, stamps, for every stage.
+
+When a stage completes a unit (a fold model, a strategy's embeddings of one fold, the masks,
+an analysis) it writes, last, a stamp: ``stamps/<artifact path>.json``. The stamp holds
+
+* ``fingerprint``: a hash of what the unit was made from: the artifact's schema version, the
+  cxrbio version, the config values that shape it (declared in :mod:`cxrbio.artifacts`), the
+  stage's options (a mask folder, the analysis parts), and the ``digest`` of every input unit;
+* ``digest``: the identity of what was written (a content hash where one is cheap, e.g. the
+  model file, else a fresh token), which downstream fingerprints use;
+* ``settings``, ``options``, ``inputs``: the parts of the fingerprint in the clear, so a stale
+  unit can say *why* it is stale ("train.learning_rate: 0.0001 -> 0.001");
+* ``info``: what the stage wants to keep about the unit (e.g. a fold's best epoch).
+
+A unit is fresh when its stamp exists and its fingerprint equals the one today's inputs and
+settings give. Because a fingerprint covers input digests, a retrained fold makes its
+embeddings stale, which make its analysis stale, without any stage knowing the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cxrbio import __version__
+from cxrbio.artifacts import ARTIFACTS, Artifact, settings_values
+
+if TYPE_CHECKING:
+    from cxrbio.rundir import RunDir
+
+STAMPS = "stamps"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a unit's stamp must say to be fresh, computed from today's inputs and settings."""
+
+    artifact: str
+    unit: dict[str, Any]
+    fingerprint: str
+    settings: dict[str, Any]
+    options: dict[str, Any]
+    inputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    artifact: str
+    unit: dict[str, Any]
+    schema: int
+    cxrbio: str
+    fingerprint: str
+    digest: str
+    settings: dict[str, Any]
+    options: dict[str, Any]
+    inputs: dict[str, str]
+    written: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Status:
+    """``state``: fresh, stale or missing; ``reason``: why it is not fresh, in words."""
+
+    state: str
+    reason: str = ""
+    stamp: Stamp | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return self.state == "fresh"
+
+
+def stamp_path(root: Path, artifact: str, unit: dict[str, Any]) -> Path:
+    return root / STAMPS / f"{ARTIFACTS[artifact].relative(**unit)}.json"
+
+
+def read_stamp(root: Path, artifact: str, unit: dict[str, Any]) -> Stamp | None:
+    path = stamp_path(root, artifact, unit)
+    try:
+        return Stamp(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def unit_label(artifact: str, unit: dict[str, Any]) -> str:
+    return ARTIFACTS[artifact].relative(**unit)
+
+
+def input_units(root: Path, artifact: Artifact, unit: dict[str, Any]) -> dict[str, Stamp]:
+    """Stamps of the units ``artifact`` is computed from (fields it shares with an input are bound)."""
+    found: dict[str, Stamp] = {}
+    for name in artifact.inputs:
+        source = ARTIFACTS[name]
+        bound = {p: unit[p] for p in source.params if p in unit}
+        pattern = source.pattern.format(**{p: bound.get(p, "*") for p in source.params})
+        for path in sorted((root / STAMPS).glob(f"{pattern}.json")):
+            try:
+                stamp = Stamp(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            if stamp.artifact == name and all(str(stamp.unit.get(k)) == str(v) for k, v in bound.items()):
+                found[unit_label(name, stamp.unit)] = stamp
+    return found
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def expected(run: RunDir, artifact: str, config_tree: dict[str, Any], unit: dict[str, Any] | None = None,
+             options: dict[str, Any] | None = None) -> Expected:
+    """The fingerprint a fresh stamp of this unit must carry, from the run's stamps and ``config_tree``."""
+    declared = ARTIFACTS[artifact]
+    unit = dict(unit or {})
+    options = dict(options or {})
+    settings = settings_values(declared, config_tree)
+    inputs = {label: stamp.digest for label, stamp in input_units(run.root, declared, unit).items()}
+    fingerprint = _hash({"artifact": artifact, "schema": declared.schema, "cxrbio": __version__, "unit": unit,
+                         "settings": settings, "options": options, "inputs": inputs})
+    return Expected(artifact, unit, fingerprint, settings, options, inputs)
+
+
+def status(run: RunDir, want: Expected) -> Status:
+    stamp = read_stamp(run.root, want.artifact, want.unit)
+    if stamp is None:
+        return Status("missing", "not made yet")
+    if stamp.fingerprint == want.fingerprint:
+        return Status("fresh", stamp=stamp)
+    return Status("stale", explain(stamp, want), stamp)
+
+
+def explain(stamp: Stamp, want: Expected) -> str:
+    """Why a stamp no longer matches, in words."""
+    declared = ARTIFACTS[want.artifact]
+    if stamp.schema != declared.schema or stamp.cxrbio != __version__:
+        return f"made by cxrbio {stamp.cxrbio} (file schema {stamp.schema}); this is {__version__} (schema {declared.schema})"
+    reasons = [f"{k}: {stamp.settings.get(k)!r} -> {want.settings.get(k)!r}"
+               for k in sorted(set(stamp.settings) | set(want.settings)) if stamp.settings.get(k) != want.settings.get(k)]
+    reasons += [f"option {k}: {stamp.options.get(k)!r} -> {want.options.get(k)!r}"
+                for k in sorted(set(stamp.options) | set(want.options)) if stamp.options.get(k) != want.options.get(k)]
+    changed = sorted(k for k in set(stamp.inputs) | set(want.inputs) if stamp.inputs.get(k) != want.inputs.get(k))
+    if changed:
+        reasons.append("inputs changed: " + ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else ""))
+    return "; ".join(reasons) or "made from other inputs"
+
+
+def write_stamp(run: RunDir, want: Expected, digest: str | None = None, info: dict[str, Any] | None = None) -> Stamp:
+    """Record that the unit is complete; call after every file of the unit is written."""
+    from cxrbio.atomic import atomic_write_text
+
+    stamp = Stamp(artifact=want.artifact, unit=want.unit, schema=ARTIFACTS[want.artifact].schema, cxrbio=__version__,
+                  fingerprint=want.fingerprint, digest=digest or secrets.token_hex(16), settings=want.settings,
+                  options=want.options, inputs=want.inputs,
+                  written=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), info=dict(info or {}))
+    atomic_write_text(stamp_path(run.root, want.artifact, want.unit), json.dumps(asdict(stamp), indent=1, default=str))
+    return stamp
+
+
+def remove_stamp(run: RunDir, artifact: str, unit: dict[str, Any]) -> None:
+    stamp_path(run.root, artifact, unit).unlink(missing_ok=True)
+
+
+def all_stamps(root: Path) -> list[tuple[Path, Stamp]]:
+    out = []
+    for path in sorted((root / STAMPS).rglob("*.json")):
+        try:
+            out.append((path, Stamp(**json.loads(path.read_text()))))
+        except (OSError, ValueError, TypeError):
+            continue
+    return out

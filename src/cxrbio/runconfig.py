@@ -1,0 +1,79 @@
+"""The config belongs to the run: written once by the stage that creates the run, read by every later one.
+
+A later stage given ``--config`` compares it with the run's own:
+
+* the same, or different only in sections that shape no stored model (``analysis`` and
+  ``report``, for the stages that read them): the stage runs with the run's config and those
+  sections from the file; its results record the settings they were made with;
+* different elsewhere: refused, listing the differing keys, unless ``force``, which moves every
+  artifact the changed keys shape, and everything computed from those, to ``superseded-<time>/``
+  (nothing is deleted), then writes the new config and notes the change in ``run.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxrbio.artifacts import ARTIFACTS, STAGES, downstream, flatten, stages_shaped_by
+from cxrbio.config import Config, load_config, save_config
+from cxrbio.errors import ConfigError
+from cxrbio.rundir import RunDir, supersede
+
+#: Sections a stage may take from a --config that differs from the run's (they shape no stored model).
+FREE_SECTIONS: dict[str, tuple[str, ...]] = {"analyze": ("analysis", "report"), "report": ("analysis", "report")}
+
+
+def differences(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every key whose value differs."""
+    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def describe(changes: list[tuple[str, Any, Any]], limit: int = 6) -> str:
+    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:limit])
+    return shown + (f"; and {len(changes) - limit} more" if len(changes) > limit else "")
+
+
+def _free(key: str, sections: tuple[str, ...]) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in sections)
+
+
+def top_level_paths(stages: set[str]) -> list[str]:
+    """The run-directory entries holding the stamped artifacts of ``stages`` (e.g. train/, metrics/)."""
+    keep = {"run_info", "config", "salt", "image_cache", "phantom"}
+    paths = [a.pattern.split("/", 1)[0] for a in ARTIFACTS.values() if a.stage in stages and a.name not in keep]
+    return list(dict.fromkeys(paths))
+
+
+def reconfigure(run: RunDir, given: Config, changed: list[tuple[str, Any, Any]]) -> list[str]:
+    """Move aside what the changed keys invalidate, write ``given`` as the run's config; the stages affected."""
+    keys = [k for k, _, _ in changed]
+    affected = downstream(stages_shaped_by(keys))
+    aside = supersede(run, top_level_paths(affected) + ["config.yaml"],
+                      reason=f"config changed ({describe(changed)}); stages affected: {', '.join(sorted(affected))}")
+    save_config(given, run.config)
+    run.record("reconfigured", changed=keys, affected=sorted(affected), superseded=str(aside) if aside else None)
+    return sorted(affected)
+
+
+def adopt(run: RunDir, given: Config | None, *, stage: str, force: bool = False) -> Config:
+    """The config ``stage`` runs with on an existing run, given an optional ``--config``."""
+    current = load_config(run.config)
+    if given is None:
+        return current
+    changes = differences(current, given)
+    free = FREE_SECTIONS.get(stage, ())
+    blocking = [c for c in changes if not _free(c[0], free)]
+    if not blocking:
+        if not changes:
+            return current
+        return current.model_copy(update={section: getattr(given, section) for section in free})
+    if not force:
+        shaped = sorted(downstream(stages_shaped_by([k for k, _, _ in blocking])) & set(STAGES))
+        raise ConfigError(
+            f"{run.root} was made with another config ({describe(blocking)}); these keys shape what "
+            f"{', '.join(shaped)} made.",
+            fix=f"drop --config to use the run's own ('cxrbio config show {run.root}'), use a new --out, or add "
+                "--force to move everything those keys shape to superseded-<time>/ and redo it.")
+    reconfigure(run, given, blocking)
+    return given

@@ -1,0 +1,86 @@
+"""Stage ``analyze``: candidate biomarkers per strategy and disease, and the radiomics baseline.
+
+Each analysed space (a strategy's embeddings, or ``radiomics``) is one unit with a stamp whose
+fingerprint covers its inputs (embeddings of every fold, radiomics, masks, manifest) and the
+analysis settings and parts. A fresh unit is kept (``force`` redoes it). Analysis settings may
+differ from the run's config (a ``config`` that differs only in ``analysis``/``report``;
+:mod:`cxrbio.runconfig`): every result records, in its stamp, the settings it was made with,
+and the report shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cxrbio import freshness
+from cxrbio.analysis.inputs import analysable_strategies, load_inputs
+from cxrbio.analysis.pipeline import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
+from cxrbio.atomic import atomic_write_text
+from cxrbio.config import Config
+from cxrbio.errors import ConfigError
+from cxrbio.progress import Progress, say
+from cxrbio.rundir import open_run
+from cxrbio.timing import timed
+
+
+def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | None = None, audit: bool = True,
+        config: Config | None = None, force: bool = False, progress: Progress | None = None) -> AnalysisSummary:
+    """Analyse the run's embedded strategies (default: all) and its radiomics space."""
+    from cxrbio import runconfig
+    from cxrbio.quiet import initialise_tensorflow
+
+    if top is not None and top < 1:
+        raise ConfigError(f"--top must be at least 1, got {top}.")
+    started = time.perf_counter()
+    initialise_tensorflow()
+    run, own = open_run(run_dir)
+    effective = runconfig.adopt(run, config, stage=STAGE) if config is not None else own
+    if top is not None:
+        effective = effective.model_copy(update={"analysis": effective.analysis.model_copy(update={"top_k": top})})
+    parts = PARTS if audit else tuple(p for p in PARTS if p != "audit")
+    inputs = load_inputs(run, effective)
+    chosen = analysable_strategies(run, strategies)
+    summary = AnalysisSummary(chosen, notes=list(inputs.notes))
+    tree = effective.model_dump(mode="json")
+    options = {"parts": list(parts)}
+
+    def unit(space: str) -> freshness.Expected:
+        return freshness.expected(run, "analysis", tree, {"strategy": space}, options)
+
+    def message(text: str) -> None:
+        say(progress, text)
+
+    want = unit(RADIOMICS)
+    if force or not freshness.status(run, want).fresh:
+        summary.candidates[RADIOMICS] = analyze_radiomics(inputs, summary, message)
+        freshness.write_stamp(run, want, info={"settings_differ_from_run": effective.analysis != own.analysis})
+    else:
+        summary.skipped.append(RADIOMICS)
+        summary.candidates[RADIOMICS] = pd.read_parquet(run.path("analysis", strategy=RADIOMICS) / "candidates.parquet")
+    audit_images = None
+    for strategy in chosen:
+        want = unit(strategy)
+        if not force and freshness.status(run, want).fresh:
+            summary.skipped.append(strategy)
+            summary.candidates[strategy] = pd.read_parquet(run.path("analysis", strategy=strategy) / "candidates.parquet")
+            continue
+        if "audit" in parts and audit_images is None:
+            from cxrbio.analysis.audit import load_audit_images
+
+            if "mask_source" in inputs.manifest:
+                with timed(summary.timings, "audit"):
+                    audit_images = load_audit_images(run, effective, inputs.manifest)
+            else:
+                summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
+        summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, message, audit_images)
+        freshness.write_stamp(run, want, info={"settings_differ_from_run": effective.analysis != own.analysis})
+    summary.seconds = time.perf_counter() - started
+    atomic_write_text(run.output(STAGE, "analysis_summary"), json.dumps(
+        {"strategies": chosen, "timings_s": dict(summary.timings), "notes": summary.notes,
+         "skipped_unchanged": summary.skipped, "settings": effective.analysis.model_dump(mode="json"),
+         "parts": list(parts)}, indent=1))
+    return summary

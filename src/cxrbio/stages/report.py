@@ -1,0 +1,36 @@
+"""Stage ``report``: one self-contained HTML file of the run (docs/report.md).
+
+Reads only the run's files, each optional: a partial run gives a partial report that lists what
+is missing with the command that makes it. Written outside the run directory (default
+``reports/<run name>.html``): the run holds the pseudonym salt, which must not travel with a
+shared file. Report settings may come from a ``config`` that differs from the run's only in
+``analysis``/``report``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxrbio.config import Config
+from cxrbio.progress import Progress, ProgressEvent, silent
+from cxrbio.report.build import ReportResult, build_report
+from cxrbio.rundir import open_run
+
+STAGE = "report"
+
+
+def run(run_dir: str | Path, *, out: str | Path | None = None, config: Config | None = None,
+        progress: Progress | None = None) -> ReportResult:
+    """Write the report; returns its path, size and what the run lacks."""
+    from cxrbio import runconfig
+
+    report = progress or silent
+    run, _own = open_run(run_dir)
+    effective = runconfig.adopt(run, config, stage=STAGE) if config is not None else None
+    from cxrbio.report.build import SECTION_BUILDERS
+
+    built = iter(range(1, len(SECTION_BUILDERS) + 1))
+    return build_report(run.root, Path(out) if out is not None else None,
+                        progress=lambda section: report(ProgressEvent("report", next(built), len(SECTION_BUILDERS),
+                                                                      message=section)),
+                        config=effective)

@@ -1,0 +1,88 @@
+"""Stage ``scan``: a data set -> the run directory's manifest, config and identity.
+
+The stage that creates a run: it writes ``config.yaml`` (every later stage reads it),
+``run.json`` (layout version, where the data came from) and ``manifest.parquet`` with its stamp.
+Re-scanning an existing run with another config is refused unless ``force``
+(:mod:`cxrbio.runconfig`); re-scanning one whose later stages have results needs ``force`` too,
+and then moves those results aside only if the new manifest differs from the old one. A failed
+scan writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrbio import freshness
+from cxrbio.artifacts import downstream
+from cxrbio.config import Config, load_config, save_config
+from cxrbio.data.privacy import load_or_create_salt
+from cxrbio.data.scan import ScanResult, build_manifest, manifest_digest
+from cxrbio.errors import DataError
+from cxrbio.executors import Executor, make_executor
+from cxrbio.progress import Progress, counter
+from cxrbio.rundir import RunDir, check_layout, supersede
+from cxrbio.atomic import atomic_write_parquet
+
+STAGE = "scan"
+
+
+@dataclass
+class ScanStageResult(ScanResult):
+    """What the scan found, plus what it did to the run directory."""
+
+    run_dir: Path = Path()
+    superseded: Path | None = None
+    unchanged: bool = False  # the manifest equals the one already there
+
+
+def _later_results(run: RunDir) -> bool:
+    return any(stamp.artifact != "manifest" for _, stamp in freshness.all_stamps(run.root))
+
+
+def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, layout: str | None = None,
+        executor: Executor | None = None, force: bool = False, progress: Progress | None = None) -> ScanStageResult:
+    """Scan ``data`` into ``run_dir`` (created if needed); returns the manifest and notes.
+
+    ``config``: a new run's config (default: the study's protocol); on an existing run it must
+    equal the run's own unless ``force``. The manifest is written even when folds cannot be
+    drawn (``fold_error`` says why; the CLI prints the summary and then the error).
+    """
+    from cxrbio import runconfig
+
+    run = RunDir(run_dir)
+    existing = run.config.is_file()
+    if existing:
+        check_layout(run)
+        config = runconfig.adopt(run, config, stage=STAGE, force=force) if config is not None else load_config(run.config)
+    config = config or load_config(None)
+    if existing and _later_results(run) and not force:
+        raise DataError(
+            f"{run.root} already holds results of later stages; a new manifest could orphan them.",
+            fix="scan into a new run directory, or pass --force (results are moved aside only if the manifest changes).")
+    salt = None
+    if config.data.privacy.pseudonymize_patients:
+        run.root.mkdir(parents=True, exist_ok=True)
+        salt = load_or_create_salt(run.salt)
+    scanned = build_manifest(data, config, salt=salt, layout=layout, executor=executor or make_executor("local"),
+                             progress=counter(progress, STAGE))
+    digest = manifest_digest(scanned.manifest)
+    previous = freshness.read_stamp(run.root, "manifest", {})
+    unchanged = previous is not None and previous.digest == digest
+    aside = None
+    if previous is not None and not unchanged:
+        from cxrbio.runconfig import top_level_paths
+
+        aside = supersede(run, top_level_paths(downstream({STAGE}) - {STAGE}) + ["manifest.parquet"],
+                          reason=f"re-scanned {data}: the manifest changed")
+    if not existing:
+        save_config(config, run.output(STAGE, "config"))
+    atomic_write_parquet(run.output(STAGE, "manifest"), scanned.manifest)
+    run.record("scanned", data=str(Path(data).expanduser().resolve()), layout_name=scanned.layout,
+               images=len(scanned.manifest), unchanged=unchanged)
+    freshness.write_stamp(run, freshness.expected(run, "manifest", config.model_dump(mode="json"),
+                                                  options={"layout": layout}), digest=digest,
+                          info={"images": len(scanned.manifest), "layout": scanned.layout})
+    return ScanStageResult(manifest=scanned.manifest, layout=scanned.layout, root=scanned.root, notes=scanned.notes,
+                           fold_error=scanned.fold_error, run_dir=run.root, superseded=aside, unchanged=unchanged)
+
