@@ -47,7 +47,8 @@ def main() -> None:
         indices = np.arange(args.images)
         augmented = images_per_second(make_dataset(cache, indices, labels, args.batch, True, AugmentConfig(), seed=0))
         plain = images_per_second(make_dataset(cache, indices, labels, args.batch, True, AugmentConfig(enabled=False), seed=0))
-        tensors = tf.data.Dataset.from_tensor_slices((cache[..., None].astype(np.float32), labels)).batch(args.batch).prefetch(tf.data.AUTOTUNE)
+        tensors = (tf.data.Dataset.from_tensor_slices((cache[..., None].astype(np.float32), labels))
+                   .batch(args.batch).prefetch(tf.data.AUTOTUNE))
         baseline = images_per_second(tensors)
         print(f"{size:>5} {augmented:>21.0f} {plain:>24.0f} {baseline:>15.0f} {augmented / baseline:>13.2f}")
 

@@ -31,7 +31,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
 
-    import keras
     import numpy as np
     import tensorflow as tf
 

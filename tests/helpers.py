@@ -142,3 +142,10 @@ def untrained_fold_models(run, config, strategies=("scratch", "finetune-2")) -> 
         model = fold_model(config, seed=fold)
         for strategy in strategies:
             register_fold_model(run, config, strategy, fold, model)
+
+
+def scan(data, config, run_dir, **options):
+    """stages.scan.run with the argument order most tests read best in; returns its result."""
+    from cxrbio.stages import scan as scan_stage
+
+    return scan_stage.run(run_dir, data=data, config=config, **options)

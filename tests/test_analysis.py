@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbio.cli import app
-from cxrbio.config import load_config, save_config
+from cxrbio.config import load_config
 from cxrbio.rundir import RunDir
+from tests.helpers import EMBED_TINY, FAST_PARAMS, scan, untrained_fold_models
 
 keras = pytest.importorskip("keras")
 
@@ -172,26 +173,15 @@ def test_regions_split_the_frame_into_lung_border_and_outside():
     assert result["lung_share"] == pytest.approx(40 / 41) and result["border_share"] == pytest.approx(1 / 41)
 
 
-FAST_PARAMS = """imageType: {Original: {}}
-featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation, JointEntropy]}
-setting: {binWidth: 8, label: 1, additionalInfo: false}
-"""
-
-
 @pytest.fixture(scope="module")
 def embedded_run(phantom_dir, tmp_path_factory):
     """A scanned phantom run with untrained fold models of two strategies, embedded, with radiomics."""
-    from cxrbio.data.scan import scan
-
-    from .test_embed import TINY, untrained_fold_models
-
     root = tmp_path_factory.mktemp("analysis-run")
     params = root / "params.yaml"
     params.write_text(FAST_PARAMS)
-    config = load_config(None, {**TINY, "radiomics.params": str(params), "analysis.permutations": 5,
+    config = load_config(None, {**EMBED_TINY, "radiomics.params": str(params), "analysis.permutations": 5,
                                 "analysis.bootstrap": 5, "analysis.audit_dims": 2, "analysis.audit_images": 4})
     scan(phantom_dir, config, root / "run")
-    save_config(config, root / "run" / "config.yaml")
     run = RunDir(root / "run")
     untrained_fold_models(run, config)
     for command in (["embed", str(run.root)], ["radiomics", str(run.root)]):
@@ -231,10 +221,14 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(e
 def test_analyze_names_the_command_for_missing_inputs(embedded_run, tmp_path):
     shutil.copytree(embedded_run, tmp_path / "run")
     run = RunDir(tmp_path / "run")
-    run.radiomics.unlink()
+    from cxrbio import freshness
+
+    run.path("radiomics").unlink()
+    freshness.remove_stamp(run, "radiomics", {})
     no_features = CliRunner().invoke(app, ["analyze", str(run.root)])
     assert no_features.exit_code == 2 and "cxrbio radiomics" in no_features.output
     shutil.rmtree(run.root / "embeddings")
+    shutil.rmtree(run.root / "stamps" / "embeddings")
     no_embeddings = CliRunner().invoke(app, ["analyze", str(run.root), "--no-audit"])
     assert no_embeddings.exit_code == 2 and ("cxrbio embed" in no_embeddings.output or "cxrbio radiomics" in no_embeddings.output)
     unknown = CliRunner().invoke(app, ["analyze", str(embedded_run), "--strategies", "offshelf"])

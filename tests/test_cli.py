@@ -13,7 +13,9 @@ def test_phantom_then_scan(tmp_path):
                                  "--shortcut", "Normal:1.0"])
     assert result.exit_code == 0, result.output
     assert "Phantom data set" in result.output
-    result = runner.invoke(app, ["data", "scan", str(out), "--out", str(tmp_path / "run"), "--folds", "2", "--size", "64"])
+    renamed = runner.invoke(app, ["data", "scan", str(out), "--out", str(tmp_path / "run"), "--folds", "2"])
+    assert renamed.exit_code == 2 and "now --k" in renamed.output and not (tmp_path / "run").exists()
+    result = runner.invoke(app, ["data", "scan", str(out), "--out", str(tmp_path / "run"), "--k", "2", "--size", "64"])
     assert result.exit_code == 0, result.output
     assert "Images and patients per class" in result.output and "Images per fold" in result.output
     manifest = pd.read_parquet(tmp_path / "run" / "manifest.parquet")

@@ -5,9 +5,8 @@ from PIL import Image
 
 from cxrbio.data.duplicates import near_duplicate_groups
 from cxrbio.data.folds import assign_folds
-from cxrbio.data.scan import scan
 from cxrbio.errors import DataError
-from tests.helpers import make_config, write_png, xray_like
+from tests.helpers import make_config, scan, write_png, xray_like
 
 
 def grouped_labels(n_patients=60, seed=0):

@@ -13,12 +13,11 @@ from cxrbio.cli import app
 from cxrbio.config import load_config
 from cxrbio.data.imageio import read_image
 from cxrbio.data.preprocess import letterbox, letterbox_mask
-from cxrbio.data.scan import scan
 from cxrbio.lungseg import segment_lungs
-from cxrbio.masks import make_masks, read_mask
+from cxrbio.masks import read_mask, read_mask_table
 from cxrbio.rundir import RunDir
-
-from tests.helpers import write_png
+from cxrbio.stages import masks as masks_stage
+from tests.helpers import scan, write_png
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -74,6 +73,11 @@ def scanned(phantom_dir, tmp_path):
     return RunDir(tmp_path / "run"), config
 
 
+def make_masks(run, config=None, folder=None, source=None):
+    """The masks stage's table of where each mask came from."""
+    return masks_stage.run(run.root, folder=folder, source=source).table
+
+
 def test_phantom_ground_truth_is_used_from_the_manifest_column_and_never_covers_padding(scanned, phantom_dir):
     run, config = scanned
     masks = make_masks(run, config)
@@ -87,8 +91,11 @@ def test_phantom_ground_truth_is_used_from_the_manifest_column_and_never_covers_
         truth = letterbox_mask((np.asarray(Image.open(truth_file)) > 0).astype(np.uint8), 64) > 0
         assert np.array_equal(mask, truth & geometry.content_mask())
     # Same settings: nothing is redone; other settings: everything is.
-    assert make_masks(run, config)["mask_source"].eq("column").all()
+    kept = masks_stage.run(run.root)
+    assert kept.up_to_date and kept.table["mask_source"].eq("column").all()
+    manifest_bytes = run.manifest.read_bytes()
     segmented = make_masks(run, config, source="segment")
+    assert run.manifest.read_bytes() == manifest_bytes  # the masks stage never edits the manifest
     assert set(segmented["mask_source"]) <= {"segmented", "content"}
     assert segmented["mask_qc"].between(0, 1).all()
 
@@ -116,9 +123,10 @@ def test_user_masks_from_a_folder_are_matched_by_name_and_bad_ones_reported(scan
     assert read_mask(run, empty_row.image_id) is None
     # Images the folder has no mask for use the next source (here the phantom's column).
     assert masks.loc[rows[5].image_id, "mask_source"] == "column"
-    # The manifest records it all, for the report.
-    stored = run.read_manifest().set_index("image_id")
+    # The masks stage's own table records it all, for the report; the manifest has no mask columns.
+    stored = read_mask_table(run).set_index("image_id")
     assert stored.loc[empty_row.image_id, "mask_source"] == "none"
+    assert "mask_source" not in run.read_manifest()
 
 
 def stem(path: str) -> str:

@@ -84,6 +84,7 @@ def test_scratch_trains_everything_from_random_weights(weights_file):
     assert not np.allclose(backbone.get_layer("Conv1").get_weights()[0], loaded.get_layer("Conv1").get_weights()[0])
 
 
+@pytest.mark.slow  # trains a network
 def test_offshelf_backbone_and_batchnorm_do_not_change_in_training(weights_file):
     model = build_model(3, SIZE, config(weights_file), Strategy.parse("offshelf"))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")

@@ -102,8 +102,7 @@ def test_shortcut_argument_is_case_insensitive():
 
 def test_distinct_phantom_patients_are_not_near_duplicates(phantom_dir):
     """Regression: with a 64-bit pHash, phantom patients chained into one group and one fold."""
-    from cxrbio.data.scan import scan
-    from tests.helpers import make_config
+    from tests.helpers import make_config, scan
 
     m = scan(phantom_dir, make_config(), phantom_dir.parent / "run-dups").manifest
     per_group = m.groupby("dup_group")["patient_id"].nunique()

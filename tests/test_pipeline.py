@@ -5,8 +5,7 @@ from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
 from cxrbio.data.pipeline import apply_transforms, build_image_cache, make_dataset, transforms_for
 from cxrbio.data.preprocess import letterbox
-from cxrbio.data.scan import scan
-from tests.helpers import make_config
+from tests.helpers import make_config, scan
 
 tf = pytest.importorskip("tensorflow")
 
@@ -79,7 +78,8 @@ def test_shift_and_rotation_geometry_and_black_fill():
     moved = apply_transforms(tf.constant(image), transforms_for(tf.constant([0.0]), tf.constant([6.0]), tf.constant([-4.0]), size))
     assert tuple(np.argwhere(moved.numpy()[0, ..., 0] == 255.0)[0]) == (16, 38)
     full = np.full((1, size, size, 1), 200.0, np.float32)
-    turned = apply_transforms(tf.constant(full), transforms_for(tf.constant([np.deg2rad(10.0)]), tf.constant([0.0]), tf.constant([0.0]), size)).numpy()
+    rotation = transforms_for(tf.constant([np.deg2rad(10.0)]), tf.constant([0.0]), tf.constant([0.0]), size)
+    turned = apply_transforms(tf.constant(full), rotation).numpy()
     assert turned[0, 0, 0, 0] == 0.0 and turned[0, 32, 32, 0] == pytest.approx(200.0)  # corners filled black
 
 

@@ -1,6 +1,5 @@
 """Radiomics: 2-D pyradiomics inside the lung masks, the shared cache, parallel = serial, bad input, Ray."""
 
-import json
 import shutil
 
 import numpy as np
@@ -8,13 +7,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cxrbio import runconfig
 from cxrbio.cli import app
-from cxrbio.config import bundled_config, load_config, save_config
-from cxrbio.data.scan import scan
+from cxrbio.config import bundled_config, load_config
 from cxrbio.errors import ConfigError
-from cxrbio.masks import make_masks
-from cxrbio.radiomics import extract_run, load_params
+from cxrbio.executors import RayExecutor, make_executor
+from cxrbio.masks import read_mask_table
+from cxrbio.radiomics import load_params
 from cxrbio.rundir import RunDir
+from cxrbio.stages import masks, radiomics
+from tests.helpers import scan
 
 FAST_PARAMS = """imageType: {Original: {}}
 featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation]}
@@ -22,8 +24,8 @@ setting: {binWidth: 8, label: 1, additionalInfo: false}
 """
 
 
-def config_for(tmp_path, params: str | None = None, cache: str = "cache", **extra):
-    values = {"data.image_size": 64, "folds.k": 3, "radiomics.cache_dir": str(tmp_path / cache)}
+def config_for(tmp_path, params: str | None = None, **extra):
+    values = {"data.image_size": 64, "folds.k": 3}
     if params is not None:
         path = tmp_path / f"params-{abs(hash(params))}.yaml"
         path.write_text(params)
@@ -32,12 +34,19 @@ def config_for(tmp_path, params: str | None = None, cache: str = "cache", **extr
     return load_config(None, values)
 
 
+def extract(run, monkeypatch, cache="cache", workers=None, executor=None):
+    """The radiomics stage with the feature cache in ``cache`` (the run's config names none)."""
+    monkeypatch.setenv("CXRBIO_CACHE_DIR", str(run.root.parent / cache))
+    return radiomics.run(run.root, executor=executor or make_executor("local", workers=workers), force=True)
+
+
 @pytest.fixture(scope="module")
 def masked_run(phantom_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("radiomics-run")
-    config = load_config(None, {"data.image_size": 64, "folds.k": 3})
-    scan(phantom_dir, config, root / "run")
-    make_masks(RunDir(root / "run"), config)
+    params = root / "fast.yaml"
+    params.write_text(FAST_PARAMS)
+    scan(phantom_dir, load_config(None, {"data.image_size": 64, "folds.k": 3, "radiomics.params": str(params)}), root / "run")
+    masks.run(root / "run")
     return root / "run"
 
 
@@ -46,14 +55,21 @@ def fresh_copy(masked_run, tmp_path) -> RunDir:
     return RunDir(tmp_path / "run")
 
 
-def test_default_parameters_give_2d_texture_shape2d_and_four_wavelet_bands(masked_run, tmp_path):
+def edit_mask_table(run, image_ids, **values):
+    table = read_mask_table(run)
+    for column, value in values.items():
+        table.loc[table["image_id"].isin(image_ids), column] = value
+    table.to_parquet(run.path("masks"), index=False)
+
+
+def test_default_parameters_give_2d_texture_shape2d_and_four_wavelet_bands(masked_run, tmp_path, monkeypatch):
     run = fresh_copy(masked_run, tmp_path)
+    runconfig.adopt(run, config_for(tmp_path), stage="radiomics", force=True)  # the study's parameter file
     manifest = run.read_manifest()
     # Two images of the default (study) parameter file: Original, LoG and Wavelet, seven classes.
     keep = manifest["image_id"].isin(manifest["image_id"].iloc[[0, 30]])
-    manifest.loc[~keep, "mask_source"] = "none"
-    manifest.to_parquet(run.manifest)
-    result = extract_run(run, config_for(tmp_path))
+    edit_mask_table(run, manifest.loc[~keep, "image_id"], mask_source="none")
+    result = extract(run, monkeypatch)
     features = result.features
     assert len(features) == 2 and result.status["status"].value_counts().to_dict() == {"ok": 2, "no mask": len(manifest) - 2}
     columns = set(features.columns)
@@ -79,37 +95,43 @@ def test_force2d_is_refused_with_the_reason(tmp_path):
     assert load_params(bundled_config("radiomics.yaml"))["featureClass"].keys() >= {"shape2D", "glcm"}
 
 
-def test_cache_hits_when_nothing_changed_and_misses_when_params_or_a_mask_change(masked_run, tmp_path):
+def test_cache_hits_when_nothing_changed_and_misses_when_params_or_a_mask_change(masked_run, tmp_path, monkeypatch):
     run = fresh_copy(masked_run, tmp_path)
-    config = config_for(tmp_path, FAST_PARAMS)
-    first = extract_run(run, config, workers=2)
+    first = extract(run, monkeypatch, workers=2)
     assert (first.status["status"] == "ok").all() and (first.status["cache"] == "miss").all()
-    second = extract_run(run, config, workers=2)
+    kept = radiomics.run(run.root)  # nothing changed: the stamp is fresh, nothing is extracted
+    assert kept.up_to_date
+    second = extract(run, monkeypatch, workers=2)
     assert (second.status["cache"] == "hit").all()
     pd.testing.assert_frame_equal(first.features, second.features)
     # Another run directory on the same images and masks reuses the cache.
     shutil.copytree(run.root, tmp_path / "other")
-    other = extract_run(RunDir(tmp_path / "other"), config, workers=1)
+    other = extract(RunDir(tmp_path / "other"), monkeypatch, workers=1)
     assert (other.status["cache"] == "hit").all()
-    # New parameters: every image is computed again.
-    changed = extract_run(run, config_for(tmp_path, FAST_PARAMS.replace("binWidth: 8", "binWidth: 16")), workers=1)
+    # New parameters (a forced change of the run's config): every image is computed again.
+    runconfig.adopt(run, config_for(tmp_path, FAST_PARAMS.replace("binWidth: 8", "binWidth: 16")), stage="radiomics",
+                    force=True)
+    assert not run.path("radiomics").exists()  # the old features were moved aside
+    changed = extract(run, monkeypatch, workers=1)
     assert (changed.status["cache"] == "miss").all()
     assert not np.allclose(changed.features["original_glcm_Contrast"], first.features["original_glcm_Contrast"])
     # One mask edited: that image alone is recomputed.
     from PIL import Image
 
     image_id = first.features["image_id"].iloc[5]
-    mask = np.asarray(Image.open(run.mask(image_id))).copy()
+    mask_file = run.path("mask_file", image_id=image_id)
+    mask = np.asarray(Image.open(mask_file)).copy()
     mask[mask.nonzero()[0][:20], mask.nonzero()[1][:20]] = 0
-    Image.fromarray(mask).save(run.mask(image_id))
-    edited = extract_run(run, config, workers=1).status.set_index("image_id")["cache"]
+    Image.fromarray(mask).save(mask_file)
+    edited = extract(run, monkeypatch, workers=1).status.set_index("image_id")["cache"]
     assert edited[image_id] == "miss" and (edited.drop(image_id) == "hit").all()
+    assert (changed.status["cache"] == "miss").all()
 
 
-def test_parallel_and_serial_extraction_agree(masked_run, tmp_path):
+def test_parallel_and_serial_extraction_agree(masked_run, tmp_path, monkeypatch):
     run = fresh_copy(masked_run, tmp_path)
-    serial = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="a"), workers=1)
-    parallel = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="b"), workers=2)
+    serial = extract(run, monkeypatch, cache="a", workers=1)
+    parallel = extract(run, monkeypatch, cache="b", workers=2)
     pd.testing.assert_frame_equal(serial.features, parallel.features)
     manifest = run.read_manifest()
     assert list(serial.features["image_id"]) == list(manifest.loc[manifest["included"], "image_id"])
@@ -128,18 +150,18 @@ def test_bad_images_and_masks_are_listed_and_the_run_continues(masked_run, tmp_p
     tiny[30:32, 30:33] = 255
     from PIL import Image
 
-    Image.fromarray(tiny).save(run.mask(tiny_id))
+    Image.fromarray(tiny).save(run.path("mask_file", image_id=tiny_id))
     none_id = manifest["image_id"].iloc[4]
-    manifest.loc[manifest["image_id"] == none_id, ["mask_source", "mask_note"]] = ["none", "mask file x.png is empty"]
+    edit_mask_table(run, [none_id], mask_source="none", mask_note="mask file x.png is empty")
     manifest.to_parquet(run.manifest)
-    result = CliRunner().invoke(app, ["radiomics", str(run.root), "--workers", "1"],
+    result = CliRunner().invoke(app, ["radiomics", str(run.root), "--workers", "1", "--force"],
                                 env={"CXRBIO_CACHE_DIR": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
-    status = pd.read_parquet(run.root / "radiomics" / "status.parquet").set_index("image_id")
+    status = pd.read_parquet(run.path("radiomics_status")).set_index("image_id")
     assert status.loc[corrupt_id, "status"] == "failed" and "broken.png" in status.loc[corrupt_id, "message"]
     assert status.loc[tiny_id, "status"] == "failed" and "6 pixels" in status.loc[tiny_id, "message"]
     assert status.loc[none_id, "status"] == "no mask" and "empty" in status.loc[none_id, "message"]
-    features = pd.read_parquet(run.radiomics)
+    features = pd.read_parquet(run.path("radiomics"))
     assert len(features) == len(status) - 3 and not features["image_id"].isin([corrupt_id, tiny_id, none_id]).any()
     assert "3 image(s) lack features" in result.output and "broken.png" in result.output.replace("\n", "")
 
@@ -147,7 +169,6 @@ def test_bad_images_and_masks_are_listed_and_the_run_continues(masked_run, tmp_p
 def test_radiomics_command_makes_masks_first_and_refuses_a_non_run(phantom_dir, tmp_path):
     config = config_for(tmp_path, FAST_PARAMS)
     scan(phantom_dir, config, tmp_path / "run")
-    save_config(config, tmp_path / "run" / "config.yaml")
     result = CliRunner().invoke(app, ["radiomics", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "Lung masks: column" in result.output and "Radiomics: 56 of 56 images" in result.output
@@ -156,9 +177,9 @@ def test_radiomics_command_makes_masks_first_and_refuses_a_non_run(phantom_dir, 
     assert outside.exit_code == 2 and "not a cxrbio run directory" in outside.output
 
 
-def test_planted_physics_shows_in_the_features(masked_run, tmp_path):
+def test_planted_physics_shows_in_the_features(masked_run, tmp_path, monkeypatch):
     run = fresh_copy(masked_run, tmp_path)
-    features = extract_run(run, config_for(tmp_path, FAST_PARAMS)).features
+    features = extract(run, monkeypatch).features
     labels = run.read_manifest().set_index("image_id")["label"]
     means = features.assign(label=features["image_id"].map(labels)).groupby("label").mean(numeric_only=True)
     mean_intensity = means["original_firstorder_Mean"]
@@ -166,21 +187,21 @@ def test_planted_physics_shows_in_the_features(masked_run, tmp_path):
     assert mean_intensity["Emphysema"] < mean_intensity["Normal"] < min(mean_intensity["Effusion"], mean_intensity["Pneumonia"])
 
 
-def test_ray_executor_gives_the_local_features(masked_run, tmp_path):
+def test_ray_executor_gives_the_local_features(masked_run, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     run = fresh_copy(masked_run, tmp_path)
-    local = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="a"), workers=1)
-    remote = extract_run(run, config_for(tmp_path, FAST_PARAMS, cache="b"), executor="ray")
+    local = extract(run, monkeypatch, cache="a", workers=1)
+    remote = extract(run, monkeypatch, cache="b", executor=RayExecutor())
     pd.testing.assert_frame_equal(local.features, remote.features)
     assert (remote.status["cache"] == "miss").all()
 
 
-def test_real_sample_gets_features(real_sample, tmp_path):
+def test_real_sample_gets_features(real_sample, tmp_path, monkeypatch):
     config = config_for(tmp_path, FAST_PARAMS)
     scan(real_sample, config, tmp_path / "run")
     run = RunDir(tmp_path / "run")
-    make_masks(run, config)
-    result = extract_run(run, config)
+    masks.run(run.root)
+    result = extract(run, monkeypatch)
     assert (result.status["status"] == "ok").all(), result.problems.to_string()
     assert len(result.features) == 74
     assert np.isfinite(result.features.drop(columns="image_id").to_numpy()).all()

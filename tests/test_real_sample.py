@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from cxrbio.cli import app
 from cxrbio.config import load_config
-from cxrbio.data.scan import scan
+from tests.helpers import scan
 
 EXPECTED = {"COVID-19": 14, "Pneumonia": 14, "Normal": 14, "Edema": 4, "Effusion": 10, "Emphysema": 8, "Fibrosis": 10}
 

@@ -16,9 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbio.cli import app
-
-from .browser_check import chromium_path
-from .test_analysis import FAST_PARAMS
+from tests.browser_check import chromium_path
+from tests.helpers import FAST_PARAMS, write_png
 
 keras = pytest.importorskip("keras")
 
@@ -57,6 +56,7 @@ def demo_run(tmp_path_factory):
     return out, report, first.output, second.output
 
 
+@pytest.mark.slow  # the demo trains networks
 def test_demo_runs_every_stage_reuses_them_and_prints_the_report(demo_run):
     out, report, first, second = demo_run
     stages = first.split("Stage times")[1]
@@ -70,7 +70,7 @@ def test_demo_runs_every_stage_reuses_them_and_prints_the_report(demo_run):
     assert len(list((out / "masks").glob("img-*.png"))) == 35
     status = pd.read_parquet(out / "radiomics" / "status.parquet")
     assert len(status) == 35 and (status["status"] == "ok").all()
-    assert "already finished" in second and "up to date" in second and "(35 from the cache)" in second
+    assert "already finished" in second and "up to date" in second and "Radiomics: up to date" in second
     assert "scratch: inputs unchanged" in second
 
 
@@ -81,6 +81,7 @@ def sections_of(page: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow  # the demo trains networks
 def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     out, report, _first, _second = demo_run
     page = report.read_text()
@@ -157,9 +158,7 @@ def test_plot_labels_are_made_inert():
 def hostile_run(tmp_path_factory):
     """A scanned (not trained) run whose class label, source and a broken file name carry HTML."""
     from cxrbio.config import load_config
-    from cxrbio.data.scan import scan
-
-    from tests.helpers import write_png
+    from tests.helpers import scan
 
     root = tmp_path_factory.mktemp("hostile")
     data = root / "<u>hospital"
@@ -170,9 +169,6 @@ def hostile_run(tmp_path_factory):
     config = load_config(None, {"data.classes": ["Normal", EVIL], "data.positive_class": None, "folds.k": 2,
                                 "data.image_size": 32})
     scan(data, config, root / "run")
-    from cxrbio.config import save_config
-
-    save_config(config, root / "run" / "config.yaml")
     return root / "run"
 
 
@@ -203,6 +199,7 @@ needs_browser = pytest.mark.skipif(chromium_path() is None, reason="no Chromium 
 
 
 @needs_browser
+@pytest.mark.slow  # the demo trains networks
 def test_demo_report_in_chromium_renders_sorts_and_raises_no_console_error(demo_run, tmp_path):
     from .browser_check import SECTIONS, check_report
 

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from cxrbio.data.layouts import patient_from_filename
-from cxrbio.data.scan import scan
-from cxrbio.errors import DataError
-from tests.helpers import make_config, write_dicom, write_png
+from cxrbio.errors import ConfigError, DataError
+from tests.helpers import make_config, scan, write_dicom, write_png
 
 CLASSES3 = ["COVID-19", "Pneumonia", "Normal"]
 
@@ -253,15 +252,26 @@ def test_failed_scan_keeps_existing_manifest(tmp_path, small_config):
     scan(data, cfg, tmp_path / "run")
     before = (tmp_path / "run" / "manifest.parquet").read_bytes()
     cfg = make_config(["COVID-19", "Normal"])  # now 'pneumonia' is unknown
-    with pytest.raises(DataError):
+    with pytest.raises(ConfigError, match="data.classes"):  # another config: refused, listing the key
         scan(data, cfg, tmp_path / "run")
+    with pytest.raises(DataError):  # forced, the scan itself fails: nothing was moved or written
+        scan(data, cfg, tmp_path / "run", force=True)
     assert (tmp_path / "run" / "manifest.parquet").read_bytes() == before
+    assert not list((tmp_path / "run").glob("superseded-*"))
 
 
 def test_refuses_to_replace_manifest_of_trained_run(tmp_path, small_config):
+    from cxrbio import freshness
+    from cxrbio.rundir import RunDir
+
     data = make_class_folders(tmp_path / "data")
     cfg = three_class_config(small_config)
-    (tmp_path / "run" / "train" / "scratch").mkdir(parents=True)
-    with pytest.raises(DataError, match="already holds trained models"):
+    scan(data, cfg, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    freshness.write_stamp(run, freshness.expected(run, "train_fold", cfg.model_dump(mode="json"),
+                                                  {"strategy": "scratch", "fold": 0}))  # a trained fold
+    with pytest.raises(DataError, match="already holds results of later stages"):
         scan(data, cfg, tmp_path / "run")
-    assert scan(data, cfg, tmp_path / "run", force=True).manifest is not None
+    again = scan(data, cfg, tmp_path / "run", force=True)
+    assert again.unchanged and again.superseded is None  # the same manifest: the fold stays
+    assert freshness.read_stamp(run.root, "train_fold", {"strategy": "scratch", "fold": 0}) is not None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp name ends like the target (".keras", ".weights.h5"): some writers insist on it.

@@ -24,6 +24,7 @@ from cxrbio import __version__
 from cxrbio.console import console, err_console, frame_table
 from cxrbio.errors import CxrbioError
 from cxrbio.progress import ProgressEvent
+from cxrbio.rundir import RunDir
 
 app = typer.Typer(
     name="cxrbio",
@@ -139,7 +140,7 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if summary.folds is not None:
         console.print(frame_table(summary.folds, f"Images per fold ({cfg.folds.k} folds, patient-grouped)", "fold"))
-    console.print(f"Manifest: {out / 'manifest.parquet'}")
+    console.print(f"Manifest: {RunDir(out).manifest}")
 
 
 
@@ -168,7 +169,8 @@ def _executor(kind: str, workers: int | None, address: str | None, gpus_per_task
 
 
 ExecutorOption = Annotated[str, typer.Option("--executor", help="local (processes on this machine) or ray.")]
-WorkersOption = Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: all cores; train: 1, in this process).")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", help="Local worker processes (default: all cores; train: 1, in this process).")]
 AddressOption = Annotated[str | None, typer.Option("--address", help="Ray: 'auto', 'ray://host:port', or omitted for a local instance.")]
 
 
@@ -209,13 +211,19 @@ def data_scan(
     executor: ExecutorOption = "local",
     workers: WorkersOption = None,
     address: AddressOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-scan a run that has later results, or with another config (what changes is moved aside).")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Re-scan a run that has later results, or with another config (what changes is moved "
+             "aside).")] = False,
+    old_folds: Annotated[str | None, typer.Option("--folds", hidden=True)] = None,
 ) -> None:
     """Scan a data set: labels, patients, QC, duplicates and folds into RUN_DIR/manifest.parquet."""
     from cxrbio.config import load_config
     from cxrbio.rundir import RunDir
     from cxrbio.stages import scan
 
+    if old_folds is not None:
+        raise CxrbioError("'cxrbio data scan --folds' is now --k (the number of folds); --folds names fold numbers "
+                          "in 'cxrbio train'.", fix=f"use --k {old_folds}.")
     overrides: dict[str, Any] = {}
     if k is not None:
         overrides["folds.k"] = k
@@ -238,16 +246,22 @@ def data_scan(
 @user_errors
 def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config: a new run's; on an existing run it must equal the run's own (or --force).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="YAML config: a new run's; on an existing run it must equal the run's own (or --force).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Data folder or CSV; scanned when the run has no manifest.")] = None,
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated, e.g. scratch,offshelf,finetune-3.")] = None,
     folds: Annotated[str | None, typer.Option("--folds", help="Comma-separated fold numbers to train (default: all).")] = None,
     executor: ExecutorOption = "local",
-    workers: Annotated[int | None, typer.Option("--workers", help="Folds trained at once in local processes (default: 1, in this process, with per-epoch progress).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Folds trained at once in local processes (default: 1, in this process, with per-epoch "
+             "progress).")] = None,
     address: AddressOption = None,
     gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", help="Ray: GPUs each fold declares.")] = 0.0,
-    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Mark strategies whose pretrained weights are unreachable as skipped.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="With a --config that differs from the run's: move what the changed keys shape aside and start those stages over.")] = False,
+    skip_unavailable: Annotated[bool, typer.Option(
+        "--skip-unavailable", help="Mark strategies whose pretrained weights are unreachable as skipped.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With a --config that differs from the run's: move what the changed keys shape aside and "
+             "start those stages over.")] = False,
 ) -> None:
     """Train MobileNetV2 with each strategy under cross-validation; write models, predictions and metrics."""
     from cxrbio.stages import train
@@ -284,7 +298,7 @@ def print_embed_summary(summary: Any, run_dir: Path) -> None:
                       f"(run 'cxrbio train --out {run_dir} --strategies {strategy}').", soft_wrap=True)
     for strategy, dims in summary.dims.items():
         console.print(f"{strategy}: {summary.images} images x {dims} dims, one out-of-fold row each "
-                      f"-> {Path(run_dir) / 'embeddings' / strategy}")
+                      f"-> {RunDir(run_dir).path('embeddings', strategy=strategy, fold=0).parent}")
     console.print(f"Embeddings done in {summary.seconds:.1f} s.")
 
 
@@ -293,7 +307,8 @@ def print_embed_summary(summary: Any, run_dir: Path) -> None:
 def masks_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks, named like the images.")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="auto, folder, column, segment or content (default: masks.source).")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="auto, folder, column, segment or content (default: masks.source).")] = None,
     executor: ExecutorOption = "local",
     workers: WorkersOption = None,
     address: AddressOption = None,
@@ -312,7 +327,7 @@ def print_masks_summary(result: Any, run_dir: Path) -> None:
     counts = result.table["mask_source"].value_counts()
     state = "up to date" if result.up_to_date else f"{result.seconds:.1f} s"
     console.print("Lung masks: " + ", ".join(f"{source} {n}" for source, n in counts.items())
-                  + f" ({state}) -> {Path(run_dir) / 'masks'}")
+                  + f" ({state}) -> {RunDir(run_dir).path('masks')}")
     flagged = result.flagged
     for row in flagged.head(10).itertuples():
         console.print(f"  {row.mask_source}: {row.path}: {row.mask_note}", soft_wrap=True, markup=False)
@@ -344,6 +359,8 @@ def print_radiomics_summary(result: Any, run_dir: Path) -> None:
     from cxrbio.rundir import RunDir
 
     run = RunDir(run_dir)
+    if result.masks is not None and not result.masks.up_to_date:
+        print_masks_summary(result.masks, run_dir)
     status = result.status
     ok = status["status"] == STATUS_OK
     hits = int((status["cache"] == "hit").sum())
@@ -373,7 +390,8 @@ def analyze_command(
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every embedded strategy).")] = None,
     top: Annotated[int | None, typer.Option("--top", help="Candidate dims per fold and class (default: analysis.top_k).")] = None,
     no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the saliency audit and the lungs-blanked test.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="A config whose analysis/report sections are used (the rest must equal the run's).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="A config whose analysis/report sections are used (the rest must equal the run's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo analyses whose inputs are unchanged.")] = False,
 ) -> None:
     """Rank candidate biomarker dims per disease: SHAP, tests, radiomics association, stability, UMAP, shortcut audit."""
@@ -398,9 +416,9 @@ def print_analysis_summary(summary: Any, run_dir: Path, top: int | None) -> None
     for note in summary.notes[:12]:
         console.print(f"[yellow]note[/] {escape(note)}", soft_wrap=True)
     if len(summary.notes) > 12:
-        console.print(f"... {len(summary.notes) - 12} more notes in {Path(run_dir) / 'analysis' / 'summary.json'}")
+        console.print(f"... {len(summary.notes) - 12} more notes in {RunDir(run_dir).path('analysis_summary')}")
     parts_time = ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings.items())
-    console.print(f"Analysis done in {summary.seconds:.1f} s ({parts_time}) -> {Path(run_dir) / 'analysis'}")
+    console.print(f"Analysis done in {summary.seconds:.1f} s ({parts_time}) -> {RunDir(run_dir).path('analysis_summary').parent}")
 
 
 @app.command("report")
@@ -408,7 +426,8 @@ def print_analysis_summary(summary: Any, run_dir: Path, top: int | None) -> None
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (any stage done; what is missing is listed in the report).")],
     out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: reports/<run name>.html).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="A config whose report section is used (the rest must equal the run's).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="A config whose report section is used (the rest must equal the run's).")] = None,
 ) -> None:
     """One self-contained HTML report of a run: data, Tables 1-7, candidates per disease, radiomics, limitations."""
     from cxrbio.stages import report
@@ -503,7 +522,7 @@ def demo(
 
     def printed(stage: str, result: Any) -> None:
         if stage == "scan":
-            print_scan_summary(result, load_config(out / "config.yaml"), out, time.perf_counter() - started)
+            print_scan_summary(result, load_config(RunDir(out).config), out, time.perf_counter() - started)
         elif stage == "train":
             print_metrics_table(result.metrics, out, result.seconds)
         elif stage == "embed":
@@ -523,7 +542,7 @@ def demo(
     console.print("Stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
                   + f"; total {sum(result.timings.values()):.1f} s")
     console.print(f"Paper tables in the terminal: uv run python analyses/paper_tables.py {out}")
-    console.print(f"Analysis tables: {out / 'analysis'} (docs/analysis.md)")
+    console.print(f"Analysis tables: {RunDir(out).path('analysis_summary').parent} (docs/analysis.md)")
     console.print(f"[bold]The report: {result.report.path}[/]", soft_wrap=True)
 
 
@@ -569,7 +588,7 @@ def print_metrics_table(results: dict[str, Any], run_dir: Path, seconds: float) 
 
     from cxrbio.config import load_config
 
-    cfg = load_config(Path(run_dir) / "config.yaml")
+    cfg = load_config(RunDir(run_dir).config)
     if not results:
         console.print("No strategy has all its folds finished yet.")
         return

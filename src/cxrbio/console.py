@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
-
-import os
-import sys
 
 # Piped into a file or CI log, rich would assume 80 columns and fold every table; use 140
 # there (COLUMNS still wins), the real width on a terminal.

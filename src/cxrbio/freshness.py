@@ -157,7 +157,7 @@ def write_stamp(run: RunDir, want: Expected, digest: str | None = None, info: di
     stamp = Stamp(artifact=want.artifact, unit=want.unit, schema=ARTIFACTS[want.artifact].schema, cxrbio=__version__,
                   fingerprint=want.fingerprint, digest=digest or secrets.token_hex(16), settings=want.settings,
                   options=want.options, inputs=want.inputs,
-                  written=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), info=dict(info or {}))
+                  written=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), info=dict(info or {}))
     atomic_write_text(stamp_path(run.root, want.artifact, want.unit), json.dumps(asdict(stamp), indent=1, default=str))
     return stamp
 

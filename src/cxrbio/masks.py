@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from cxrbio.atomic import atomic_write
 from cxrbio.config import Config
 from cxrbio.errors import CxrbioError, DataError
-from cxrbio.atomic import atomic_write
 from cxrbio.rundir import RunDir
 
 SEGMENTATION_VERSION = 1  # bump when cxrbio.lungseg changes its output

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -86,7 +85,7 @@ def params_hash(params: dict[str, Any]) -> str:
 
 def cache_root(config: Config) -> Path:
     base = config.radiomics.cache_dir or os.environ.get("CXRBIO_CACHE_DIR") or Path.home() / ".cache" / "cxrbio"
-    return Path(base).expanduser() / "radiomics"
+    return Path(base).expanduser().joinpath("radiomics")  # the user's cache, shared by runs (not a run path)
 
 
 @dataclass(frozen=True)
@@ -200,6 +199,7 @@ class RadiomicsResult:
     status: pd.DataFrame
     seconds: float
     up_to_date: bool = False  # the stamp was fresh: nothing was extracted
+    masks: Any = None  # the masks stage's result, when this call ran it
 
     @property
     def problems(self) -> pd.DataFrame:

@@ -56,18 +56,22 @@ def reconfigure(run: RunDir, given: Config, changed: list[tuple[str, Any, Any]])
     return sorted(affected)
 
 
-def adopt(run: RunDir, given: Config | None, *, stage: str, force: bool = False) -> Config:
-    """The config ``stage`` runs with on an existing run, given an optional ``--config``."""
+def resolve(run: RunDir, given: Config | None, *, stage: str,
+            force: bool = False) -> tuple[Config, list[tuple[str, Any, Any]]]:
+    """(the config ``stage`` would run with, the changes that need a reconfiguration); changes nothing.
+
+    Raises when ``given`` differs from the run's config in keys ``stage`` may not change, unless ``force``.
+    """
     current = load_config(run.config)
     if given is None:
-        return current
+        return current, []
     changes = differences(current, given)
     free = FREE_SECTIONS.get(stage, ())
     blocking = [c for c in changes if not _free(c[0], free)]
     if not blocking:
         if not changes:
-            return current
-        return current.model_copy(update={section: getattr(given, section) for section in free})
+            return current, []
+        return current.model_copy(update={section: getattr(given, section) for section in free}), []
     if not force:
         shaped = sorted(downstream(stages_shaped_by([k for k, _, _ in blocking])) & set(STAGES))
         raise ConfigError(
@@ -75,5 +79,12 @@ def adopt(run: RunDir, given: Config | None, *, stage: str, force: bool = False)
             f"{', '.join(shaped)} made.",
             fix=f"drop --config to use the run's own ('cxrbio config show {run.root}'), use a new --out, or add "
                 "--force to move everything those keys shape to superseded-<time>/ and redo it.")
-    reconfigure(run, given, blocking)
-    return given
+    return given, blocking
+
+
+def adopt(run: RunDir, given: Config | None, *, stage: str, force: bool = False) -> Config:
+    """The config ``stage`` runs with on an existing run, given an optional ``--config`` (reconfigures if forced)."""
+    config, blocking = resolve(run, given, stage=stage, force=force)
+    if blocking:
+        reconfigure(run, config, blocking)
+    return config

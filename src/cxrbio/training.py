@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from cxrbio import freshness
+from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config
 from cxrbio.data.folds import TestFold, inner_validation_split, outer_folds
 from cxrbio.models.layers import BACKBONE_LAYER, GAP_LAYER, HEAD_LAYERS, PREPROCESS_LAYER
 from cxrbio.rundir import RunDir
-from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 
 STAGE = "train"
 

@@ -91,9 +91,7 @@ def analysable_strategies(run: RunDir, requested: list[str] | None) -> list[str]
 
 def load_fold_embeddings(inputs: AnalysisInputs, strategy: str) -> list[FoldEmbeddings]:
     """Every fold's embeddings of ``strategy``; refuses folds that do not partition the images."""
-    from cxrbio.embed import read_out_of_fold
-
-    from cxrbio.embed import embedded_folds
+    from cxrbio.embed import embedded_folds, read_out_of_fold
 
     read_out_of_fold(inputs.run, strategy, expected=pd.Series(inputs.manifest.index))  # raises with the fix
     folds = []

@@ -47,7 +47,7 @@ def class_tests(values: np.ndarray, y: np.ndarray, names: list[str], classes: li
     frames = []
     counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
     testable = [i for i, c in enumerate(classes) if counts[c] >= min_group]
-    for i, c in enumerate(classes):
+    for c in classes:
         if counts[c] < min_group:
             notes.append(f"{c}: {counts[c]} image(s) (< {min_group}); its tests are skipped.")
     if len(testable) >= 2:

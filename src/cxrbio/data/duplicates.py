@@ -67,7 +67,8 @@ def hash_words(hashes: list[str]) -> np.ndarray:
     width = max((len(h) for h in hashes), default=16)
     words = -(-width // 16)
     padded = [h.rjust(words * 16, "0") for h in hashes]
-    return np.array([[int(h[i * 16 : (i + 1) * 16], 16) for i in range(words)] for h in padded], dtype=np.uint64).reshape(len(hashes), words)
+    words_of = [[int(h[i * 16 : (i + 1) * 16], 16) for i in range(words)] for h in padded]
+    return np.array(words_of, dtype=np.uint64).reshape(len(hashes), words)
 
 
 def near_duplicate_groups(hashes: list[str], max_distance: int, max_block_elements: int = 1 << 24) -> np.ndarray:

@@ -43,9 +43,9 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
+from cxrbio.atomic import atomic_write_text
 from cxrbio.config import PAPER_CLASSES
 from cxrbio.errors import DataError
-from cxrbio.atomic import atomic_write_text
 
 PHANTOM_VERSION = 2
 FINDINGS: dict[str, tuple[str, ...]] = {

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrbio.atomic import atomic_write
 from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
 from cxrbio.data.preprocess import letterbox
 from cxrbio.data.scan import ProgressCallback, iter_images, map_images
-from cxrbio.atomic import atomic_write
 
 
 def load_letterboxed(job: tuple[str, int]) -> np.ndarray:

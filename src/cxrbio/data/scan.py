@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.config import Config, save_config
+from cxrbio.config import Config
 from cxrbio.data.duplicates import UnionFind, near_duplicate_groups, perceptual_hash, sha256_file
 from cxrbio.data.folds import assign_folds
 from cxrbio.data.imageio import read_image
@@ -157,6 +157,19 @@ def _fold_groups(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(uniques[roots[codes]], index=frame.index)
 
 
+def content_group_keys(frame: pd.DataFrame) -> pd.Series:
+    """A fold group's key from its images' content (sorted SHA-256s; the image id where unreadable).
+
+    It names no patient and depends only on the data: two scans of the same data (with new
+    pseudonym salts, in any row order) give the same keys, so everything ordered by them (the
+    inner validation split) is the same too.
+    """
+    content = frame["sha256"].where(frame["sha256"].notna() & (frame["sha256"] != ""), frame["image_id"]).astype(str)
+    keys = content.groupby(frame["fold_group"]).apply(
+        lambda members: "G" + hashlib.sha256("|".join(sorted(members)).encode()).hexdigest()[:12])
+    return frame["fold_group"].map(keys)
+
+
 def build_manifest(
     data: str | Path,
     config: Config,
@@ -217,9 +230,9 @@ def build_manifest(
     except DataError as error:
         fold_error = error
 
+    frame["fold_group"] = content_group_keys(frame)
     if salt is not None:
         frame["patient_id"] = [pseudonym(p, salt) for p in frame["patient_raw"]]
-        frame["fold_group"] = [pseudonym(g, salt) for g in frame["fold_group"]]
     else:
         frame["patient_id"] = frame["patient_raw"]
     manifest = _ordered(frame.drop(columns=["patient_raw", "patient_hint"], errors="ignore"))

@@ -11,6 +11,7 @@ from typing import Any
 
 import jinja2
 
+from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config
 from cxrbio.report.baseline import baseline_section
 from cxrbio.report.candidates import candidates_section
@@ -20,7 +21,6 @@ from cxrbio.report.limitations import limitations
 from cxrbio.report.performance import performance_section, scoreboard
 from cxrbio.report.projection import projection_section
 from cxrbio.report.provenance import provenance_section
-from cxrbio.atomic import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -63,7 +63,7 @@ def render(contents: RunContents, progress: Callable[[str], None] | None = None)
     template = environment().get_template("report.html.j2")
     return template.render(
         title=f"cxrbio report: {contents.run.root.resolve().name}", config_name=contents.config.name,
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         css=(TEMPLATES / "report.css").read_text(), js=(TEMPLATES / "report.js").read_text(),
         plotly_js=_script_safe(plotly_js()), scoreboard=scoreboard(contents), missing=contents.missing, **built,
     )

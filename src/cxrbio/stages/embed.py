@@ -9,6 +9,7 @@ incomplete and the analysis refuses it with the command that fixes it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,13 @@ class EmbedResult:
     dims: dict[str, int] = field(default_factory=dict)
     images: int = 0
     seconds: float = 0.0
+
+
+def _reporter(report: Progress, task: str) -> Callable[[int, int], None]:
+    def update(done: int, total: int) -> None:
+        report(ProgressEvent(task, done, total))
+
+    return update
 
 
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size: int | None = None,
@@ -79,10 +87,9 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
                 result.up_to_date.setdefault(strategy, []).append(fold.fold)
                 say(progress, f"{strategy} fold {fold.fold}: up to date")
                 continue
-            task = f"{strategy} fold {fold.fold}"
             dims = export_fold(run.path("train_fold", **unit) / "model.keras", run.output(STAGE, "embeddings", **unit),
                                data, np.asarray(fold.test, bool), batch_size or config.train.batch_size,
-                               progress=lambda d, t, task=task: report(ProgressEvent(task, d, t)))
+                               progress=_reporter(report, f"{strategy} fold {fold.fold}"))
             freshness.write_stamp(run, want, info={"dims": dims, "images": len(data.manifest)})
             result.written.setdefault(strategy, []).append(fold.fold)
             say(progress, f"{strategy} fold {fold.fold}: written")

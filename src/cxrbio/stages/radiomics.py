@@ -53,33 +53,33 @@ def run(run_dir: str | Path, *, executor: Executor | None = None, masks: str | P
     parameter_file = params_path(config)  # a bad parameter file fails before any work
     key = params_hash(load_params(parameter_file))
     runner = executor or make_executor("local", workers=config.radiomics.workers)
-    masks_stage.run(run.root, folder=masks, executor=runner if runner.kind == "local" else None, progress=progress)
+    made = masks_stage.run(run.root, folder=masks, executor=runner if runner.kind == "local" else None, progress=progress)
     want = freshness.expected(run, "radiomics", config.model_dump(mode="json"),
                               options={"parameters": key, "parameter_file": str(parameter_file)})
     if not force and freshness.status(run, want).fresh:
         return RadiomicsResult(pd.read_parquet(run.path("radiomics")), pd.read_parquet(run.path("radiomics_status")),
-                               time.perf_counter() - started, up_to_date=True)
+                               time.perf_counter() - started, up_to_date=True, masks=made)
     manifest = with_masks(run.read_manifest(), run)
     manifest = manifest[manifest["included"]]
     jobs, status_rows = plan_jobs(run, config, manifest)
     hits, misses = [], []
     for job in jobs:  # cache hits are read here: a fully cached run starts no worker at all
-        features = cached_features(job) if job.mask_sha256 else None
-        if features is None:
+        cached = cached_features(job) if job.mask_sha256 else None
+        if cached is None:
             misses.append(job)
         else:
-            hits.append({"image_id": job.image_id, "status": STATUS_OK, "message": "", "cache": "hit", "features": features})
+            hits.append({"image_id": job.image_id, "status": STATUS_OK, "message": "", "cache": "hit", "features": cached})
     report = counter(progress, "radiomics")
     report(len(hits), len(jobs))
     computed: Iterator[dict[str, Any]] = iter(()) if not misses else runner.map(
         extract_features, misses, lambda done, _total: report(len(hits) + done, len(jobs)), min_jobs=4, chunksize=4)
     rows, statuses = [], []
     for result in itertools.chain(hits, computed):
-        features = result.pop("features")
-        nonfinite = sorted(k for k, v in (features or {}).items() if v is None or not math.isfinite(v))
+        values = result.pop("features")
+        nonfinite = sorted(k for k, v in (values or {}).items() if v is None or not math.isfinite(v))
         statuses.append({**result, "nonfinite": ",".join(nonfinite), "seconds": result.get("seconds", 0.0)})
-        if features is not None:
-            rows.append({"image_id": result["image_id"], **{k: (np.nan if v is None else v) for k, v in features.items()}})
+        if values is not None:
+            rows.append({"image_id": result["image_id"], **{k: (np.nan if v is None else v) for k, v in values.items()}})
     parts = [part for part in (pd.DataFrame(statuses), status_rows) if len(part)]
     status = pd.concat(parts, ignore_index=True) if parts else status_rows  # status_rows carries the columns
     order = {image_id: i for i, image_id in enumerate(manifest["image_id"])}
@@ -94,4 +94,4 @@ def run(run_dir: str | Path, *, executor: Executor | None = None, masks: str | P
     atomic_write_parquet(run.output(STAGE, "radiomics"), features)
     atomic_write_parquet(run.output(STAGE, "radiomics_status"), status)
     freshness.write_stamp(run, want, info={"images": len(features), "features": max(0, features.shape[1] - 1)})
-    return RadiomicsResult(features, status, time.perf_counter() - started)
+    return RadiomicsResult(features, status, time.perf_counter() - started, masks=made)

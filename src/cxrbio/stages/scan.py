@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cxrbio import freshness
 from cxrbio.artifacts import downstream
+from cxrbio.atomic import atomic_write_parquet
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.data.privacy import load_or_create_salt
 from cxrbio.data.scan import ScanResult, build_manifest, manifest_digest
@@ -22,7 +23,6 @@ from cxrbio.errors import DataError
 from cxrbio.executors import Executor, make_executor
 from cxrbio.progress import Progress, counter
 from cxrbio.rundir import RunDir, check_layout, supersede
-from cxrbio.atomic import atomic_write_parquet
 
 STAGE = "scan"
 
@@ -52,9 +52,10 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
 
     run = RunDir(run_dir)
     existing = run.config.is_file()
+    blocking: list = []
     if existing:
         check_layout(run)
-        config = runconfig.adopt(run, config, stage=STAGE, force=force) if config is not None else load_config(run.config)
+        config, blocking = runconfig.resolve(run, config, stage=STAGE, force=force)
     config = config or load_config(None)
     if existing and _later_results(run) and not force:
         raise DataError(
@@ -66,6 +67,8 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
         salt = load_or_create_salt(run.salt)
     scanned = build_manifest(data, config, salt=salt, layout=layout, executor=executor or make_executor("local"),
                              progress=counter(progress, STAGE))
+    if blocking:  # only now that the new manifest exists: a failed scan changes nothing
+        runconfig.reconfigure(run, config, blocking)
     digest = manifest_digest(scanned.manifest)
     previous = freshness.read_stamp(run.root, "manifest", {})
     unchanged = previous is not None and previous.digest == digest
@@ -75,7 +78,7 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
 
         aside = supersede(run, top_level_paths(downstream({STAGE}) - {STAGE}) + ["manifest.parquet"],
                           reason=f"re-scanned {data}: the manifest changed")
-    if not existing:
+    if not run.config.is_file():
         save_config(config, run.output(STAGE, "config"))
     atomic_write_parquet(run.output(STAGE, "manifest"), scanned.manifest)
     run.record("scanned", data=str(Path(data).expanduser().resolve()), layout_name=scanned.layout,
