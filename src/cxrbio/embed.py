@@ -82,11 +82,7 @@ def export_fold(model_path: Path, target: Path, data: Any, test_mask: np.ndarray
 
 def embedded_folds(run: RunDir) -> dict[str, list[int]]:
     """Strategies with embeddings (stamped units), and their folds."""
-    found: dict[str, list[int]] = {}
-    for _path, stamp in freshness.all_stamps(run.root):
-        if stamp.artifact == "embeddings":
-            found.setdefault(str(stamp.unit["strategy"]), []).append(int(stamp.unit["fold"]))
-    return {s: sorted(f) for s, f in sorted(found.items())}
+    return freshness.folds_by_strategy(run.root, "embeddings")
 
 
 def read_out_of_fold(run: RunDir, strategy: str, expected: pd.Series | None = None) -> pd.DataFrame:

@@ -174,3 +174,12 @@ def all_stamps(root: Path) -> list[tuple[Path, Stamp]]:
         except (OSError, ValueError, TypeError):
             continue
     return out
+
+
+def folds_by_strategy(root: Path, artifact: str) -> dict[str, list[int]]:
+    """Strategies with stamped units of a (strategy, fold) artifact, and their folds."""
+    found: dict[str, list[int]] = {}
+    for _path, stamp in all_stamps(root):
+        if stamp.artifact == artifact:
+            found.setdefault(str(stamp.unit["strategy"]), []).append(int(stamp.unit["fold"]))
+    return {s: sorted(f) for s, f in sorted(found.items())}

@@ -18,9 +18,12 @@ The method, on the letterboxed image (every length scales with the image side ``
 5. **Regularise.** Each lung is closed with a disc of radius ~S/25 and its holes filled, which
    takes back vessels and small opacities inside the field.
 
-The QC score (0..1) is the product of four plausibility factors: two lungs found (one: 0.4),
-lung area 12-60 % of the content, left/right area balance (ratio 0.4 or more scores 1), and a
-vertical extent of at least 30 % of the content height. Below ``min_qc`` the caller falls back
+The QC score (0..1) is the product of six plausibility factors, each 1 inside its plausible
+range and falling linearly to 0 outside it: two lungs found (one: 0.4, none: 0); lung area
+12-60 % of the content (0 below 4 % or above 80 %); left/right area balance (a ratio of 0.4 or
+more scores 1); a vertical extent of at least 30 % of the content height (0 below 10 %); each
+lung's centre 10-40 % of the width from the midline (0 within 3 % or beyond 47 %); and at most
+10 % of the outline on the content border (0 at 35 % or more). Below ``min_qc`` the caller falls back
 to the whole content area and flags the image. Dense consolidation or large effusions are
 bright and therefore excluded by step 2 beyond what step 5 restores: a known limit of
 intensity-based segmentation, visible in the QC score and in the report's mask overlays.

@@ -8,8 +8,6 @@ predicted, columns actual). Table 2's matrix is garbled in the text we have, so 
 from __future__ import annotations
 
 PAPER_CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
-PAPER_IMAGES = 3905
-PAPER_FOLDS = 10
 
 # strategy: (2-class acc, 7-class acc, sensitivity, specificity) in %, None = not reported
 PUBLISHED_METRICS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {

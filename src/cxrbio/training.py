@@ -417,11 +417,7 @@ def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batc
 
 def trained_folds(run: RunDir) -> dict[str, list[int]]:
     """Strategies with at least one completed fold (a stamp), and those folds."""
-    found: dict[str, list[int]] = {}
-    for _path, stamp in freshness.all_stamps(run.root):
-        if stamp.artifact == "train_fold":
-            found.setdefault(str(stamp.unit["strategy"]), []).append(int(stamp.unit["fold"]))
-    return {s: sorted(f) for s, f in sorted(found.items())}
+    return freshness.folds_by_strategy(run.root, "train_fold")
 
 
 def fold_dir(run: RunDir, strategy: str, fold: int) -> Any:

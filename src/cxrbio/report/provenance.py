@@ -38,6 +38,22 @@ def where(row: pd.Series, show_file_names: bool) -> str:
     return str(row.get("row") or row["image_id"]) if show_file_names else str(row["image_id"])
 
 
+def unit_summary(contents: RunContents) -> dict[str, Any]:
+    """Fresh and stale units, and the analysis settings that differ from the run's config (from the stamps)."""
+    from cxrbio.artifacts import flatten
+
+    own = {f"analysis.{k}": v for k, v in flatten(contents.config.analysis.model_dump(mode="json")).items()}
+    differing = []
+    for unit in contents.units:
+        if unit.stage != "analyze":
+            continue
+        for key, value in unit.settings.items():
+            if key in own and own[key] != value:
+                differing.append({"unit": unit.label, "key": key, "used": repr(value), "config": repr(own[key])})
+    return {"fresh": sum(u.state == "fresh" for u in contents.units),
+            "stale": [u for u in contents.units if u.state == "stale"], "analysis_settings": differing}
+
+
 def provenance_section(contents: RunContents) -> dict[str, Any]:
     manifest = contents.manifest
     summary = summarize(manifest, contents.classes)
@@ -72,7 +88,7 @@ def provenance_section(contents: RunContents) -> dict[str, Any]:
         "exclusions": exclusions, "duplicates": summary.duplicates, "duplicate_groups": groups[:50],
         "duplicate_groups_total": len(groups), "confounding": summary.confounding,
         "masks": masks, "radiomics_status": radiomics,
-        "config_yaml": config_to_yaml(config), "packages": package_versions(),
+        "config_yaml": config_to_yaml(config), "packages": package_versions(), "units": unit_summary(contents),
         "settings": [
             ("classes", ", ".join(config.data.classes)), ("image size", f"{config.data.image_size} px"),
             ("folds", f"{config.folds.k} ({config.folds.scheme})"), ("MobileNetV2 width", str(config.model.alpha)),
