@@ -30,12 +30,11 @@ def _published(value: float | None) -> str:
 
 
 def load_metrics(run_dir: Path) -> dict[str, dict]:
-    found = {}
-    for path in sorted((run_dir / "metrics").glob("*.json")):
-        if path.name == "comparison.json":
-            continue
-        found[path.stem] = json.loads(path.read_text())
-    return found
+    from cxrbio.rundir import RunDir
+
+    run = RunDir(run_dir)
+    comparison = run.path("comparison")
+    return {path.stem: json.loads(path.read_text()) for path in run.glob("metrics") if path != comparison}
 
 
 def metrics_table(title: str, strategies: list[str], metrics: dict[str, dict]) -> Table:

@@ -233,3 +233,27 @@ def test_analyze_names_the_command_for_missing_inputs(embedded_run, tmp_path):
     assert no_embeddings.exit_code == 2 and ("cxrbio embed" in no_embeddings.output or "cxrbio radiomics" in no_embeddings.output)
     unknown = CliRunner().invoke(app, ["analyze", str(embedded_run), "--strategies", "offshelf"])
     assert unknown.exit_code == 2 and "no embeddings for offshelf" in unknown.output
+
+
+def test_analysis_settings_may_come_from_another_config_and_the_report_shows_them(embedded_run, tmp_path):
+    from cxrbio import freshness
+    from cxrbio.config import config_to_yaml
+
+    shutil.copytree(embedded_run, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    own = load_config(run.config)
+    other = tmp_path / "other.yaml"
+    other.write_text(config_to_yaml(own.model_copy(update={"analysis": own.analysis.model_copy(update={"top_k": 2})})))
+    result = CliRunner().invoke(app, ["analyze", str(run.root), "--no-audit", "--config", str(other)])
+    assert result.exit_code == 0, result.output
+    assert load_config(run.config).analysis.top_k == own.analysis.top_k  # the run's config is unchanged
+    stamp = freshness.read_stamp(run.root, "analysis", {"strategy": "scratch"})
+    assert stamp.settings["analysis.top_k"] == 2
+    report = tmp_path / "r.html"
+    assert CliRunner().invoke(app, ["report", str(run.root), "--out", str(report)]).exit_code == 0
+    page = report.read_text()
+    assert "Analyses made with settings other than the run" in page and "analysis.top_k" in page
+    training = other.read_text().replace("learning_rate: 0.0001", "learning_rate: 0.5")
+    other.write_text(training)
+    refused = CliRunner().invoke(app, ["analyze", str(run.root), "--config", str(other)])
+    assert refused.exit_code == 2 and "train.learning_rate" in refused.output

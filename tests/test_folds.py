@@ -48,7 +48,7 @@ def test_too_few_groups():
     groups = pd.Series([f"a{i}" for i in range(10)] + ["b0", "b1", "b1"])
     with pytest.raises(DataError) as info:
         assign_folds(labels, groups, k=3, seed=0)
-    assert "B has 2" in info.value.message and "--folds 2" in info.value.fix
+    assert "B has 2" in info.value.message and "--k 2" in info.value.fix
 
 
 def test_near_duplicate_groups_by_hamming_distance():

@@ -242,7 +242,7 @@ def test_too_few_patients_for_folds_names_classes_and_options(tmp_path, small_co
     error = result.fold_error
     assert error is not None
     assert "COVID-19 has 4" in error.message and "5 folds" in error.message
-    assert "--folds 4" in error.fix and "data.classes" in error.fix
+    assert "--k 4" in error.fix and "data.classes" in error.fix
     assert (result.manifest["fold"] == -1).all()  # the manifest is still written, without folds
 
 

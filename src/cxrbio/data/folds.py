@@ -28,7 +28,7 @@ def check_enough_groups(labels: pd.Series, groups: pd.Series, k: int) -> None:
     raise DataError(
         f"too few patients for {k} folds: {listed} (patients, counting near-duplicate-linked patients as one); "
         f"every class needs at least {k}, one per test fold.",
-        fix=f"use fewer folds (--folds {max(2, most)} or folds.k: {max(2, most)}), add patients to those classes, "
+        fix=f"use fewer folds (--k {max(2, most)} or folds.k: {max(2, most)}), add patients to those classes, "
         "or remove them from data.classes.",
     )
 
@@ -78,7 +78,7 @@ def outer_folds(included: pd.DataFrame, scheme: str) -> list[TestFold]:
     if (folds < 0).any():
         raise DataError(
             "the manifest has no folds (a class had too few patients when it was scanned).",
-            fix="re-scan with fewer folds: cxrbio data scan DATA --out RUN_DIR --folds K.",
+            fix="re-scan with fewer folds: cxrbio data scan DATA --out RUN_DIR --k K --force.",
         )
     return [TestFold(int(k), f"fold {int(k)}", folds == k) for k in sorted(np.unique(folds))]
 
