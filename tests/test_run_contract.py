@@ -225,3 +225,19 @@ def test_every_stage_runs_from_python_and_every_file_is_a_declared_artifact(phan
     assert set(stages.analyze.run(run).skipped) == {"radiomics", "scratch"}
     shutil.rmtree(run / "stamps" / "embeddings")
     assert stages.embed.run(run).written == {"scratch": [0, 1]}  # no stamp: not current, redone
+
+
+def test_a_unit_made_from_an_input_that_has_since_changed_is_stale_and_names_its_stage(phantom_dir, tmp_path):
+    config = make_config()
+    scan(phantom_dir, config, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    tree = config.model_dump(mode="json")
+    fold = {"strategy": "scratch", "fold": 0}
+    freshness.write_stamp(run, freshness.expected(run, "train_fold", tree, fold), digest="model-1")
+    freshness.write_stamp(run, freshness.expected(run, "embeddings", tree, fold))
+    assert freshness.stale_inputs(run, "analysis", tree, {"strategy": "scratch"}) == []
+    freshness.write_stamp(run, freshness.expected(run, "train_fold", tree, fold), digest="model-2")  # retrained
+    status = freshness.status(run, freshness.expected(run, "embeddings", tree, fold))
+    assert status.state == "stale" and "train/scratch/fold-0" in status.reason
+    stale = freshness.stale_inputs(run, "analysis", tree, {"strategy": "scratch"})
+    assert stale == [("embeddings/scratch/fold-0.parquet", "embed", status.reason)]

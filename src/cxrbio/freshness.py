@@ -183,3 +183,18 @@ def folds_by_strategy(root: Path, artifact: str) -> dict[str, list[int]]:
         if stamp.artifact == artifact:
             found.setdefault(str(stamp.unit["strategy"]), []).append(int(stamp.unit["fold"]))
     return {s: sorted(f) for s, f in sorted(found.items())}
+
+
+def stale_inputs(run: RunDir, artifact: str, config_tree: dict[str, Any], unit: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(input unit, its stage, why) for each input of ``artifact``'s unit that is no longer fresh itself.
+
+    A unit computed from a stale input would be stale in spirit though its own fingerprint still
+    matches (e.g. embeddings of a fold model that has since been retrained); stages refuse such
+    inputs, naming the stage to re-run.
+    """
+    found = []
+    for label, stamp in input_units(run.root, ARTIFACTS[artifact], unit).items():
+        state = status(run, expected(run, stamp.artifact, config_tree, stamp.unit, stamp.options))
+        if not state.fresh:
+            found.append((label, ARTIFACTS[stamp.artifact].stage, state.reason))
+    return found

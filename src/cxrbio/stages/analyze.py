@@ -19,9 +19,10 @@ import pandas as pd
 from cxrbio import freshness
 from cxrbio.analysis.inputs import analysable_strategies, load_inputs
 from cxrbio.analysis.pipeline import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
+from cxrbio.artifacts import command_for
 from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config
-from cxrbio.errors import ConfigError
+from cxrbio.errors import ConfigError, CxrbioError
 from cxrbio.progress import Progress, say
 from cxrbio.rundir import open_run
 from cxrbio.timing import timed
@@ -49,6 +50,12 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
     options = {"parts": list(parts)}
 
     def unit(space: str) -> freshness.Expected:
+        stale = freshness.stale_inputs(run, "analysis", own.model_dump(mode="json"), {"strategy": space})
+        if stale:
+            label, stage, reason = stale[0]
+            raise CxrbioError(f"the analysis of {space} would read {label}, which is stale ({reason})"
+                              + (f", and {len(stale) - 1} more stale input(s)" if len(stale) > 1 else "") + ".",
+                              fix=f"run '{command_for(stage, run.root)}' first.")
         return freshness.expected(run, "analysis", tree, {"strategy": space}, options)
 
     def message(text: str) -> None:

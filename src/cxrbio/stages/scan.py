@@ -37,7 +37,8 @@ class ScanStageResult(ScanResult):
 
 
 def _later_results(run: RunDir) -> bool:
-    return any(stamp.artifact != "manifest" for _, stamp in freshness.all_stamps(run.root))
+    """Whether stages after the scan completed anything (the demo's phantom is its input, not a result)."""
+    return any(stamp.artifact not in ("manifest", "phantom") for _, stamp in freshness.all_stamps(run.root))
 
 
 def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, layout: str | None = None,
