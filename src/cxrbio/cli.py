@@ -218,7 +218,6 @@ def data_scan(
 ) -> None:
     """Scan a data set: labels, patients, QC, duplicates and folds into RUN_DIR/manifest.parquet."""
     from cxrbio.config import load_config
-    from cxrbio.rundir import RunDir
     from cxrbio.stages import scan
 
     if old_folds is not None:
@@ -356,7 +355,6 @@ def radiomics_command(
 
 def print_radiomics_summary(result: Any, run_dir: Path) -> None:
     from cxrbio.radiomics import STATUS_OK
-    from cxrbio.rundir import RunDir
 
     run = RunDir(run_dir)
     if result.masks is not None and not result.masks.up_to_date:
