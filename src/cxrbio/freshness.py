@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cxrbio import __version__
 from cxrbio.artifacts import ARTIFACTS, Artifact, settings_values
+from cxrbio.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from cxrbio.rundir import RunDir
@@ -152,8 +153,6 @@ def explain(stamp: Stamp, want: Expected) -> str:
 
 def write_stamp(run: RunDir, want: Expected, digest: str | None = None, info: dict[str, Any] | None = None) -> Stamp:
     """Record that the unit is complete; call after every file of the unit is written."""
-    from cxrbio.atomic import atomic_write_text
-
     stamp = Stamp(artifact=want.artifact, unit=want.unit, schema=ARTIFACTS[want.artifact].schema, cxrbio=__version__,
                   fingerprint=want.fingerprint, digest=digest or secrets.token_hex(16), settings=want.settings,
                   options=want.options, inputs=want.inputs,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrbio import freshness
+from cxrbio import freshness, runconfig
 from cxrbio.analysis.inputs import analysable_strategies, load_inputs
 from cxrbio.analysis.pipeline import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
 from cxrbio.artifacts import command_for
@@ -31,7 +31,6 @@ from cxrbio.timing import timed
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | None = None, audit: bool = True,
         config: Config | None = None, force: bool = False, progress: Progress | None = None) -> AnalysisSummary:
     """Analyse the run's embedded strategies (default: all) and its radiomics space."""
-    from cxrbio import runconfig
     from cxrbio.quiet import initialise_tensorflow
 
     if top is not None and top < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cxrbio import runconfig
 from cxrbio.config import Config
 from cxrbio.progress import Progress, ProgressEvent, silent
 from cxrbio.report.build import ReportResult, build_report
@@ -22,7 +23,6 @@ STAGE = "report"
 def run(run_dir: str | Path, *, out: str | Path | None = None, config: Config | None = None,
         progress: Progress | None = None) -> ReportResult:
     """Write the report; returns its path, size and what the run lacks."""
-    from cxrbio import runconfig
 
     report = progress or silent
     run, _own = open_run(run_dir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrbio import freshness
+from cxrbio import freshness, runconfig
 from cxrbio.artifacts import downstream
 from cxrbio.atomic import atomic_write_parquet
 from cxrbio.config import Config, load_config, save_config
@@ -49,7 +49,6 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
     equal the run's own unless ``force``. The manifest is written even when folds cannot be
     drawn (``fold_error`` says why; the CLI prints the summary and then the error).
     """
-    from cxrbio import runconfig
 
     run = RunDir(run_dir)
     existing = run.config.is_file()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrbio import freshness
+from cxrbio import freshness, runconfig
 from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config, load_config
 from cxrbio.errors import CxrbioError, DataError
@@ -151,7 +151,6 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
     ``executor``: local with one worker (default) trains in this process with per-epoch progress;
     more workers, or Ray, train one fold per task from the run's disk cache.
     """
-    from cxrbio import runconfig
     from cxrbio.quiet import initialise_tensorflow
     from cxrbio.training import configure_tensorflow, load_training_data
 
