@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -149,3 +150,28 @@ def scan(data, config, run_dir, **options):
     from cxrbio.stages import scan as scan_stage
 
     return scan_stage.run(run_dir, data=data, config=config, **options)
+
+
+def synthetic_predictions(n_folds: int = 3, per_fold: int = 60, accuracy: float = 0.8, seed: int = 0,
+                          classes: tuple[str, ...] | list[str] | None = None) -> Any:
+    """Out-of-fold predictions as ``cxrbio train`` writes them: two images per patient, p = 0.9 on the prediction.
+
+    ``accuracy`` is the chance of predicting the true class outright (the rest are uniform guesses,
+    some of them right).
+    """
+    import pandas as pd
+
+    from cxrbio.config import PAPER_CLASSES
+
+    classes = list(classes or PAPER_CLASSES)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold in range(n_folds):
+        for i in range(per_fold):
+            true = int(rng.integers(0, len(classes)))
+            predicted = true if rng.random() < accuracy else int(rng.integers(0, len(classes)))
+            p = np.full(len(classes), 0.1 / (len(classes) - 1))
+            p[predicted] = 0.9
+            rows.append({"image_id": f"i{fold}-{i}", "patient_id": f"pt{fold}-{i // 2}", "fold": fold, "true": true,
+                         "predicted": predicted, **{f"p_{c}": p[k] for k, c in enumerate(classes)}})
+    return pd.DataFrame(rows)

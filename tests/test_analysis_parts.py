@@ -133,7 +133,60 @@ def test_projection_scores_separation_in_both_spaces():
     from cxrbio.analysis.projection import project
 
     x, y = separable(n=90)
-    coords, rows = project(np.column_stack([x, x * 2]), y, neighbors=10, min_dist=0.1, seed=0)
+    coords, rows = project(np.column_stack([x, x * 2]), y, neighbors=10, min_dist=0.1, seed=0,
+                           groups=np.arange(len(y)))
     assert coords.shape == (90, 2)
     scores = {r["space"]: r for r in rows}
     assert scores["original"]["knn_accuracy"] > 0.6 and -1 <= scores["umap"]["silhouette"] <= 1
+
+
+def test_knn_separation_folds_keep_a_patients_images_together():
+    """Labels random per patient, each patient's 6 images nearly identical: only same-patient
+    neighbours 'separate' the classes. Ungrouped folds score that near 100%; grouped, it is chance."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from cxrbio.analysis.projection import separation
+
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(60), 6)
+    y = np.repeat(rng.permutation(np.arange(60) % 2), 6)  # half the patients per class, at random
+    centres = rng.normal(size=(60, 8))
+    x = centres[patients] + 0.01 * rng.normal(size=(len(patients), 8))
+    leaky = cross_val_score(KNeighborsClassifier(5), x, y, cv=StratifiedKFold(5, shuffle=True, random_state=0)).mean()
+    grouped = separation(x, y, 0, groups=patients)["knn_accuracy"]
+    assert leaky > 0.9  # what the ungrouped score used to say
+    assert 0.3 < grouped < 0.7  # chance: the patients carry no class signal
+
+
+def test_the_radiomics_baseline_under_leave_one_source_out_uses_the_cnns_folds(tmp_path):
+    """It used the manifest's stratified ``fold`` column, so under leave-one-source-out its folds
+    were not the CNN's (one per source) and the two were not comparable."""
+    import pandas as pd
+
+    from cxrbio.analysis.inputs import AnalysisInputs
+    from cxrbio.analysis.pipeline import AnalysisSummary, analyze_radiomics
+    from cxrbio.config import load_config
+    from cxrbio.data.folds import outer_folds
+    from cxrbio.rundir import RunDir
+
+    config = load_config(None, {"data.classes": ["A", "B"], "data.positive_class": None,
+                                "folds.scheme": "leave-one-source-out", "analysis.bootstrap": 2,
+                                "evaluation.bootstrap": 20, "analysis.umap_neighbors": 5})
+    n = 60
+    rng = np.random.default_rng(0)
+    manifest = pd.DataFrame({
+        "image_id": [f"i{k:02d}" for k in range(n)], "patient_id": [f"p{k:02d}" for k in range(n)],
+        "fold_group": [f"g{k:02d}" for k in range(n)], "label": np.where(np.arange(n) % 2, "B", "A"),
+        "source": np.repeat(["h1", "h2", "h3"], n // 3), "fold": np.arange(n) % 5,  # stratified folds: not the sources
+    }).set_index("image_id")
+    manifest["y"] = (manifest["label"] == "B").astype(int)
+    features = rng.normal(size=(n, 4))
+    features[:, 0] += 2 * manifest["y"].to_numpy()
+    radiomics = pd.DataFrame(features, index=manifest.index, columns=[f"original_firstorder_f{k}" for k in range(4)])
+    inputs = AnalysisInputs(RunDir(tmp_path), config, manifest, ["A", "B"], radiomics)
+    analyze_radiomics(inputs, AnalysisSummary([]), lambda message: None)
+    predicted = pd.read_parquet(tmp_path / "analysis" / "radiomics" / "predictions.parquet").set_index("image_id")
+    cnn = {image: fold.fold for fold in outer_folds(manifest, "leave-one-source-out") for image in manifest.index[fold.test]}
+    assert predicted["fold"].to_dict() == cnn  # the folds training uses: one per source
+    assert predicted["fold"].nunique() == 3

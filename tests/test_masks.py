@@ -162,3 +162,17 @@ def test_real_sample_gets_masks(real_sample, tmp_path):
     for image_id in masks["image_id"]:
         mask = read_mask(run, image_id)
         assert mask is not None and mask.shape == (64, 64) and mask.any()
+
+
+def test_the_report_names_the_segmentation_caveat_for_a_segmented_run_and_only_then(scanned):
+    """The limitation read a mask source the masks stage never writes ('segment'), so it never showed."""
+    from cxrbio.report.contents import load_contents
+    from cxrbio.report.limitations import limitations
+
+    run, _config = scanned
+    caveat = "cxrbio's classical segmentation"
+    make_masks(run, source="column")  # the phantom's ground truth
+    assert not any(caveat in note for note in limitations(load_contents(run.root)))
+    segmented = make_masks(run, source="segment")
+    assert (segmented["mask_source"] == "segmented").any()
+    assert any(caveat in note for note in limitations(load_contents(run.root)))

@@ -95,7 +95,13 @@ def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     # Tables 1-7 beside the published numbers: the run's pooled accuracy, with the paper's 87.66 for scratch.
     metrics = json.loads((out / "metrics" / "scratch.json").read_text())
     scratch_row = re.search(r"<td>Table 5</td><td>scratch</td>(.*?)</tr>", sections["performance"], flags=re.S).group(1)
-    assert f"{100 * metrics['pooled']['accuracy']:.1f} [" in scratch_row and "87.66" in scratch_row
+    assert f"pooled {100 * metrics['pooled']['accuracy']:.1f} [" in scratch_row and "87.66" in scratch_row
+    # Beside the paper: the mean over folds, as the paper reports it.
+    fold_mean = f"{100 * metrics['fold_mean']['accuracy']:.1f} ± {100 * metrics['fold_sd']['accuracy']:.1f}"
+    assert f'<span class="fold-mean">{fold_mean}</span>' in scratch_row
+    # Calibration per strategy; comparisons Holm-adjusted with paired differences.
+    assert 'id="reliability-scratch"' in page and "Expected calibration error" in sections["performance"]
+    assert "p, Holm" in sections["performance"] and "Δ accuracy" in sections["performance"]
     assert "Table 6" in sections["performance"] and "[443]" in sections["performance"]  # Table 6 with the paper's cells
     assert "Nadeau" in sections["performance"] and "finetune-1" in sections["performance"]  # strategy comparison
     for figure in ("roc-scratch", "curves-scratch", "roc-finetune-1", "umap-scratch", "umap-finetune-1", "umap-radiomics"):
@@ -224,3 +230,37 @@ def test_hostile_strings_run_no_script_in_chromium(hostile_run, tmp_path):
     assert CliRunner().invoke(app, ["report", str(hostile_run), "--out", str(report)]).exit_code == 0
     found = check_report(report)
     assert found.dialogs == [] and found.console_errors == []
+
+
+def test_performance_views_put_fold_means_beside_the_paper_with_calibration_and_adjusted_comparisons():
+    """The report's tables from hand-made predictions (no training): what sits beside the paper is
+    the mean over folds; calibration and Holm-adjusted paired comparisons are shown."""
+    from types import SimpleNamespace
+
+    from cxrbio.comparisons import compare_strategies
+    from cxrbio.config import PAPER_CLASSES
+    from cxrbio.metrics import strategy_metrics
+    from cxrbio.report.calibration import calibration_view
+    from cxrbio.report.contents import StrategyResults
+    from cxrbio.report.performance import comparison_rows, paper_cells, per_class_rows
+    from tests.helpers import synthetic_predictions
+
+    classes = list(PAPER_CLASSES)
+    good, poor = synthetic_predictions(accuracy=0.9, seed=1), synthetic_predictions(accuracy=0.5, seed=1)
+    validation = synthetic_predictions(accuracy=0.9, seed=2)
+    metrics = strategy_metrics(good, classes, "COVID-19", {}, n_boot=50, validation=validation)
+    metrics.update(status="done")
+    cells = paper_cells(metrics)
+    folds = [v["accuracy"] for v in metrics["folds"].values()]
+    assert cells[1]["mean"] == f"{100 * np.mean(folds):.1f} ± {100 * np.std(folds, ddof=1):.1f}"
+    assert cells[1]["range"] == f"{100 * min(folds):.1f}–{100 * max(folds):.1f}" and cells[1]["folds"] == "3"
+    assert cells[1]["pooled"].startswith(f"{100 * metrics['pooled']['accuracy']:.1f} [")
+    result = StrategyResults("scratch", metrics=metrics)
+    view = calibration_view(result, classes)
+    assert view["ece"].startswith(f"{metrics['calibration']['uncalibrated']['ece']:.3f} [")
+    assert view["scaled"] is not None and "fold 0:" in view["temperatures"] and 'id="reliability-scratch"' in view["figure"]
+    assert [row["class"] for row in view["per_class"]] == classes
+    assert per_class_rows(result)[0]["sensitivity"].count("[") == 1  # patient-bootstrap interval
+    comparison = compare_strategies({"scratch": good, "offshelf": poor}, classes, n_train=120, n_test=60, resamples=50)
+    row = comparison_rows(SimpleNamespace(comparison=comparison))[0]
+    assert row["nb_holm"] != "–" and row["d_accuracy"].startswith("+") and row["mcnemar_holm"] != "–"

@@ -119,6 +119,34 @@ def test_a_conflicting_config_is_refused_listing_the_keys_and_force_moves_what_t
     assert history[-2]["event"] == "reconfigured" and history[-2]["changed"] == ["train.learning_rate"]
 
 
+def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(phantom_dir, tmp_path):
+    """Reconfiguration is per artifact: evaluation settings shape metrics (and the radiomics
+    baseline's intervals), not models, so forcing one keeps every fold model for 'cxrbio train' to reuse."""
+    from cxrbio import runconfig
+
+    config = make_config()
+    scan(phantom_dir, config, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    artifacts, stages = runconfig.affected_by(["evaluation.bootstrap"])
+    assert {"metrics", "comparison", "analysis"} <= artifacts and "train_fold" not in artifacts
+    assert "embeddings" not in runconfig.affected_by(["evaluation.temperature_scaling"])[0]
+    tree = config.model_dump(mode="json")
+    fold = {"strategy": "scratch", "fold": 0}
+    run.path("train_fold", **fold).mkdir(parents=True)
+    freshness.write_stamp(run, freshness.expected(run, "train_fold", tree, fold))
+    run.path("metrics", strategy="scratch").parent.mkdir(parents=True)
+    run.path("metrics", strategy="scratch").write_text("{}")
+    changed = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"bootstrap": 200})})
+    with pytest.raises(CxrbioError, match="evaluation.bootstrap"):
+        runconfig.adopt(run, changed, stage="train")
+    runconfig.adopt(run, changed, stage="train", force=True)
+    aside = next(run.root.glob("superseded-*"))
+    assert (aside / "metrics" / "scratch.json").is_file() and not run.path("metrics", strategy="scratch").exists()
+    assert run.path("train_fold", **fold).is_dir()
+    assert freshness.status(run, freshness.expected(run, "train_fold", changed.model_dump(mode="json"), fold)).fresh
+    assert open_run(run.root)[1].evaluation.bootstrap == 200
+
+
 def test_analysis_settings_may_differ_but_training_keys_may_not(phantom_dir, tmp_path):
     from cxrbio import runconfig
 

@@ -95,8 +95,13 @@ def test_train_command_writes_every_output(phantom_dir, tmp_path):
     assert result.exit_code == 0, result.output
     for fold in range(3):
         out = run.path("train_fold", strategy="scratch", fold=fold)
-        assert {"model.keras", "history.csv", "predictions.parquet", "summary.json"} <= {p.name for p in out.iterdir()}
+        assert {"model.keras", "history.csv", "predictions.parquet", "validation.parquet", "summary.json"} <= {
+            p.name for p in out.iterdir()}
         assert fold_done(run, "scratch", fold)
+        # Temperature scaling fits on the inner validation patients: none of them is in the test fold.
+        validation = pd.read_parquet(out / "validation.parquet")
+        tested = pd.read_parquet(out / "predictions.parquet")
+        assert len(validation) and set(validation["patient_id"]).isdisjoint(tested["patient_id"])
     metrics = json.loads(run.path("metrics", strategy="scratch").read_text())
     predictions = pd.concat(pd.read_parquet(run.path("train_fold", strategy="scratch", fold=f) / "predictions.parquet")
                             for f in range(3))
@@ -106,7 +111,9 @@ def test_train_command_writes_every_output(phantom_dir, tmp_path):
     assert lo <= metrics["pooled"]["accuracy"] <= hi
     skipped = json.loads(run.path("metrics", strategy="offshelf").read_text())
     assert skipped["status"] == "skipped" and run.path("train_skipped", strategy="offshelf").is_file()
-    assert "Pooled out-of-fold metrics" in result.output
+    assert metrics["calibration"]["temperature"]["status"] == "fitted" and "scaled" in metrics["calibration"]
+    assert metrics["fold_count"]["accuracy"] == 3 and len(metrics["fold_range"]["accuracy"]) == 2
+    assert "Fold mean ± SD" in " ".join(result.output.split())
     # Without --skip-unavailable the missing weights are an error naming the remedies.
     again = CliRunner().invoke(app, ["train", "--out", str(run.root)])
     assert again.exit_code == 2 and "offshelf" in again.output and "fix:" in again.output

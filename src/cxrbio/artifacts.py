@@ -100,14 +100,14 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("image_cache", "cache", "train", 1, "image cache (letterboxed images, frozen features)", stamped=False,
              folder=True, cache=True),
     Artifact("train_fold", "train/{strategy}/fold-{fold}", "train", 2,
-             "trained fold models (model.keras, history.csv, predictions.parquet, summary.json)",
+             "trained fold models (model.keras, history.csv, predictions.parquet, validation.parquet, summary.json)",
              inputs=("manifest",), settings=_TRAINING, ignore=_NEVER, folder=True),
     Artifact("train_skipped", "train/{strategy}/SKIPPED", "train", 1, "skip notes (why a strategy was not trained)",
              stamped=False),
-    Artifact("metrics", "metrics/{strategy}.json", "train", 2, "metrics (a strategy's, over its folds)",
-             inputs=("train_fold",), settings=("data.classes", "data.positive_class", "train.seed"), ignore=_NEVER),
-    Artifact("comparison", "metrics/comparison.json", "train", 2, "strategy comparisons",
-             inputs=("metrics",), settings=("data.classes",), ignore=_NEVER),
+    Artifact("metrics", "metrics/{strategy}.json", "train", 3, "metrics (a strategy's, over its folds)",
+             inputs=("train_fold",), settings=("data.classes", "data.positive_class", "folds.scheme", "evaluation"), ignore=_NEVER),
+    Artifact("comparison", "metrics/comparison.json", "train", 3, "strategy comparisons",
+             inputs=("metrics",), settings=("data.classes", "evaluation"), ignore=_NEVER),
     Artifact("embeddings", "embeddings/{strategy}/fold-{fold}.parquet", "embed", 2,
              "embeddings (a fold model's GAP vector of every image)", inputs=("manifest", "train_fold"),
              settings=("data.image_size",)),
@@ -125,7 +125,8 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("analysis", "analysis/{strategy}", "analyze", 2,
              "analysis (of a strategy's embeddings, or of radiomics)",
              inputs=("manifest", "masks", "radiomics", "embeddings"),
-             settings=("data.classes", "data.positive_class", "folds.scheme", "analysis"), folder=True),
+             settings=("data.classes", "data.positive_class", "folds.scheme", "analysis", "evaluation.bootstrap",
+                       "evaluation.level", "evaluation.seed"), folder=True),
     Artifact("analysis_summary", "analysis/summary.json", "analyze", 1, "analysis summary (timings and notes)",
              stamped=False),
     Artifact("phantom", "phantom", "demo", 1, "phantom data set of the demo (generator parameters in its stamp)",
@@ -192,6 +193,24 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def settings_values(artifact: Artifact, config_tree: dict[str, Any]) -> dict[str, Any]:
     """The config values that shape ``artifact``, as dotted keys (what its stamp records)."""
     return {k: v for k, v in flatten(config_tree).items() if key_matters(artifact, k)}
+
+
+def artifacts_shaped_by(keys: list[str]) -> set[str]:
+    """Stamped artifacts that depend on any of the dotted config ``keys``."""
+    return {a.name for a in ARTIFACTS.values() if a.stamped and any(key_matters(a, k) for k in keys)}
+
+
+def downstream_artifacts(names: set[str]) -> set[str]:
+    """The given artifacts and every artifact computed, directly or not, from them."""
+    found = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for artifact in ARTIFACTS.values():
+            if artifact.name not in found and found & set(artifact.inputs):
+                found.add(artifact.name)
+                changed = True
+    return found
 
 
 def stages_shaped_by(keys: list[str]) -> set[str]:

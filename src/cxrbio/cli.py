@@ -591,22 +591,29 @@ def print_metrics_table(results: dict[str, Any], run_dir: Path, seconds: float) 
         console.print("No strategy has all its folds finished yet.")
         return
     rows = {}
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None or value != value else f"{100 * value:.1f}"
+
     for name, m in results.items():
-        ci = m["ci95"]
-        binary = m["pooled"].get("binary", {})
-
-        def fmt(value: float, interval: list[float]) -> str:
-            return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
-
-        rows[name] = {
-            "7-class acc %": fmt(m["pooled"]["accuracy"], ci["accuracy"]),
-            "2-class acc %": fmt(binary.get("accuracy", float("nan")), ci["binary_accuracy"]),
-            "sensitivity %": fmt(binary.get("sensitivity", float("nan")), ci["sensitivity"]),
-            "specificity %": fmt(binary.get("specificity", float("nan")), ci["specificity"]),
-            "fold mean ± SD %": f"{100 * m['fold_mean']['accuracy']:.1f} ± {100 * m['fold_sd']['accuracy']:.1f}",
-        }
-    title = f"Pooled out-of-fold metrics, 95% CI by patient bootstrap ({cfg.data.positive_class} vs rest) -- {seconds:.0f} s"
-    console.print(frame_table(pd.DataFrame(rows).T, title, "strategy"))
+        ci, pooled = m["ci95"], m["pooled"]
+        binary = pooled.get("binary", {})
+        row = {}
+        for label, key, value in (("7-class acc %", "accuracy", pooled["accuracy"]),
+                                  ("2-class acc %", "binary_accuracy", binary.get("accuracy")),
+                                  ("sensitivity %", "sensitivity", binary.get("sensitivity")),
+                                  ("specificity %", "specificity", binary.get("specificity"))):
+            mean, sd = m["fold_mean"][key], m["fold_sd"][key]
+            low, high = ci[key]
+            row[label] = (f"{pct(mean)} ± {pct(sd)}\npooled {pct(value)} [{pct(low)}, {pct(high)}]")
+        calibration = m.get("calibration", {})
+        raw, scaled = calibration.get("uncalibrated", {}), calibration.get("scaled")
+        row["ECE"] = f"{raw.get('ece', float('nan')):.3f}" + (f"\nscaled {scaled['ece']:.3f}" if scaled else "")
+        row["Brier"] = f"{raw.get('brier', float('nan')):.3f}" + (f"\nscaled {scaled['brier']:.3f}" if scaled else "")
+        rows[name] = row
+    title = (f"Fold mean ± SD (the paper's figures), then pooled out-of-fold [95% CI, patient bootstrap]; "
+             f"{cfg.data.positive_class} vs rest; calibration: ECE, Brier (temperature-scaled below) -- {seconds:.0f} s")
+    console.print(frame_table(pd.DataFrame(rows).T, title, "strategy", show_lines=True))
 
 
 def run() -> None:

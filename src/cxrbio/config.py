@@ -272,6 +272,23 @@ class RadiomicsConfig(StrictModel):
     workers: int | None = Field(None, ge=1, description="Worker processes (default: every available core).")
 
 
+class EvaluationConfig(StrictModel):
+    """How the classification results are judged (docs/training.md, "Metrics"); fixed before training.
+
+    Shapes ``metrics/*.json`` and ``metrics/comparison.json`` only: changing it recomputes them
+    from the trained folds (``cxrbio train`` again), it never retrains.
+    """
+
+    bootstrap: int = Field(1000, ge=10, description="Patient-cluster bootstrap resamples for every interval and paired difference.")
+    level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Family-wise level of the Holm-adjusted strategy comparisons.")
+    calibration_bins: int = Field(15, ge=2, le=100, description="Equal-width confidence bins of ECE and the reliability diagram.")
+    temperature_scaling: bool = Field(
+        True, description="Fit one temperature per fold model on its inner validation patients and report the "
+        "calibrated figures beside the uncalibrated ones (it changes no prediction).")
+    seed: int = 0
+
+
 class AnalysisConfig(StrictModel):
     """Settings of ``cxrbio analyze`` (docs/analysis.md)."""
 
@@ -319,6 +336,7 @@ class Config(StrictModel):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     masks: MasksConfig = Field(default_factory=MasksConfig)
     radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)

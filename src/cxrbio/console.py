@@ -16,8 +16,8 @@ console = Console(highlight=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False)
 
 
-def frame_table(frame: pd.DataFrame, title: str, index_name: str = "") -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False)
+def frame_table(frame: pd.DataFrame, title: str, index_name: str = "", *, show_lines: bool = False) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=show_lines)
     table.add_column(index_name or (frame.index.name or ""), style="bold")
     for column in frame.columns:
         table.add_column(str(column), justify="right")

@@ -39,6 +39,16 @@ SEGMENTATION_VERSION = 1  # bump when cxrbio.lungseg changes its output
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 MASK_COLUMNS = ("mask_source", "mask_qc", "mask_note")
 
+# What ``mask_source`` records (the module docstring says what each means); one spelling for
+# every reader, so a check like "is this the classical segmentation?" cannot drift from the writer.
+FROM_FOLDER = "folder"
+FROM_COLUMN = "column"
+SEGMENTED = "segmented"
+WHOLE_CONTENT = "content"
+NO_MASK = "none"
+#: Masks that follow the lung fields (the rest are the whole image, or nothing).
+ANATOMICAL = (FROM_FOLDER, FROM_COLUMN, SEGMENTED)
+
 
 @dataclass(frozen=True)
 class MaskJob:
@@ -72,7 +82,7 @@ def build_mask(job: MaskJob) -> dict[str, Any]:
     from cxrbio.data.preprocess import letterbox, letterbox_mask
     from cxrbio.lungseg import segment_lungs
 
-    result: dict[str, Any] = {"image_id": job.image_id, "mask_source": "none", "mask_qc": np.nan, "mask_note": ""}
+    result: dict[str, Any] = {"image_id": job.image_id, "mask_source": NO_MASK, "mask_qc": np.nan, "mask_note": ""}
     try:
         decoded = read_image(job.image_path)
         image, geometry = letterbox(decoded.pixels, job.size)
@@ -88,14 +98,14 @@ def build_mask(job: MaskJob) -> dict[str, Any]:
             segmentation = segment_lungs(image, content)
             if segmentation.qc >= job.min_qc:
                 mask = segmentation.mask
-                result.update(mask_source="segmented", mask_qc=segmentation.qc, mask_note=segmentation.note)
+                result.update(mask_source=SEGMENTED, mask_qc=segmentation.qc, mask_note=segmentation.note)
             else:
                 mask = content
-                result.update(mask_source="content", mask_qc=segmentation.qc,
+                result.update(mask_source=WHOLE_CONTENT, mask_qc=segmentation.qc,
                               mask_note=f"segmentation QC {segmentation.qc:.2f} < {job.min_qc}: "
                                         f"{segmentation.note or 'implausible lung fields'}; whole image used")
         else:
-            mask, result["mask_source"], result["mask_note"] = content, "content", "masks.source = content"
+            mask, result["mask_source"], result["mask_note"] = content, WHOLE_CONTENT, "masks.source = content"
     except CxrbioError as error:
         result["mask_note"] = error.message + (f" ({error.fix})" if error.fix else "")
         return result
@@ -149,12 +159,12 @@ def plan_masks(run: RunDir, config: Config, manifest: pd.DataFrame, folder: str 
         if index is not None:
             found = index.get(Path(row.path).stem)
             if found is not None:
-                user, kind = str(found), "folder"
+                user, kind = str(found), FROM_FOLDER
             elif source == "folder":
-                user, kind = str(Path(folder) / f"{Path(row.path).stem}.png"), "folder"  # reported missing
+                user, kind = str(Path(folder) / f"{Path(row.path).stem}.png"), FROM_FOLDER  # reported missing
         if user is None and source in ("auto", "column") and settings.column in manifest:
             user = resolve_column_path(getattr(row, settings.column), row.path)
-            kind = "column" if user else None
+            kind = FROM_COLUMN if user else None
         jobs.append(MaskJob(row.image_id, row.path, user, kind, config.data.image_size, settings.min_qc,
                             source != "content", str(run.output("masks", "mask_file", image_id=row.image_id))))
     return jobs

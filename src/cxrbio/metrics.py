@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
+from cxrbio import calibration
+from cxrbio.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics, percentile_interval
+
 
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else float("nan")
@@ -95,30 +98,96 @@ def scalar_summary(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _interval_table(draws: dict[str, np.ndarray], keys: tuple[str, ...], level: float) -> dict[str, list[float]]:
+    return {k: percentile_interval(draws[k], level) for k in keys}
+
+
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, patients: np.ndarray, classes: list[str],
                  positive_class: str | None, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
     """Percentile CIs of the scalar metrics, resampling patients (not images) with replacement.
 
     Images of one patient are correlated; resampling images would make the intervals too narrow.
     """
-    rng = np.random.default_rng(seed)
-    codes, uniques = pd.factorize(pd.Series(patients), sort=True)
-    members = [np.flatnonzero(codes == k) for k in range(len(uniques))]
-    draws: dict[str, list[float]] = {k: [] for k in SUMMARY_KEYS}
-    for _ in range(n_boot):
-        chosen = rng.integers(0, len(members), len(members))
-        rows = np.concatenate([members[k] for k in chosen])
-        summary = scalar_summary(paper_metrics(y_true[rows], y_pred[rows], classes, positive_class))
-        for key in SUMMARY_KEYS:
-            draws[key].append(summary[key])
-    tail = (1 - level) / 2 * 100
-    return {k: [float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))] if not np.all(np.isnan(v))
-            else [float("nan"), float("nan")] for k, v in draws.items()}
+    positive = classes.index(positive_class) if positive_class is not None else None
+    resampled = PatientBootstrap(np.asarray(patients), n_boot, seed).collect(
+        lambda w: classification_statistics(np.asarray(y_true), np.asarray(y_pred), len(classes), positive, w))
+    return _interval_table(resampled, SUMMARY_KEYS, level) if resampled else {k: [float("nan")] * 2 for k in SUMMARY_KEYS}
 
 
-def strategy_metrics(predictions: Any, classes: list[str], positive_class: str | None, fold_names: dict[int, str],
-                     n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """metrics/STRATEGY.json content from a strategy's out-of-fold predictions."""
+def fold_summary(per_fold: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean (the paper's definition of its figures), SD, range and count over folds of each scalar metric.
+
+    A fold where a metric is undefined (no positive image for a sensitivity) is left out and
+    the count says so.
+    """
+    values = {k: np.array([scalar_summary(v)[k] for v in per_fold.values()], dtype=float) for k in SUMMARY_KEYS}
+    finite = {k: v[np.isfinite(v)] for k, v in values.items()}
+    return {
+        "fold_mean": {k: float(v.mean()) if len(v) else float("nan") for k, v in finite.items()},
+        "fold_sd": {k: float(v.std(ddof=1)) if len(v) > 1 else float("nan") for k, v in finite.items()},
+        "fold_range": {k: [float(v.min()), float(v.max())] if len(v) else [float("nan")] * 2 for k, v in finite.items()},
+        "fold_count": {k: int(len(v)) for k, v in finite.items()},
+    }
+
+
+def _probabilities(frame: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    return frame[[f"p_{c}" for c in classes]].to_numpy(np.float64)
+
+
+def _calibration(predictions: pd.DataFrame, classes: list[str], bins: int, bootstrap: PatientBootstrap,
+                 level: float, validation: pd.DataFrame | None, sources: pd.Series | None) -> dict[str, Any]:
+    """Calibration of the pooled out-of-fold probabilities; temperature-scaled beside, per source when several."""
+    y = predictions["true"].to_numpy(int)
+    probabilities = _probabilities(predictions, classes)
+    result: dict[str, Any] = {"bins": bins, "uncalibrated": calibration.calibration_summary(y, probabilities, classes, bins)}
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == y
+    brier = calibration.brier_terms(y, probabilities).sum(axis=1)
+    draws = bootstrap.collect(lambda w: {"ece": calibration.weighted_ece(confidence, correct, bins, w),
+                                         "brier": (w @ brier) / w.sum(axis=1)})
+    result["uncalibrated"]["ci95"] = {k: percentile_interval(v, level) for k, v in draws.items()}
+    scaled = None
+    if validation is None or validation.empty:
+        result["temperature"] = {"status": "not fitted", "reason": "no inner-validation predictions"}
+    else:
+        temperatures = {}
+        scaled = probabilities.copy()
+        for fold, part in validation.groupby("fold"):
+            temperatures[str(int(fold))] = calibration.fit_temperature(part["true"].to_numpy(int), _probabilities(part, classes))
+        missing = sorted(set(predictions["fold"].astype(int)) - {int(f) for f in temperatures})
+        if missing:
+            result["temperature"] = {"status": "not fitted", "reason": f"no inner-validation predictions for fold(s) {missing}"}
+            scaled = None
+        else:
+            for fold, t in temperatures.items():
+                rows = (predictions["fold"] == int(fold)).to_numpy()
+                scaled[rows] = calibration.scale(probabilities[rows], t)
+            result["temperature"] = {"status": "fitted", "per_fold": temperatures,
+                                     "fitted_on": "each fold's inner validation patients (never its test patients)"}
+            result["scaled"] = calibration.calibration_summary(y, scaled, classes, bins)
+    if sources is not None and sources.nunique() > 1:
+        by_source = {}
+        for source in sorted(sources.astype(str).unique()):
+            rows = (sources.astype(str) == source).to_numpy()
+            entry = calibration.calibration_summary(y[rows], probabilities[rows], classes, bins)
+            entry = {k: entry[k] for k in ("n", "ece", "brier", "log_loss", "accuracy", "mean_confidence")}
+            if scaled is not None:
+                entry["scaled_ece"] = calibration.expected_calibration_error(y[rows], scaled[rows], bins)
+                entry["scaled_brier"] = calibration.brier_score(y[rows], scaled[rows])
+            by_source[source] = entry
+        result["by_source"] = by_source
+    return result
+
+
+def strategy_metrics(predictions: pd.DataFrame, classes: list[str], positive_class: str | None, fold_names: dict[int, str],
+                     *, n_boot: int = 1000, seed: int = 0, level: float = 0.95, bins: int = 15,
+                     validation: pd.DataFrame | None = None, sources: pd.Series | None = None) -> dict[str, Any]:
+    """metrics/STRATEGY.json content from a strategy's out-of-fold predictions.
+
+    ``validation``: the fold models' predictions on their inner validation patients (for
+    temperature scaling); ``sources``: each prediction's source, by image_id (calibration per
+    source when there are several).
+    """
+    predictions = predictions.sort_values("image_id", kind="mergesort").reset_index(drop=True)
     prob_columns = [f"p_{c}" for c in classes]
     per_fold = {}
     for fold, part in predictions.groupby("fold"):
@@ -127,20 +196,37 @@ def strategy_metrics(predictions: Any, classes: list[str], positive_class: str |
         entry["auroc"] = auroc_per_class(y, part[prob_columns].to_numpy(), classes)
         entry["name"] = fold_names.get(int(fold), f"fold {fold}")
         per_fold[str(int(fold))] = entry
-    y, p = predictions["true"].to_numpy(), predictions["predicted"].to_numpy()
+    y, p = predictions["true"].to_numpy(int), predictions["predicted"].to_numpy(int)
+    probabilities = _probabilities(predictions, classes)
     pooled = paper_metrics(y, p, classes, positive_class)
-    pooled["auroc"] = auroc_per_class(y, predictions[prob_columns].to_numpy(), classes)
-    fold_scalars = {k: [scalar_summary(v)[k] for v in per_fold.values()] for k in SUMMARY_KEYS}
+    pooled["auroc"] = auroc_per_class(y, probabilities, classes)
+    pooled["macro_auroc"] = macro_auroc(pooled["auroc"])
+    bootstrap = PatientBootstrap(predictions["patient_id"].to_numpy(), n_boot, seed)
+    positive = classes.index(positive_class) if positive_class is not None else None
+    ranked = class_aurocs(y, probabilities)
+    draws = bootstrap.collect(lambda w: {**classification_statistics(y, p, len(classes), positive, w),
+                                         **auroc_statistics(ranked, w)})
+    per_class_ci = {name: {metric: percentile_interval(draws[f"class_{metric}"][:, k], level)
+                           for metric in ("sensitivity", "specificity", "precision", "auroc")}
+                    for k, name in enumerate(classes)}
+    source_of = None if sources is None else sources.reindex(predictions["image_id"]).reset_index(drop=True)
     return {
         "classes": classes,
         "positive_class": positive_class,
         "folds": per_fold,
         "pooled": pooled,
-        "fold_mean": {k: float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan") for k, v in fold_scalars.items()},
-        "fold_sd": {k: float(np.nanstd(v, ddof=1)) if np.sum(~np.isnan(v)) > 1 else float("nan") for k, v in fold_scalars.items()},
-        "ci95": bootstrap_ci(y, p, predictions["patient_id"].to_numpy(), classes, positive_class, n_boot, seed),
-        "bootstrap": {"unit": "patient", "resamples": n_boot, "seed": seed},
+        **fold_summary(per_fold),
+        "ci95": {**_interval_table(draws, SUMMARY_KEYS, level), "macro_auroc": percentile_interval(draws["macro_auroc"], level)},
+        "ci95_per_class": per_class_ci,
+        "calibration": _calibration(predictions, classes, bins, bootstrap, level, validation, source_of),
+        "bootstrap": {"unit": "patient", "resamples": n_boot, "seed": seed, "level": level},
     }
+
+
+def macro_auroc(per_class: dict[str, float]) -> float:
+    """Mean one-vs-rest AUROC over the classes where it is defined."""
+    values = np.array([v for v in per_class.values() if np.isfinite(v)])
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def nadeau_bengio_ttest(scores_a: list[float], scores_b: list[float], n_train: float, n_test: float) -> dict[str, float]:

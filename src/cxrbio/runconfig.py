@@ -7,14 +7,16 @@ A later stage given ``--config`` compares it with the run's own:
   sections from the file; its results record the settings they were made with;
 * different elsewhere: refused, listing the differing keys, unless ``force``, which moves every
   artifact the changed keys shape, and everything computed from those, to ``superseded-<time>/``
-  (nothing is deleted), then writes the new config and notes the change in ``run.json``.
+  (nothing is deleted), then writes the new config and notes the change in ``run.json``. This
+  works per artifact, not per stage: an ``evaluation`` key moves the metrics, which ``cxrbio
+  train`` then recomputes from the trained folds it kept.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cxrbio.artifacts import ARTIFACTS, STAGES, downstream, flatten, stages_shaped_by
+from cxrbio.artifacts import ARTIFACTS, artifacts_shaped_by, downstream_artifacts, flatten
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.errors import ConfigError
 from cxrbio.rundir import RunDir, supersede
@@ -38,18 +40,32 @@ def _free(key: str, sections: tuple[str, ...]) -> bool:
     return any(key == s or key.startswith(s + ".") for s in sections)
 
 
+#: Artifacts a reconfiguration never moves: the run's identity, caches, the demo's input data.
+KEEP = frozenset({"run_info", "config", "salt", "image_cache", "phantom"})
+
+
 def top_level_paths(stages: set[str]) -> list[str]:
     """The run-directory entries holding the stamped artifacts of ``stages`` (e.g. train/, metrics/)."""
-    keep = {"run_info", "config", "salt", "image_cache", "phantom"}
-    paths = [a.pattern.split("/", 1)[0] for a in ARTIFACTS.values() if a.stage in stages and a.name not in keep]
+    return artifact_paths({a.name for a in ARTIFACTS.values() if a.stage in stages})
+
+
+def artifact_paths(names: set[str]) -> list[str]:
+    """The run-directory entries (first path part) holding the given artifacts, minus :data:`KEEP`."""
+    paths = [a.pattern.split("/", 1)[0] for a in ARTIFACTS.values() if a.name in names and a.name not in KEEP]
     return list(dict.fromkeys(paths))
+
+
+def affected_by(keys: list[str]) -> tuple[set[str], set[str]]:
+    """(artifacts, their stages) that changing ``keys`` invalidates: shaped by them or computed from those."""
+    artifacts = downstream_artifacts(artifacts_shaped_by(keys)) - KEEP
+    return artifacts, {ARTIFACTS[a].stage for a in artifacts}
 
 
 def reconfigure(run: RunDir, given: Config, changed: list[tuple[str, Any, Any]]) -> list[str]:
     """Move aside what the changed keys invalidate, write ``given`` as the run's config; the stages affected."""
     keys = [k for k, _, _ in changed]
-    affected = downstream(stages_shaped_by(keys))
-    aside = supersede(run, top_level_paths(affected) + ["config.yaml"],
+    artifacts, affected = affected_by(keys)
+    aside = supersede(run, artifact_paths(artifacts) + ["config.yaml"],
                       reason=f"config changed ({describe(changed)}); stages affected: {', '.join(sorted(affected))}")
     save_config(given, run.config)
     run.record("reconfigured", changed=keys, affected=sorted(affected), superseded=str(aside) if aside else None)
@@ -73,7 +89,7 @@ def resolve(run: RunDir, given: Config | None, *, stage: str,
             return current, []
         return current.model_copy(update={section: getattr(given, section) for section in free}), []
     if not force:
-        shaped = sorted(downstream(stages_shaped_by([k for k, _, _ in blocking])) & set(STAGES))
+        shaped = sorted(affected_by([k for k, _, _ in blocking])[1])
         raise ConfigError(
             f"{run.root} was made with another config ({describe(blocking)}); these keys shape what "
             f"{', '.join(shaped)} made.",

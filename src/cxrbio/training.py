@@ -6,7 +6,8 @@ Per fold (``train/<strategy>/fold-<k>/``):
   after the last epoch (model with optimizer state, early-stopping state, history). ``state.json``
   is written after the files it names, so a kill at any moment leaves a consistent set.
 * ``best-<epoch>.weights.h5``: weights of the epoch with the lowest validation loss (named in state.json).
-* At the end: ``model.keras`` (best weights), ``history.csv``, ``predictions.parquet``,
+* At the end: ``model.keras`` (best weights), ``history.csv``, ``predictions.parquet`` (its
+  test fold), ``validation.parquet`` (its inner validation patients, for temperature scaling),
   ``summary.json``, then the fold's stamp (last; :mod:`cxrbio.freshness`). A fold with a fresh
   stamp is skipped; a fold without one resumes from its state, if that state was started under
   the same fingerprint (same inputs and settings), else starts over.
@@ -371,6 +372,7 @@ class FoldTrainer:
             model.load_weights(self.out / state["best_weights"])
         predictions = self.predict(model)
         atomic_write_parquet(self.out / "predictions.parquet", predictions)
+        validation_predictions(self.run, self.config, self.data, self.strategy, self.fold, model=model)
         atomic_write_text(self.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
         atomic_write(self.out / "model.keras", model.save)
         summary = {k: state[k] for k in ("best_epoch", "best_val_loss", "fit_images", "val_images")}
@@ -383,25 +385,54 @@ class FoldTrainer:
         self._clear()
 
     def predict(self, model: Any) -> pd.DataFrame:
-        from cxrbio.data.pipeline import make_dataset
+        """The fold model's predictions on its test fold (out-of-fold)."""
+        return predict_rows(model, self.data, np.flatnonzero(self.fold.test), self.fold.fold, self.config)
 
-        test_idx = np.flatnonzero(self.fold.test)
-        dataset = make_dataset(self.data.images, test_idx, self.data.y[test_idx], self.config.train.batch_size, training=False)
-        probabilities = model.predict(dataset, verbose=0).astype(np.float64)
-        rows = self.data.manifest.iloc[test_idx]
-        frame = pd.DataFrame({
-            "image_id": rows["image_id"].to_numpy(),
-            "patient_id": rows["patient_id"].to_numpy(),
-            "source": rows["source"].to_numpy(),
-            "fold": self.fold.fold,
-            "true": self.data.y[test_idx],
-            "predicted": probabilities.argmax(axis=1).astype(np.int32),
-        })
-        frame["label"] = [self.data.classes[i] for i in frame["true"]]
-        frame["predicted_label"] = [self.data.classes[i] for i in frame["predicted"]]
-        for i, name in enumerate(self.data.classes):
-            frame[f"p_{name}"] = probabilities[:, i]
-        return frame
+
+def predict_rows(model: Any, data: TrainingData, rows: np.ndarray, fold: int, config: Config) -> pd.DataFrame:
+    """Predictions of ``model`` on the given row positions: ids, truth, prediction and one p_<class> per class."""
+    from cxrbio.data.pipeline import make_dataset
+
+    dataset = make_dataset(data.images, rows, data.y[rows], config.train.batch_size, training=False)
+    probabilities = model.predict(dataset, verbose=0).astype(np.float64)
+    picked = data.manifest.iloc[rows]
+    frame = pd.DataFrame({
+        "image_id": picked["image_id"].to_numpy(),
+        "patient_id": picked["patient_id"].to_numpy(),
+        "source": picked["source"].to_numpy(),
+        "fold": fold,
+        "true": data.y[rows],
+        "predicted": probabilities.argmax(axis=1).astype(np.int32),
+    })
+    frame["label"] = [data.classes[i] for i in frame["true"]]
+    frame["predicted_label"] = [data.classes[i] for i in frame["predicted"]]
+    for i, name in enumerate(data.classes):
+        frame[f"p_{name}"] = probabilities[:, i]
+    return frame
+
+
+#: A fold model's predictions on its inner validation patients (temperature scaling fits on them).
+VALIDATION_PREDICTIONS = "validation.parquet"
+
+
+def validation_predictions(run: RunDir, config: Config, data: TrainingData, strategy: str, fold: TestFold,
+                           model: Any = None) -> pd.DataFrame:
+    """The fold model's predictions on the inner validation split it early-stopped on (never its test fold).
+
+    Written beside the model at the end of training; a fold trained before cxrbio wrote them
+    gets them here, once, from its model.keras.
+    """
+    path = fold_dir(run, strategy, fold.fold) / VALIDATION_PREDICTIONS
+    if path.is_file():
+        return pd.read_parquet(path)
+    if model is None:
+        import keras
+
+        model = keras.models.load_model(fold_dir(run, strategy, fold.fold) / "model.keras", compile=False)
+    _fit, validation, _test = split_fold(data, fold, config)
+    frame = predict_rows(model, data, validation, fold.fold, config)
+    atomic_write_parquet(path, frame)
+    return frame
 
 
 def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None) -> Any:

@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from cxrbio.masks import ANATOMICAL
 from cxrbio.models.layers import GAP_LAYER
 
-REAL_MASKS = ("folder", "column", "segmented")
+REAL_MASKS = ANATOMICAL
 DIM_COLUMNS = ["fold", "class", "dim", "mean_abs_shap", "lung_share", "border_share", "outside_share",
                "lung_area_share", "images", "likely_shortcut"]
 

@@ -43,6 +43,13 @@ class AnalysisInputs:
         return self.manifest.loc[image_ids, "y"].to_numpy()
 
     @cached_property
+    def outer_fold(self) -> pd.Series:
+        """Each image's outer test fold as training assigned it (``folds.scheme``: stratified or one per source)."""
+        from cxrbio.data.folds import outer_fold_numbers
+
+        return pd.Series(outer_fold_numbers(self.manifest, self.config.folds.scheme), index=self.manifest.index)
+
+    @cached_property
     def radiomics_space(self) -> tuple[np.ndarray, list[str], np.ndarray, list[dict[str, str]]]:
         """(values, feature names, image ids, dropped) of the included images that have features.
 

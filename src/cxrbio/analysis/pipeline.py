@@ -55,7 +55,7 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
         tests, notes = class_tests(values, y, names, inputs.classes, settings.min_group)
         summary.notes += [f"radiomics: {n}" for n in notes]
     with timed(summary.timings, "attribution"):
-        folds = inputs.manifest.loc[ids, "fold"].to_numpy()
+        folds = inputs.outer_fold.loc[ids].to_numpy()  # the CNN's folds, whatever the scheme
         tables, predictions = [], []
         for fold in sorted(set(folds)):
             test = folds == fold
@@ -72,8 +72,13 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
         metrics = paper_metrics(predicted["true"].to_numpy(), predicted["predicted"].to_numpy(), inputs.classes,
                                 inputs.config.data.positive_class)
         patients = inputs.manifest.loc[predicted["image_id"], "patient_id"].to_numpy()
+        evaluation = inputs.config.evaluation
         metrics["ci95"] = bootstrap_ci(predicted["true"].to_numpy(), predicted["predicted"].to_numpy(), patients,
-                                       inputs.classes, inputs.config.data.positive_class, n_boot=200, seed=settings.seed)
+                                       inputs.classes, inputs.config.data.positive_class, n_boot=evaluation.bootstrap,
+                                       seed=evaluation.seed, level=evaluation.level)
+        metrics["bootstrap"] = {"unit": "patient", "resamples": evaluation.bootstrap, "seed": evaluation.seed,
+                                "level": evaluation.level}
+        metrics["scheme"] = inputs.config.folds.scheme
         metrics["per_fold_accuracy"] = {str(f): float((g["true"] == g["predicted"]).mean()) for f, g in predicted.groupby("fold")}
         metrics["classifier"] = f"StandardScaler + LogisticRegression(C={settings.radiomics_c}, L2), per fold"
         metrics["features"] = len(names)
@@ -84,7 +89,8 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
         boot_summary, boot_freq = stability.bootstrap_ranking(values, y, patients_all, names, inputs.classes,
                                                               settings.stability_top, settings.bootstrap, settings.seed)
     with timed(summary.timings, "projection"):
-        coords, separation = project(values, y, settings.umap_neighbors, settings.umap_min_dist, settings.seed)
+        coords, separation = project(values, y, settings.umap_neighbors, settings.umap_min_dist, settings.seed,
+                                     groups=inputs.manifest.loc[ids, "fold_group"].to_numpy())
     # Ranking: per class, features by mean |SHAP| over folds, with the tests and stability beside.
     importance = (shap_table.groupby(["class", "feature"])
                   .agg(mean_abs_shap=("mean_abs_shap", "mean"), direction=("direction", lambda d: int(np.sign(d.sum()))))
@@ -159,7 +165,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         if "projection" in parts:
             with timed(summary.timings, "projection"):
                 coords, separation = project(values, fold.y_test, settings.umap_neighbors, settings.umap_min_dist,
-                                             settings.seed)
+                                             settings.seed, groups=inputs.manifest.loc[fold.test_ids, "fold_group"].to_numpy())
                 labels = [inputs.classes[c] for c in fold.y_test]
                 collected["umap"].append(projection_table(fold.test_ids, labels, coords, fold=fold.fold))
                 collected["separation"].append(pd.DataFrame(separation).assign(fold=fold.fold))

@@ -83,6 +83,17 @@ def outer_folds(included: pd.DataFrame, scheme: str) -> list[TestFold]:
     return [TestFold(int(k), f"fold {int(k)}", folds == k) for k in sorted(np.unique(folds))]
 
 
+def outer_fold_numbers(included: pd.DataFrame, scheme: str) -> np.ndarray:
+    """The outer fold number of each included row, as :func:`outer_folds` (and so training) assigns it.
+
+    Not the manifest's ``fold`` column: under leave-one-source-out the folds are the sources.
+    """
+    numbers = np.full(len(included), -1, dtype=np.int64)
+    for fold in outer_folds(included, scheme):
+        numbers[fold.test] = fold.fold
+    return numbers
+
+
 def inner_validation_split(labels: pd.Series, groups: pd.Series, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Training rows -> (fit, validation) positions; patient-grouped, label-stratified, seeded.
 

@@ -46,3 +46,35 @@ def pct_ci(value: Any, interval: list[float] | tuple[float, float] | None) -> st
     if interval is None or len(interval) != 2 or any(as_float(v) is None for v in interval):
         return pct(value)
     return f"{pct(value)} [{pct(interval[0])}, {pct(interval[1])}]"
+
+
+def pct_sd(mean: Any, sd: Any) -> str:
+    """'93.1 ± 2.0': a mean proportion and its SD in % (the SD left off when undefined, e.g. one fold)."""
+    if as_float(mean) is None:
+        return MISSING
+    return pct(mean) if as_float(sd) is None else f"{pct(mean)} ± {pct(sd)}"
+
+
+def pct_range(interval: list[float] | tuple[float, float] | None) -> str:
+    """'90.5–95.2': a range of proportions in %."""
+    if interval is None or len(interval) != 2 or any(as_float(v) is None for v in interval):
+        return MISSING
+    return f"{pct(interval[0])}–{pct(interval[1])}"
+
+
+def signed_pct_ci(value: Any, interval: list[float] | tuple[float, float] | None, digits: int = 1) -> str:
+    """'+2.1 [-0.4, 4.6]': a difference of proportions in percentage points with its interval."""
+    found = as_float(value)
+    if found is None:
+        return MISSING
+    text = f"{100 * found:+.{digits}f}"
+    if interval is None or len(interval) != 2 or any(as_float(v) is None for v in interval):
+        return text
+    return f"{text} [{100 * interval[0]:+.{digits}f}, {100 * interval[1]:+.{digits}f}]"
+
+
+def number_ci(value: Any, interval: list[float] | tuple[float, float] | None, digits: int = 3) -> str:
+    """'0.052 [0.041, 0.066]': a number with its interval."""
+    if interval is None or len(interval) != 2 or any(as_float(v) is None for v in interval):
+        return number(value, digits)
+    return f"{number(value, digits)} [{number(interval[0], digits)}, {number(interval[1], digits)}]"

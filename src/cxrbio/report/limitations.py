@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from cxrbio.config import load_config
+from cxrbio.masks import SEGMENTED
 from cxrbio.report.contents import RunContents
 
 SMALL_CLASS_IMAGES = 50
@@ -102,7 +103,7 @@ def _masks(contents: RunContents) -> list[str]:
     if flagged.mean() >= FALLBACK_MASK_SHARE:
         notes.append(f"{flagged.mean():.0%} of lung masks are flagged (segmentation below QC, fell back to the "
                      "whole image, or missing): radiomics and lung shares for those images are not lung-specific.")
-    if (used["mask_source"] == "segment").any():
+    if (used["mask_source"] == SEGMENTED).any():
         notes.append("Lung masks come from cxrbio's classical segmentation, which can join air above the shoulders "
                      "to an apex or leave out consolidated lung; pass expert masks with 'cxrbio masks --masks FOLDER'.")
     return notes

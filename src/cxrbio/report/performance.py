@@ -1,53 +1,65 @@
 """Classification results: the study's Tables 1-7 beside the published numbers, per-class metrics
-with confidence intervals, ROC curves, strategy comparisons and training curves.
+with confidence intervals, ROC curves, calibration, strategy comparisons and training curves.
 
-Our numbers are pooled out-of-fold predictions (every image predicted once, by the fold model
-that never saw its patient); the paper's come from its 10-fold CV on 3,905 images.
+Beside the paper's numbers sits what the paper reports: the mean over folds (with our SD and
+range, which it does not give). Below each, the pooled out-of-fold figure (every image
+predicted once, by the fold model that never saw its patient) with its patient-bootstrap
+interval. The paper's come from its 10-fold CV on 3,905 images.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import roc_curve
-from statsmodels.stats.proportion import proportion_confint
 
 from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
+from cxrbio.report.calibration import calibration_view
 from cxrbio.report.contents import RunContents, StrategyResults
 from cxrbio.report.figures import CLASS_COLOURS, figure_html, plot_text
-from cxrbio.report.formatting import number, p_value, pct, pct_ci
+from cxrbio.report.formatting import number, number_ci, p_value, pct, pct_ci, pct_range, pct_sd, signed_pct_ci
+
+#: The columns beside the paper's Tables 1, 4 and 5: (our summary key, where the pooled value lives).
+PAPER_COLUMNS = (("binary_accuracy", "binary", "accuracy"), ("accuracy", None, "accuracy"),
+                 ("sensitivity", "binary", "sensitivity"), ("specificity", "binary", "specificity"))
 
 
 def published(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def paper_cells(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """Per column: the fold mean ± SD (the paper's definition), the fold range, the pooled value [CI]."""
+    pooled, ci = metrics["pooled"], metrics.get("ci95", {})
+    cells = []
+    for key, section, field_name in PAPER_COLUMNS:
+        value = (pooled.get(section, {}) if section else pooled).get(field_name)
+        cells.append({"mean": pct_sd(metrics.get("fold_mean", {}).get(key), metrics.get("fold_sd", {}).get(key)),
+                      "range": pct_range(metrics.get("fold_range", {}).get(key)),
+                      "folds": str(metrics.get("fold_count", {}).get(key, "")),
+                      "pooled": pct_ci(value, ci.get(key))})
+    return cells
+
+
 def paper_rows(contents: RunContents) -> list[dict[str, Any]]:
     """Tables 1, 4 and 5 as one table: every strategy we ran or the paper reported, in the paper's order."""
     names = sorted({*contents.strategies, *PUBLISHED_METRICS}, key=lambda n: (strategy_order(n), n))
     rows = []
+    empty = [{"mean": "–", "range": "", "folds": "", "pooled": ""}] * 4
     for name in names:
         result = contents.strategies.get(name)
         theirs = PUBLISHED_METRICS.get(name, (None, None, None, None))
         table = "Table 1" if name == "offshelf" else "Table 5" if name == "scratch" else "Table 4"
         row: dict[str, Any] = {"strategy": name, "table": table, "paper": [published(v) for v in theirs]}
         if result is None or result.metrics is None:
-            row.update(status="not run", ours=["–"] * 4)
+            row.update(status="not run", ours=empty)
         elif not result.trained:
-            row.update(status="skipped: " + str(result.metrics.get("reason", "")), ours=["–"] * 4)
+            row.update(status="skipped: " + str(result.metrics.get("reason", "")), ours=empty)
         else:
-            pooled, ci = result.metrics["pooled"], result.metrics.get("ci95", {})
-            binary = pooled.get("binary", {})
-            row.update(status="done", ours=[
-                pct_ci(binary.get("accuracy"), ci.get("binary_accuracy")),
-                pct_ci(pooled["accuracy"], ci.get("accuracy")),
-                pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
-                pct_ci(binary.get("specificity"), ci.get("specificity")),
-            ])
+            row.update(status="done", ours=paper_cells(result.metrics))
         rows.append(row)
     return rows
 
@@ -76,25 +88,20 @@ def confusion(result: StrategyResults, classes: list[str]) -> dict[str, Any]:
             "titles": table_7 or ("7-class confusion", "2-class confusion")}
 
 
-def wilson(successes: int, total: int) -> tuple[float, float]:
-    if total == 0:
-        return (math.nan, math.nan)
-    low, high = proportion_confint(successes, total, alpha=0.05, method="wilson")
-    return (float(low), float(high))
-
-
 def per_class_rows(result: StrategyResults) -> list[dict[str, Any]]:
-    """Per-class one-vs-rest sensitivity, specificity and precision with Wilson 95% intervals, and AUROC."""
-    pooled = result.metrics["pooled"]
+    """Per-class one-vs-rest sensitivity, specificity, precision and AUROC with patient-bootstrap 95% intervals."""
+    metrics = result.metrics
+    pooled, intervals = metrics["pooled"], metrics.get("ci95_per_class", {})
     rows = []
     for name, c in pooled["per_class"].items():
-        tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
+        tp, fp = c["tp"], c["fp"]
+        ci = intervals.get(name, {})
         rows.append({
-            "class": name, "n": tp + fn,
-            "sensitivity": pct_ci(tp / (tp + fn) if tp + fn else math.nan, wilson(tp, tp + fn)),
-            "specificity": pct_ci(tn / (tn + fp) if tn + fp else math.nan, wilson(tn, tn + fp)),
-            "precision": pct_ci(tp / (tp + fp) if tp + fp else math.nan, wilson(tp, tp + fp)),
-            "auroc": number(pooled.get("auroc", {}).get(name)),
+            "class": name, "n": c["tp"] + c["fn"],
+            "sensitivity": pct_ci(c.get("sensitivity"), ci.get("sensitivity")),
+            "specificity": pct_ci(c.get("specificity"), ci.get("specificity")),
+            "precision": pct_ci(tp / (tp + fp) if tp + fp else None, ci.get("precision")),
+            "auroc": number_ci(pooled.get("auroc", {}).get(name), ci.get("auroc")),
         })
     return rows
 
@@ -146,14 +153,23 @@ def training_curves(result: StrategyResults) -> str | None:
 
 
 def comparison_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """One row per strategy pair: paired differences with intervals, the primary test (Holm), McNemar (image-level)."""
     if not contents.comparison:
         return []
     rows = []
     for pair in contents.comparison.get("pairs", []):
-        nb, mc = pair.get("nadeau_bengio", {}), pair.get("mcnemar", {})
+        nb, mc, diff = pair.get("nadeau_bengio", {}), pair.get("mcnemar", {}), pair.get("difference", {})
+
+        def delta(key: str, diff: dict = diff) -> str:
+            found = diff.get(key, {})
+            return signed_pct_ci(found.get("estimate"), found.get("ci95"))
+
         rows.append({"a": pair["a"], "b": pair["b"], "accuracy_a": pct(pair.get("accuracy_a")),
-                     "accuracy_b": pct(pair.get("accuracy_b")),
-                     "nb_p": p_value(nb.get("p")), "nb_t": number(nb.get("t"), 2), "mcnemar_p": p_value(mc.get("p"))})
+                     "accuracy_b": pct(pair.get("accuracy_b")), "d_accuracy": delta("accuracy"),
+                     "d_balanced": delta("balanced_accuracy"), "d_auroc": delta("macro_auroc"),
+                     "nb_t": number(nb.get("t"), 2), "nb_p": p_value(nb.get("p")), "nb_holm": p_value(nb.get("p_holm")),
+                     "significant": bool(nb.get("significant")),
+                     "mcnemar_p": p_value(mc.get("p")), "mcnemar_holm": p_value(mc.get("p_holm"))})
     return rows
 
 
@@ -174,11 +190,15 @@ def performance_section(contents: RunContents) -> dict[str, Any]:
                        for k, v in sorted(metrics.get("folds", {}).items(), key=lambda kv: str(kv[0]))],
                 fold_mean=pct(metrics.get("fold_mean", {}).get("accuracy")),
                 fold_sd=pct(metrics.get("fold_sd", {}).get("accuracy")),
+                calibration=calibration_view(result, classes),
                 training=metrics.get("training", []),
             )
         strategies.append(entry)
+    comparison = contents.comparison or {}
     return {"paper_rows": paper_rows(contents), "strategies": strategies, "comparison": comparison_rows(contents),
-            "comparison_metric": (contents.comparison or {}).get("metric", "7-class accuracy"),
+            "comparison_metric": comparison.get("metric", "7-class accuracy"),
+            "comparison_alpha": comparison.get("alpha", contents.config.evaluation.alpha),
+            "comparison_resamples": comparison.get("bootstrap", {}).get("resamples"),
             "positive_class": contents.config.data.positive_class}
 
 
@@ -189,13 +209,18 @@ def scoreboard(contents: RunContents) -> list[dict[str, str]]:
         pooled, ci = result.metrics["pooled"], result.metrics.get("ci95", {})
         binary = pooled.get("binary", {})
         rows.append({"name": result.name, "accuracy": pct_ci(pooled["accuracy"], ci.get("accuracy")),
+                     "fold_mean": pct_sd(result.metrics.get("fold_mean", {}).get("accuracy"),
+                                         result.metrics.get("fold_sd", {}).get("accuracy")),
                      "sensitivity": pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
                      "specificity": pct_ci(binary.get("specificity"), ci.get("specificity")),
                      "n": str(pooled.get("n", ""))})
     if contents.baseline:
         ci = contents.baseline.get("ci95", {})
         binary = contents.baseline.get("binary", {})
+        per_fold = [float(v) for v in contents.baseline.get("per_fold_accuracy", {}).values()]
         rows.append({"name": "radiomics baseline", "accuracy": pct_ci(contents.baseline.get("accuracy"), ci.get("accuracy")),
+                     "fold_mean": pct_sd(np.mean(per_fold) if per_fold else None,
+                                         np.std(per_fold, ddof=1) if len(per_fold) > 1 else None),
                      "sensitivity": pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
                      "specificity": pct_ci(binary.get("specificity"), ci.get("specificity")),
                      "n": str(contents.baseline.get("n", ""))})

@@ -20,7 +20,7 @@ from cxrbio import freshness
 from cxrbio.atomic import atomic_write_parquet
 from cxrbio.errors import CxrbioError
 from cxrbio.executors import Executor, make_executor
-from cxrbio.masks import MASK_COLUMNS, SEGMENTATION_VERSION, build_mask, plan_masks, read_mask_table
+from cxrbio.masks import MASK_COLUMNS, NO_MASK, SEGMENTATION_VERSION, WHOLE_CONTENT, build_mask, plan_masks, read_mask_table
 from cxrbio.progress import Progress, counter
 from cxrbio.rundir import open_run
 
@@ -36,7 +36,7 @@ class MasksResult:
 
     @property
     def flagged(self) -> pd.DataFrame:
-        return self.table[self.table["mask_source"].isin(["content", "none"])]
+        return self.table[self.table["mask_source"].isin([WHOLE_CONTENT, NO_MASK])]
 
 
 def run(run_dir: str | Path, *, folder: str | Path | None = None, source: str | None = None, force: bool = False,

@@ -10,7 +10,6 @@ complete strategy and ``metrics/comparison.json``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,10 +20,11 @@ import numpy as np
 
 from cxrbio import freshness, runconfig
 from cxrbio.atomic import atomic_write_text
+from cxrbio.comparisons import compare_strategies
 from cxrbio.config import Config, load_config
 from cxrbio.errors import CxrbioError, DataError
 from cxrbio.executors import Executor, make_executor
-from cxrbio.metrics import mcnemar_test, nadeau_bengio_ttest, strategy_metrics
+from cxrbio.metrics import strategy_metrics
 from cxrbio.models.strategies import Strategy
 from cxrbio.models.weights import WeightsUnavailable, load_backbone
 from cxrbio.progress import Progress, ProgressEvent, say, silent
@@ -82,12 +82,25 @@ def strategy_complete(run: RunDir, config: Config, strategy: str, data: Training
 
 
 def write_strategy_metrics(run: RunDir, config: Config, strategy: str, data: TrainingData) -> dict[str, Any]:
+    """metrics/<strategy>.json: per fold, pooled, fold means, patient-bootstrap intervals, calibration."""
+    import pandas as pd
+
+    from cxrbio.training import validation_predictions
+
     predictions = read_predictions(run, strategy)
     if len(predictions) != len(data.manifest):
         raise DataError(f"{strategy}: {len(predictions)} out-of-fold predictions for {len(data.manifest)} images.",
                         fix=f"re-run 'cxrbio train --out {run.root}'.")
-    metrics = strategy_metrics(predictions, data.classes, config.data.positive_class,
-                               {f.fold: f.name for f in data.folds}, seed=config.train.seed)
+    evaluation = config.evaluation
+    validation = None
+    if evaluation.temperature_scaling:
+        validation = pd.concat([validation_predictions(run, config, data, strategy, f) for f in data.folds], ignore_index=True)
+    sources = data.manifest.set_index("image_id")["source"]
+    metrics = strategy_metrics(predictions, data.classes, config.data.positive_class, {f.fold: f.name for f in data.folds},
+                               n_boot=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level,
+                               bins=evaluation.calibration_bins, validation=validation, sources=sources)
+    if not evaluation.temperature_scaling:
+        metrics["calibration"]["temperature"] = {"status": "off", "reason": "evaluation.temperature_scaling: false"}
     metrics.update(strategy=strategy, status="done", scheme=config.folds.scheme)
     metrics["training"] = [freshness.read_stamp(run.root, "train_fold", {"strategy": strategy, "fold": f.fold}).info  # type: ignore[union-attr]
                            for f in data.folds]
@@ -98,27 +111,17 @@ def write_strategy_metrics(run: RunDir, config: Config, strategy: str, data: Tra
 
 
 def write_comparison(run: RunDir, config: Config, data: TrainingData, strategies: list[str]) -> dict[str, Any]:
-    """Pairwise strategy comparisons over the same folds and images."""
+    """metrics/comparison.json: every pair of complete strategies over the same folds and images (:mod:`cxrbio.comparisons`)."""
     finished = [s for s in strategies if strategy_complete(run, config, s, data)]
-    predictions = {s: read_predictions(run, s).set_index("image_id").sort_index() for s in finished}
     n = len(data.manifest)
     n_test = float(np.mean([int(f.test.sum()) for f in data.folds]))
-    pairs = []
-    for a, b in itertools.combinations(finished, 2):
-        pa, pb = predictions[a], predictions[b]
-        acc_a = [float((g["true"] == g["predicted"]).mean()) for _, g in pa.groupby("fold")]
-        acc_b = [float((g["true"] == g["predicted"]).mean()) for _, g in pb.groupby("fold")]
-        pairs.append({
-            "a": a, "b": b,
-            "accuracy_a": float((pa["true"] == pa["predicted"]).mean()),
-            "accuracy_b": float((pb["true"] == pb["predicted"]).mean()),
-            "nadeau_bengio": nadeau_bengio_ttest(acc_a, acc_b, n_train=n - n_test, n_test=n_test),
-            "mcnemar": mcnemar_test((pa["true"] == pa["predicted"]).to_numpy(),
-                                    (pb.loc[pa.index, "true"] == pb.loc[pa.index, "predicted"]).to_numpy()),
-        })
-    result = {"metric": "7-class accuracy", "pairs": pairs}
+    evaluation = config.evaluation
+    result = compare_strategies({s: read_predictions(run, s) for s in finished}, data.classes, n_train=n - n_test,
+                                n_test=n_test, resamples=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level,
+                                alpha=evaluation.alpha)
+    result["scheme"] = config.folds.scheme
     want = freshness.expected(run, "comparison", config.model_dump(mode="json"))
-    atomic_write_text(run.output(STAGE, "comparison"), json.dumps(result, indent=1))
+    atomic_write_text(run.output(STAGE, "comparison"), json.dumps(result, indent=1, allow_nan=True))
     freshness.write_stamp(run, want)
     return result
 
