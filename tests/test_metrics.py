@@ -295,3 +295,18 @@ def test_strategy_comparisons_pair_on_patients_and_adjust_across_pairs():
 
     assert [p["nadeau_bengio"]["p_holm"] for p in result["pairs"]] == pytest.approx(holm(raw), nan_ok=True)
     assert "image-level" in result["secondary"] and "p_holm" in gap["mcnemar"]
+
+
+def test_a_temperature_without_an_optimum_is_not_used_and_said():
+    """Every validation image right: the loss falls as T -> 0 and the fit runs to its bound. Using
+    it would sharpen the test predictions for no reason (the demo's small folds did exactly that)."""
+    from cxrbio.metrics import strategy_metrics
+
+    predictions = synthetic_predictions(accuracy=0.7, seed=1)
+    validation = synthetic_predictions(accuracy=1.0, seed=2)
+    m = strategy_metrics(predictions, CLASSES, "COVID-19", {}, n_boot=20, validation=validation)
+    temperature = m["calibration"]["temperature"]
+    assert all(t < 0.1 for t in temperature["fitted"].values())  # the fit only sharpens
+    assert temperature["per_fold"] == {"0": 1.0, "1": 1.0, "2": 1.0}
+    assert len(temperature["notes"]) == 3 and "every validation image already right" in temperature["notes"][0]
+    assert m["calibration"]["scaled"]["ece"] == pytest.approx(m["calibration"]["uncalibrated"]["ece"])

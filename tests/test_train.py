@@ -113,7 +113,7 @@ def test_train_command_writes_every_output(phantom_dir, tmp_path):
     assert skipped["status"] == "skipped" and run.path("train_skipped", strategy="offshelf").is_file()
     assert metrics["calibration"]["temperature"]["status"] == "fitted" and "scaled" in metrics["calibration"]
     assert metrics["fold_count"]["accuracy"] == 3 and len(metrics["fold_range"]["accuracy"]) == 2
-    assert "Fold mean ± SD" in " ".join(result.output.split())
+    assert "mean over folds ± SD" in " ".join(result.output.split())
     # Without --skip-unavailable the missing weights are an error naming the remedies.
     again = CliRunner().invoke(app, ["train", "--out", str(run.root)])
     assert again.exit_code == 2 and "offshelf" in again.output and "fix:" in again.output

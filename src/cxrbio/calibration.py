@@ -24,6 +24,9 @@ import numpy as np
 
 #: Probabilities are clipped here before the log: float32 softmax outputs can be exactly 0.
 LOG_FLOOR = 1e-12
+#: The search range of the temperature. A fit at either end has no interior optimum and is not
+#: used; nor is one on validation images that are all right (the loss then only falls as T -> 0).
+TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
@@ -93,7 +96,8 @@ def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(y_true: np.ndarray, probabilities: np.ndarray, *, lower: float = 0.05, upper: float = 20.0) -> float:
+def fit_temperature(y_true: np.ndarray, probabilities: np.ndarray, *, lower: float = TEMPERATURE_BOUNDS[0],
+                    upper: float = TEMPERATURE_BOUNDS[1]) -> float:
     """The T in [lower, upper] minimising the negative log likelihood of ``y_true`` (bounded search on log T)."""
     from scipy.optimize import minimize_scalar
 
@@ -109,6 +113,11 @@ def fit_temperature(y_true: np.ndarray, probabilities: np.ndarray, *, lower: flo
 
     found = minimize_scalar(nll, bounds=(np.log(lower), np.log(upper)), method="bounded", options={"xatol": 1e-5})
     return float(np.exp(found.x))
+
+
+def at_bound(temperature: float, *, lower: float = TEMPERATURE_BOUNDS[0], upper: float = TEMPERATURE_BOUNDS[1]) -> bool:
+    """Whether a fitted temperature sits at the end of its search range (within 2%): no optimum was found."""
+    return temperature <= lower * 1.02 or temperature >= upper / 1.02
 
 
 def calibration_summary(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str], bins: int) -> dict:

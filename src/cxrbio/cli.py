@@ -605,14 +605,15 @@ def print_metrics_table(results: dict[str, Any], run_dir: Path, seconds: float) 
                                   ("specificity %", "specificity", binary.get("specificity"))):
             mean, sd = m["fold_mean"][key], m["fold_sd"][key]
             low, high = ci[key]
-            row[label] = (f"{pct(mean)} ± {pct(sd)}\npooled {pct(value)} [{pct(low)}, {pct(high)}]")
+            row[label] = f"{pct(mean)} ± {pct(sd)}\n{pct(value)} [{pct(low)}, {pct(high)}]"
         calibration = m.get("calibration", {})
         raw, scaled = calibration.get("uncalibrated", {}), calibration.get("scaled")
         row["ECE"] = f"{raw.get('ece', float('nan')):.3f}" + (f"\nscaled {scaled['ece']:.3f}" if scaled else "")
         row["Brier"] = f"{raw.get('brier', float('nan')):.3f}" + (f"\nscaled {scaled['brier']:.3f}" if scaled else "")
         rows[name] = row
-    title = (f"Fold mean ± SD (the paper's figures), then pooled out-of-fold [95% CI, patient bootstrap]; "
-             f"{cfg.data.positive_class} vs rest; calibration: ECE, Brier (temperature-scaled below) -- {seconds:.0f} s")
+    title = (f"Per cell: mean over folds ± SD (the paper's kind of figure), below it pooled out-of-fold [95% CI, "
+             f"patient bootstrap]; {cfg.data.positive_class} vs rest; calibration: ECE, Brier (below: temperature-scaled) "
+             f"-- {seconds:.0f} s")
     console.print(frame_table(pd.DataFrame(rows).T, title, "strategy", show_lines=True))
 
 

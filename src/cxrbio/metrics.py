@@ -149,19 +149,31 @@ def _calibration(predictions: pd.DataFrame, classes: list[str], bins: int, boots
     if validation is None or validation.empty:
         result["temperature"] = {"status": "not fitted", "reason": "no inner-validation predictions"}
     else:
-        temperatures = {}
+        temperatures, used, notes, sizes = {}, {}, [], {}
         scaled = probabilities.copy()
         for fold, part in validation.groupby("fold"):
-            temperatures[str(int(fold))] = calibration.fit_temperature(part["true"].to_numpy(int), _probabilities(part, classes))
+            key = str(int(fold))
+            truth = part["true"].to_numpy(int)
+            temperatures[key] = calibration.fit_temperature(truth, _probabilities(part, classes))
+            sizes[key] = int(len(part))
+            used[key] = temperatures[key]
+            everything_right = bool((_probabilities(part, classes).argmax(axis=1) == truth).all())
+            if everything_right or calibration.at_bound(temperatures[key]):
+                # No interior optimum: with every image right the loss only falls as T -> 0.
+                used[key] = 1.0
+                why = "every validation image already right, so the loss has no minimum" if everything_right else \
+                    f"the fit ran to the end of its range (T = {temperatures[key]:.2f})"
+                notes.append(f"fold {key}: {why} ({len(part)} images); left unscaled (T = 1)")
         missing = sorted(set(predictions["fold"].astype(int)) - {int(f) for f in temperatures})
         if missing:
             result["temperature"] = {"status": "not fitted", "reason": f"no inner-validation predictions for fold(s) {missing}"}
             scaled = None
         else:
-            for fold, t in temperatures.items():
+            for fold, t in used.items():
                 rows = (predictions["fold"] == int(fold)).to_numpy()
                 scaled[rows] = calibration.scale(probabilities[rows], t)
-            result["temperature"] = {"status": "fitted", "per_fold": temperatures,
+            result["temperature"] = {"status": "fitted", "per_fold": used, "fitted": temperatures,
+                                     "validation_images": sizes, "notes": notes,
                                      "fitted_on": "each fold's inner validation patients (never its test patients)"}
             result["scaled"] = calibration.calibration_summary(y, scaled, classes, bins)
     if sources is not None and sources.nunique() > 1:
