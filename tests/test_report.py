@@ -145,13 +145,16 @@ def test_gallery_overlay_draws_the_lung_contour_and_the_saliency():
 
 
 def test_limitations_speak_only_when_the_data_give_reason():
-    from cxrbio.report.limitations import _source_confounding
+    from cxrbio.report.limitations import _single_source, _source_confounding
 
     balanced = pd.DataFrame({"label": ["A", "B"] * 50, "source": ["h1", "h2"] * 25 + ["h2", "h1"] * 25})
     assert _source_confounding(balanced) == []
     confounded = pd.DataFrame({"label": ["A"] * 50 + ["B"] * 50, "source": ["h1"] * 50 + ["h2"] * 40 + ["h1"] * 10})
     notes = _source_confounding(confounded)
     assert notes == [notes[0]] and "100% of A images come from source 'h1', which supplies only 20%" in notes[0]
+    unknown = confounded.assign(source="unknown")
+    assert _source_confounding(unknown) == []  # 'unknown' is not a source
+    assert "source (hospital, collection) of every image is unknown" in _single_source(unknown)[0]
 
 
 def test_plot_labels_are_made_inert():
@@ -167,13 +170,13 @@ def hostile_run(tmp_path_factory):
     from tests.helpers import scan
 
     root = tmp_path_factory.mktemp("hostile")
-    data = root / "<u>hospital"
+    data = root / "data"
     for c, label in enumerate(["Normal", EVIL]):
         for i in range(4):
-            write_png(data / label / f"p{c}{i}.png", seed=10 * c + i)
+            write_png(data / label / "<u>hospital" / f"p{c}{i}.png", seed=10 * c + i)  # the source, by subfolder
     (data / EVIL / '"><svg onload=alert(2)>.png').write_bytes(b"not a png")
     config = load_config(None, {"data.classes": ["Normal", EVIL], "data.positive_class": None, "folds.k": 2,
-                                "data.image_size": 32})
+                                "data.image_size": 32, "data.source_from": "subfolder"})
     scan(data, config, root / "run")
     return root / "run"
 

@@ -115,7 +115,58 @@ def test_patient_ids_from_file_name_schemes():
     assert patient_from_filename(Path("nih_00005986_000.png")) == "nih:00005986"
     assert patient_from_filename(Path("person1_bacteria_1.jpeg")) == "kermany:person1"
     assert patient_from_filename(Path("kermany_person107_virus_197.png")) == "kermany:person107"
-    assert patient_from_filename(Path("IM-0115-0001.jpeg")) is None
+    # Kermany's normal files: one patient's images share the IM-number (they were each their own patient).
+    assert patient_from_filename(Path("IM-0115-0001.jpeg")) == patient_from_filename(Path("IM-0115-0002.jpeg")) \
+        == "kermany:im-0115"
+    assert patient_from_filename(Path("NORMAL2-IM-1427-0001.jpeg")) == "kermany:normal2-im-1427"
+    assert patient_from_filename(Path("train/patient00042/study3/view1_frontal.jpg")) == "chexpert:patient00042"
+    assert patient_from_filename(Path("files/p10/p10000032/s50414267/02aa804e.jpg")) == "mimic:p10000032"
+    assert patient_from_filename(Path("scan_0001.png")) is None
+
+
+def test_public_data_sets_are_recognised_by_their_naming():
+    from cxrbio.data.provenance import UNKNOWN, dataset_from_filename
+
+    expected = {"00000013_005.png": "nih-chestxray14", "person1_virus_6.jpeg": "kermany-paediatric",
+                "NORMAL2-IM-1427-0001.jpeg": "kermany-paediatric", "IM-0115-0001.jpeg": "kermany-paediatric",
+                "COVID-12.png": "covid19-radiography-db", "Viral Pneumonia-3.png": "covid19-radiography-db",
+                "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg": "chexpert",
+                "p10/p10000032/s50414267/02aa804e-bde0afdd.jpg": "mimic-cxr", "my_scan_17.png": UNKNOWN}
+    assert {name: dataset_from_filename(name) for name in expected} == expected
+
+
+def test_sources_never_default_to_the_root_folders_name(tmp_path, small_config):
+    """Three data sets mixed in class folders used to be 'one source' (the root's name) and no check spoke."""
+    data = tmp_path / "mixed"
+    for i in range(4):
+        write_png(data / "covid-19" / f"covid_{i}.png", seed=i)
+        write_png(data / "pneumonia" / f"person{i}_bacteria_{i}.png", seed=10 + i)
+        write_png(data / "normal" / f"IM-00{i}1-0001.png", seed=20 + i)
+    result = scan(data, three_class_config(small_config), tmp_path / "auto")
+    by_label = result.manifest.groupby("label")["source"].agg(set)
+    assert by_label["Pneumonia"] == {"kermany-paediatric"} and by_label["Normal"] == {"kermany-paediatric"}
+    assert by_label["COVID-19"] == {"unknown"} and "mixed" not in set(result.manifest["source"])
+    assert any("4 of 12 images have an unknown source" in n for n in result.notes)
+    nothing = scan(data, three_class_config(small_config, **{"data.source_from": "none"}), tmp_path / "none").manifest
+    assert set(nothing["source"]) == {"unknown"}
+
+
+def test_sources_from_the_folder_below_the_class_or_a_column(tmp_path, small_config):
+    data = tmp_path / "data"
+    for c, name in enumerate(("covid-19", "pneumonia", "normal")):
+        for i in range(4):
+            write_png(data / name / ("hospital-a" if i % 2 else "hospital-b") / f"{name}_{i}.png", seed=10 * c + i)
+    m = scan(data, three_class_config(small_config, **{"data.source_from": "subfolder"}), tmp_path / "sub").manifest
+    assert set(m["source"]) == {"hospital-a", "hospital-b"}
+    assert (m.groupby("label")["source"].nunique() == 2).all()
+    rows = [{"path": str(p.relative_to(data)), "label": p.parts[-3], "source": p.parent.name if k % 3 else ""}
+            for k, p in enumerate(sorted(data.rglob("*.png")))]
+    pd.DataFrame(rows).to_csv(data / "labels.csv", index=False)
+    m = scan(data / "labels.csv", three_class_config(small_config), tmp_path / "csv").manifest
+    assert set(m["source"]) == {"hospital-a", "hospital-b", "unknown"}  # an empty cell is unknown, not the folder name
+    pd.DataFrame(rows).drop(columns="source").to_csv(data / "nosource.csv", index=False)
+    with pytest.raises(DataError, match="no 'source' column"):
+        scan(data / "nosource.csv", three_class_config(small_config, **{"data.source_from": "column"}), tmp_path / "x")
 
 
 def test_kermany_names_group_a_patients_images(tmp_path, small_config):
@@ -123,9 +174,11 @@ def test_kermany_names_group_a_patients_images(tmp_path, small_config):
     for person in range(6):
         for k in range(2):
             write_png(data / "pneumonia" / f"person{person}_bacteria_{k}.png", seed=person * 10 + k)
+            write_png(data / "normal" / f"IM-{person:04d}-{k + 1:04d}.jpeg", seed=100 + person * 10 + k)
     m = scan(data, make_config(["Pneumonia", "Normal"]), tmp_path / "run").manifest
-    assert m["patient_id"].nunique() == 6
+    assert m["patient_id"].nunique() == 12 and (m.groupby("patient_id").size() == 2).all()
     assert (m.groupby("patient_id")["fold"].nunique() == 1).all()
+    assert set(m["source"]) == {"kermany-paediatric"}
 
 
 def test_dicom_patient_id_is_used_but_no_tag_is_written(tmp_path, small_config):

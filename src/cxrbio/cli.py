@@ -208,6 +208,9 @@ def data_scan(
     k: Annotated[int | None, typer.Option("--k", help="Number of folds (overrides folds.k).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Letterbox size (overrides data.image_size).")] = None,
     layout: Annotated[str | None, typer.Option("--layout", help="Force a layout: folders, csv, nih, covid.")] = None,
+    source_from: Annotated[str | None, typer.Option(
+        "--source-from", help="Where each image's source comes from: auto, column, subfolder, filename, none "
+             "(overrides data.source_from).")] = None,
     executor: ExecutorOption = "local",
     workers: WorkersOption = None,
     address: AddressOption = None,
@@ -228,6 +231,8 @@ def data_scan(
         overrides["folds.k"] = k
     if size is not None:
         overrides["data.image_size"] = size
+    if source_from is not None:
+        overrides["data.source_from"] = source_from
     existing = RunDir(out).config.is_file()
     cfg = load_config(config, overrides) if (config is not None or overrides or not existing) else None
     started = time.perf_counter()

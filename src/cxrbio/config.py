@@ -123,6 +123,10 @@ class DataConfig(StrictModel):
         False, description="Skip images whose label is not a class (listed) instead of failing."
     )
     image_size: int = Field(200, ge=32, le=1024, description="Side of the square letterbox, px.")
+    source_from: Literal["auto", "column", "subfolder", "filename", "none"] = Field(
+        "auto", description="Where each image's source (hospital, collection) comes from: a CSV 'source' column, "
+        "the folder below the class folder, recognised public data-set file names, or none ('unknown'). "
+        "auto: a column if present, else recognised names, else 'unknown' (docs/data.md).")
     cache: Literal["memory", "disk"] = Field(
         "memory", description="Where the decoded, letterboxed uint8 images are kept for training."
     )

@@ -18,7 +18,6 @@ The result is one row per candidate image: absolute ``path``, canonical ``label`
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pandas as pd
 
 from cxrbio.config import DataConfig
 from cxrbio.data.imageio import looks_like_image
+from cxrbio.data.provenance import IEEE8023, NIH, UNKNOWN, dataset_from_filename, patient_from_filename
 from cxrbio.errors import DataError
 
 LAYOUTS = ("folders", "csv", "nih", "covid")
@@ -35,8 +35,6 @@ RESERVED_COLUMNS = frozenset(
     {"image_id", "path", "label", "raw_label", "patient_id", "patient_raw", "source", "row", "fold", "fold_group"}
 )
 
-_NIH_NAME = re.compile(r"(?:^|_)(\d{8})_\d{3}$")
-_KERMANY_NAME = re.compile(r"(?:^|_)(person\d+)_(?:bacteria|virus)", re.IGNORECASE)
 
 
 @dataclass
@@ -49,14 +47,37 @@ class Discovery:
     notes: list[str] = field(default_factory=list)
 
 
-def patient_from_filename(path: Path) -> str | None:
-    """Patient id from well-known file-name schemes (ChestX-ray14, Kermany), else None."""
-    stem = path.stem
-    if match := _NIH_NAME.search(stem):
-        return f"nih:{match.group(1)}"
-    if match := _KERMANY_NAME.search(stem):
-        return f"kermany:{match.group(1).lower()}"
-    return None
+def assign_sources(frame: pd.DataFrame, config: DataConfig, *, column: pd.Series | None, subfolder: pd.Series | None,
+                   where: str, notes: list[str]) -> pd.Series:
+    """Each row's ``source`` under ``data.source_from`` (never a root folder's name; unknown is ``unknown``).
+
+    ``column``: a CSV's source column ('' where empty), ``subfolder``: the folder below each
+    image's class folder (None where the image sits in the class folder itself).
+    """
+    mode = config.source_from
+    recognised = pd.Series([dataset_from_filename(p) for p in frame["path"]], index=frame.index)
+    if mode == "column" and column is None:
+        raise DataError(f"data.source_from is 'column' but {where} has no 'source' column.",
+                        fix="add a 'source' column, or use --source-from auto / filename / subfolder / none.")
+    if mode == "subfolder" and subfolder is None:
+        raise DataError(f"data.source_from is 'subfolder' but {where} is not a folder of class folders.",
+                        fix="use --source-from column (a CSV 'source' column), filename, auto or none.")
+    if mode == "none":
+        sources = pd.Series(UNKNOWN, index=frame.index)
+    elif mode == "subfolder":
+        sources = subfolder.fillna(UNKNOWN) if subfolder is not None else pd.Series(UNKNOWN, index=frame.index)
+    elif mode == "filename":
+        sources = recognised
+    elif mode == "column" or (column is not None and (column != "").any()):
+        sources = column.where(column != "", UNKNOWN) if column is not None else recognised
+    else:  # auto without a column: recognised public data sets, else unknown
+        sources = recognised
+    unknown = int((sources == UNKNOWN).sum())
+    if unknown and mode != "none":
+        notes.append(f"{unknown} of {len(sources)} images have an unknown source (data.source_from: {mode}); "
+                     "confounding by source cannot be checked for them. Give a 'source' column in a CSV, or "
+                     "--source-from subfolder for DATA/<class>/<source>/ folders.")
+    return sources.astype(str)
 
 
 def detect_layout(data: Path) -> tuple[str, Path]:
@@ -158,7 +179,8 @@ def _discover_folders(root: Path, config: DataConfig) -> Discovery:
                     "path": str(image),
                     "raw_label": class_dir.name,
                     "patient_raw": patient_from_filename(image),
-                    "source": root.name,
+                    "subfolder": image.relative_to(class_dir).parts[0] if len(image.relative_to(class_dir).parts) > 1
+                    else None,
                     "row": str(image.relative_to(root)),
                 }
             )
@@ -166,6 +188,8 @@ def _discover_folders(root: Path, config: DataConfig) -> Discovery:
         example = ignored[0].relative_to(root)
         notes.append(f"ignored {len(ignored)} files that are not images by name (e.g. {example})")
     frame = _apply_labels(pd.DataFrame(rows), config, str(root), notes)
+    frame["source"] = assign_sources(frame, config, column=None, subfolder=frame.pop("subfolder"), where=str(root),
+                                     notes=notes)
     return Discovery("folders", root, frame, notes)
 
 
@@ -202,7 +226,7 @@ def _discover_csv(csv_path: Path, config: DataConfig) -> Discovery:
         {
             "path": [str((base / p).resolve()) if p else "" for p in raw["path"].str.strip()],
             "raw_label": raw["label"],
-            "source": raw["source"].where(raw["source"] != "", csv_path.parent.name) if "source" in raw else csv_path.parent.name,
+            "source_column": raw["source"].str.strip() if "source" in raw else None,
             "row": [f"{csv_path.name} row {i + 2}" for i in range(len(raw))],
         }
     )
@@ -218,6 +242,9 @@ def _discover_csv(csv_path: Path, config: DataConfig) -> Discovery:
             continue
         frame[f"extra_{column}" if column in RESERVED_COLUMNS else column] = raw[column].values
     frame = _apply_labels(frame, config, str(csv_path), notes)
+    column = frame.pop("source_column")
+    frame["source"] = assign_sources(frame, config, column=column if "source" in raw else None, subfolder=None,
+                                     where=str(csv_path), notes=notes)
     return Discovery("csv", base, frame, notes)
 
 
@@ -260,7 +287,7 @@ def _discover_nih(csv_path: Path, config: DataConfig) -> Discovery:
             "path": [str(p) for p in paths if p is not None],
             "raw_label": [wanted[f] for f in selected["Finding Labels"].str.strip()],
             "patient_raw": [f"nih:{int(pid):08d}" if str(pid).isdigit() else f"nih:{pid}" for pid in selected["Patient ID"]],
-            "source": "nih-chestxray14",
+            "source": NIH,
             "row": [f"{csv_path.name} row {i + 2}" for i in selected.index],
             "full_labels": selected["Finding Labels"].values,
         }
@@ -310,7 +337,7 @@ def _discover_covid(csv_path: Path, config: DataConfig) -> Discovery:
             "path": [str(p) for p, e in zip(paths, exists) if e],
             "raw_label": keep["raw_label"].values,
             "patient_raw": [f"ieee8023:{pid}" for pid in keep["patientid"]],
-            "source": "ieee8023-covid-chestxray",
+            "source": IEEE8023,
             "row": [f"{csv_path.name} row {i + 2}" for i in keep.index],
             "full_labels": keep["finding"].values,
             "view": keep["view"].values,

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from cxrbio.config import load_config
+from cxrbio.data.provenance import UNKNOWN
 from cxrbio.masks import SEGMENTED
 from cxrbio.report.contents import RunContents
 
@@ -20,7 +21,12 @@ FALLBACK_MASK_SHARE = 0.10
 BORDER_DROP = 0.2
 
 
+def _known_sources(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest[manifest["source"].astype(str) != UNKNOWN]
+
+
 def _source_confounding(manifest: pd.DataFrame) -> list[str]:
+    manifest = _known_sources(manifest)
     if manifest["source"].nunique() < 2:
         return []
     table = pd.crosstab(manifest["label"], manifest["source"])
@@ -39,14 +45,23 @@ def _source_confounding(manifest: pd.DataFrame) -> list[str]:
 
 
 def _single_source(manifest: pd.DataFrame) -> list[str]:
-    sources = manifest["source"].unique()
+    unknown = float((manifest["source"].astype(str) == UNKNOWN).mean()) if len(manifest) else 0.0
+    if unknown == 1.0:
+        return ["The source (hospital, collection) of every image is unknown, so confounding by source cannot be "
+                "checked: a class drawn from one collection may be recognised by the collection's look. Give a "
+                "'source' column in a CSV, or data.source_from: subfolder for DATA/<class>/<source>/ (docs/data.md)."]
+    notes = []
+    if unknown > 0:
+        notes.append(f"{unknown:.0%} of images have an unknown source; the source checks leave them out.")
+    sources = _known_sources(manifest)["source"].unique()
     if len(sources) == 1 and str(sources[0]) == "phantom":
-        return ["The images are the built-in synthetic phantom: every number here checks the software against "
-                "planted ground truth and says nothing about real chest X-rays."]
-    if len(sources) == 1:
-        return [f"All images come from one source ('{sources[0]}'): results may not transfer to other hospitals "
-                "or scanners, and a source shortcut cannot be tested (leave-one-source-out needs two sources)."]
-    return []
+        notes.append("The images are the built-in synthetic phantom: every number here checks the software against "
+                     "planted ground truth and says nothing about real chest X-rays.")
+    elif len(sources) == 1:
+        notes.append(f"All images of known source come from one source ('{sources[0]}'): results may not transfer to "
+                     "other hospitals or scanners, and a source shortcut cannot be tested (leave-one-source-out needs "
+                     "two sources).")
+    return notes
 
 
 def _small_classes(contents: RunContents) -> list[str]:
