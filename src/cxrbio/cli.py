@@ -140,6 +140,13 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if summary.folds is not None:
         console.print(frame_table(summary.folds, f"Images per fold ({cfg.folds.k} folds, patient-grouped)", "fold"))
+    acquisition = getattr(result, "acquisition", None)
+    if acquisition is not None:
+        from cxrbio.confounding.acquisition import describe
+
+        colour = "yellow" if acquisition.flagged else "default"
+        label = "confounding warning:" if acquisition.flagged else "acquisition:"
+        console.print(f"[{colour}]{label}[/] {describe(acquisition)}", soft_wrap=True)
     console.print(f"Manifest: {RunDir(out).manifest}")
 
 
@@ -184,6 +191,12 @@ def data_phantom(
     shortcut: Annotated[
         str | None, typer.Option("--shortcut", help="CLASS:FRACTION -- stamp a marker outside the lungs on that share of one class.")
     ] = None,
+    site_confound: Annotated[bool, typer.Option(
+        "--site-confound", help="Two acquisition sites (frame, export format, exposure, noise, a corner label) whose "
+             "share differs by class as in the study's data; 'source' records the site.")] = False,
+    null: Annotated[bool, typer.Option(
+        "--null", help="No planted findings: every image is drawn as Normal, only the label differs "
+             "(with --site-confound the site is the only signal).")] = False,
 ) -> None:
     """Generate phantom chest X-rays with planted findings and their ground-truth masks."""
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
@@ -192,9 +205,11 @@ def data_phantom(
     target = parse_shortcut(shortcut)
     with ShowProgress() as show:
         manifest = generate_phantom(out, per_class=per_class, size=size, seed=seed, shortcut=target,
-                                    progress=counter(show, "phantom"))
+                                    progress=counter(show, "phantom"), site_confound=site_confound, null=null)
     counts = manifest.groupby("label").agg(images=("path", "size"), patients=("patient_id", "nunique"),
                                             shortcut=("shortcut", "sum"))
+    if site_confound:
+        counts["site b"] = manifest.groupby("label")["site"].agg(lambda s: int((s == "phantom-site-b").sum()))
     console.print(frame_table(counts, f"Phantom data set in {out}", "class"))
     console.print(f"Ground truth: {out}/manifest.csv, {out}/findings.csv, {out}/masks/ (format: docs/data.md)")
 

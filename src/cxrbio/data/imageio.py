@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +30,11 @@ class DecodedImage:
     format: str
     bits: int
     patient_hint: str | None = None
+    # How the file stores the image (acquisition and export, not anatomy): the acquisition baseline's inputs.
+    stored_mode: str = ""  # PIL mode as stored (L, RGB, I;16, ...), or the DICOM photometric interpretation
+    jpeg_quality: float = float("nan")  # estimated from the quantization tables; NaN if not JPEG
+    pixel_spacing: float = float("nan")  # DICOM (Imager)PixelSpacing, mm; NaN if absent
+    compressed: bool = False  # lossy or lossless compression other than PNG's (JPEG, compressed DICOM)
 
     @property
     def height(self) -> int:
@@ -37,6 +43,19 @@ class DecodedImage:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+
+#: The JPEG standard's luminance quantization table (Annex K), against which a file's table is scaled.
+_STANDARD_LUMINANCE_SUM = 3688  # the sum of the 64 entries of Annex K table K.1
+
+
+def jpeg_quality(quantization: dict[int, Any] | None) -> float:
+    """The libjpeg quality (1-100) that would produce the file's luminance table, from its sum (order-free)."""
+    if not quantization or 0 not in quantization:
+        return float("nan")
+    scale = 100.0 * float(np.sum(quantization[0])) / _STANDARD_LUMINANCE_SUM
+    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+    return float(np.clip(round(quality), 1, 100))
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -84,6 +103,8 @@ def _read_raster(path: Path) -> DecodedImage:
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
                 fmt = (opened.format or path.suffix.lstrip(".")).lower()
+                stored_mode = opened.mode
+                quality = jpeg_quality(getattr(opened, "quantization", None)) if fmt in ("jpeg", "mpo") else float("nan")
     except UnidentifiedImageError:
         raise ImageReadError(
             f"{path}: not an image file PIL can read.", fix="remove it from the data or convert it to PNG."
@@ -106,7 +127,8 @@ def _read_raster(path: Path) -> DecodedImage:
         bits = 8
     if pixels.ndim != 2 or min(pixels.shape) < 8:
         raise ImageReadError(f"{path}: image is {pixels.shape}, too small to be an X-ray.", fix="remove it.")
-    return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), format=fmt, bits=bits)
+    return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), format=fmt, bits=bits,
+                        stored_mode=stored_mode, jpeg_quality=quality, compressed=fmt in ("jpeg", "mpo", "webp"))
 
 
 def _read_dicom(path: Path) -> DecodedImage:
@@ -141,4 +163,12 @@ def _read_dicom(path: Path) -> DecodedImage:
         pixels = 1.0 - pixels
     patient = str(getattr(dataset, "PatientID", "") or "").strip() or None
     bits = int(getattr(dataset, "BitsStored", 16) or 16)
-    return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), format="dicom", bits=bits, patient_hint=patient)
+    spacing = getattr(dataset, "PixelSpacing", None) or getattr(dataset, "ImagerPixelSpacing", None)
+    try:
+        pixel_spacing = float(spacing[0]) if spacing else float("nan")
+    except (TypeError, ValueError, IndexError):
+        pixel_spacing = float("nan")
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), format="dicom", bits=bits, patient_hint=patient,
+                        stored_mode=photometric, pixel_spacing=pixel_spacing,
+                        compressed=bool(getattr(syntax, "is_compressed", False)))

@@ -48,6 +48,34 @@ from cxrbio.config import PAPER_CLASSES
 from cxrbio.errors import DataError
 
 PHANTOM_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Site:
+    """An acquisition site of the site-confounded phantom: how its images are exposed and exported.
+
+    Everything here is acquisition, none of it anatomy: frame shape and size, bit depth and
+    format, exposure curve and noise, and a burned-in corner label. A network (or the
+    acquisition baseline) can recognise the site from any of them.
+    """
+
+    name: str
+    width_ratio: tuple[float, float]  # width / height of the frame
+    height_scale: float  # image height relative to --size
+    gamma: float  # exposure curve, multiplies the per-image gamma
+    noise: tuple[float, float]  # noise SD range
+    export: str  # 'png16' (16-bit PNG) or 'jpeg' (8-bit RGB JPEG, quality 80)
+    corner_label: bool  # a bright burned-in label block in the lower right corner
+
+
+SITES = (
+    Site("phantom-site-a", (0.95, 1.12), 1.0, 1.0, (0.006, 0.014), "png16", False),  # adult hospital, detector
+    Site("phantom-site-b", (0.72, 0.84), 1.15, 1.35, (0.02, 0.04), "jpeg", True),  # paediatric, exported JPEGs
+)
+#: Share of each class imaged at site b, shaped like the study's data: Pneumonia and Normal from a
+#: paediatric set, COVID-19 and the NIH classes from adult hospitals.
+SITE_B_SHARE = {"COVID-19": 0.1, "Edema": 0.05, "Effusion": 0.05, "Emphysema": 0.05, "Fibrosis": 0.05,
+                "Pneumonia": 0.95, "Normal": 0.85}
 FINDINGS: dict[str, tuple[str, ...]] = {
     "COVID-19": ("ground_glass",),
     "Edema": ("perihilar_haze", "kerley_lines", "cardiomegaly"),
@@ -346,8 +374,10 @@ def _affine(shape: tuple[int, int], angle_deg: float, shift: tuple[float, float]
 
 
 def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height: int,
-                 shortcut: bool = False) -> PhantomImage:
-    """One radiograph of this patient: density -> pose -> exposure -> blur and noise."""
+                 shortcut: bool = False, site: Site | None = None) -> PhantomImage:
+    """One radiograph of this patient: density -> pose -> exposure -> blur and noise (-> the site's label)."""
+    if site is not None:
+        height = round(height * site.height_scale)
     width = max(16, round(height * anatomy.width_ratio))
     c = _Canvas(height, width)
     density, right, left, heart = _render_density(c, anatomy, rng)
@@ -382,14 +412,19 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
     }
 
     gain, bias, gamma = rng.uniform(0.85, 1.2), rng.uniform(-0.06, 0.06), rng.uniform(0.8, 1.25)
+    if site is not None:
+        gamma *= site.gamma
     image = np.clip(density * gain + bias, 0, 1) ** gamma
     image = ndimage.gaussian_filter(image, rng.uniform(0.3, 0.9))
-    image = image + rng.normal(0, rng.uniform(0.008, 0.03), image.shape)
+    noise = rng.uniform(*site.noise) if site is not None else rng.uniform(0.008, 0.03)
+    image = image + rng.normal(0, noise, image.shape)
     image = np.clip(image, 0, 1).astype(np.float32)
 
     box = None
     if shortcut:
         image, box = _stamp_marker(image, lungs, rng)
+    if site is not None and site.corner_label:
+        image = _burn_corner_label(image, lungs)
     return PhantomImage(image=image, lungs=lungs, lesions=lesions, severity=severity, shortcut_box=box)
 
 
@@ -412,6 +447,20 @@ def _stamp_marker(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator
     return image, (int(x0), int(y0), int(x0 + size), int(y0 + size))
 
 
+def _burn_corner_label(image: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """A site's burned-in label: a bright block with dark text-like bars, lower right, off the lungs."""
+    h, w = image.shape
+    bh, bw = max(5, round(0.07 * h)), max(10, round(0.22 * w))
+    y0, x0 = h - bh - round(0.02 * h), w - bw - round(0.03 * w)
+    if lungs[y0 : y0 + bh, x0 : x0 + bw].any():
+        return image
+    block = image[y0 : y0 + bh, x0 : x0 + bw]
+    block[:] = 0.92
+    for k in range(1, bw - 1, 3):  # glyph strokes
+        block[1 : bh - 1, k] = 0.15
+    return image
+
+
 def parse_shortcut(text: str | None, classes: tuple[str, ...] = PAPER_CLASSES) -> tuple[str, float] | None:
     """'CLASS:FRACTION' -> (class, fraction); clear error otherwise."""
     if not text:
@@ -429,6 +478,18 @@ def parse_shortcut(text: str | None, classes: tuple[str, ...] = PAPER_CLASSES) -
             fix=f"e.g. --shortcut COVID-19:0.8; classes: {', '.join(classes)}; 0 < FRACTION <= 1.",
         )
     return target, fraction
+
+
+def _save_export(path: Path, array: np.ndarray, export: str) -> None:
+    """The image as a site exports it: a 16-bit PNG, or an 8-bit RGB JPEG at quality 80."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if export == "png16":
+        Image.fromarray(np.clip(np.rint(array * 65535), 0, 65535).astype(np.uint16)).save(tmp, format="PNG")
+    else:
+        grey = Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8))
+        grey.convert("RGB").save(tmp, format="JPEG", quality=80)
+    tmp.replace(path)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -451,12 +512,19 @@ def generate_phantom(
     images_per_patient: tuple[int, int] = (1, 3),
     classes: tuple[str, ...] = PAPER_CLASSES,
     progress: Callable[[int, int], None] | None = None,
+    site_confound: bool = False,
+    null: bool = False,
 ) -> pd.DataFrame:
     """Write the phantom data set to ``out`` and return its manifest.
 
-    Deterministic per (seed, per_class, size, shortcut): each patient draws from its own
-    random stream keyed by (seed, class, patient number), so adding classes or images
-    does not change the others.
+    Deterministic per (seed, per_class, size, shortcut, site_confound, null): each patient
+    draws from its own random stream keyed by (seed, class, patient number), so adding classes
+    or images does not change the others.
+
+    ``site_confound``: every patient is imaged at one of two acquisition sites (:data:`SITES`),
+    site b with the class's share in :data:`SITE_B_SHARE`; the manifest's ``source`` and ``site``
+    columns record it. ``null``: no class has its anatomy or finding (every image is drawn as
+    Normal; only the label differs): with ``site_confound`` the site is then the only signal.
     """
     if per_class < 1:
         raise DataError(f"--per-class must be at least 1, got {per_class}.")
@@ -472,15 +540,24 @@ def generate_phantom(
         made, patient = 0, 0
         while made < per_class:
             rng = np.random.default_rng([seed, class_index, patient])
-            anatomy = _anatomy(rng, label)
+            drawn_as = "Normal" if null else label
+            anatomy = _anatomy(rng, drawn_as)
+            site = None
+            if site_confound:  # extra draws only here: the plain phantom's streams are unchanged
+                site = SITES[1] if rng.random() < SITE_B_SHARE.get(label, 0.5) else SITES[0]
+                anatomy.width_ratio = float(rng.uniform(*site.width_ratio))
             n_images = min(int(rng.integers(images_per_patient[0], images_per_patient[1] + 1)), per_class - made)
             for k in range(n_images):
                 stamp = shortcut is not None and shortcut[0] == label and rng.random() < shortcut[1]
-                result = render_image(anatomy, label, rng, size, shortcut=stamp)
+                result = render_image(anatomy, drawn_as, rng, size, shortcut=stamp, site=site)
                 image_name = f"{slug}-p{patient:04d}-{k}"
-                image_path = Path("images") / slug / f"{image_name}.png"
+                suffix = ".jpg" if site is not None and site.export == "jpeg" else ".png"
+                image_path = Path("images") / slug / f"{image_name}{suffix}"
                 lung_path = Path("masks") / "lungs" / f"{image_name}.png"
-                _save_png(out / image_path, result.image)
+                if site is None:
+                    _save_png(out / image_path, result.image)
+                else:
+                    _save_export(out / image_path, result.image, site.export)
                 _save_png(out / lung_path, result.lungs)
                 for finding, mask in result.lesions.items():
                     mask_path = Path("masks") / "lesions" / finding / f"{image_name}.png"
@@ -495,7 +572,8 @@ def generate_phantom(
                         "path": image_path.as_posix(),
                         "label": label,
                         "patient_id": f"phantom-{slug}-{patient:04d}",
-                        "source": "phantom",
+                        "source": site.name if site is not None else "phantom",
+                        **({"site": site.name} if site is not None else {}),
                         "lung_mask": lung_path.as_posix(),
                         "findings": "|".join(result.lesions),
                         "severity": round(result.severity, 4),
@@ -522,6 +600,8 @@ def generate_phantom(
         "size": size,
         "images_per_patient": list(images_per_patient),
         "shortcut": {"class": shortcut[0], "fraction": shortcut[1]} if shortcut else None,
+        "site_confound": {"sites": [site.name for site in SITES], "site_b_share": SITE_B_SHARE} if site_confound else None,
+        "null": null,
         "classes": list(classes),
         "findings": {c: list(FINDINGS[c]) for c in classes},
     }

@@ -60,6 +60,10 @@ def inspect_image(path: str, size: int) -> dict[str, Any]:
         "height": decoded.height,
         "bits": decoded.bits,
         "format": decoded.format,
+        "stored_mode": decoded.stored_mode,
+        "jpeg_quality": decoded.jpeg_quality,
+        "compressed": decoded.compressed,
+        "pixel_spacing": decoded.pixel_spacing,
         "qc_contrast": contrast_spread(decoded.pixels),
         "sha256": sha256_file(path),
         "phash": perceptual_hash(decoded.pixels),
@@ -249,7 +253,8 @@ def manifest_digest(manifest: pd.DataFrame) -> str:
 
 _FIRST_COLUMNS = [
     "image_id", "path", "label", "raw_label", "patient_id", "source", "fold", "included",
-    "qc_status", "qc_reason", "qc_contrast", "width", "height", "bits", "format",
+    "qc_status", "qc_reason", "qc_contrast", "width", "height", "bits", "format", "stored_mode", "jpeg_quality",
+    "compressed", "pixel_spacing",
     "lb_x0", "lb_y0", "lb_width", "lb_height", "sha256", "phash", "dup_group", "exact_duplicates",
     "fold_group", "row",
 ]

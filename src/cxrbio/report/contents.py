@@ -63,6 +63,7 @@ class RunContents:
     radiomics_analysis: dict[str, pd.DataFrame]
     baseline: dict[str, Any] | None
     analysis_summary: dict[str, Any] | None
+    acquisition: dict[str, Any] | None = None  # confounding/acquisition.json (cxrbio data scan)
     units: list[UnitState] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
 
@@ -217,5 +218,6 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
         comparison=_read_json(run.path("comparison")), radiomics_status=radiomics_status,
         radiomics_analysis=radiomics_analysis, baseline=baseline,
         analysis_summary=_read_json(run.path("analysis_summary")),
+        acquisition=_read_json(run.path("acquisition")),
         units=unit_states(run, own), missing=missing,
     )

@@ -188,10 +188,19 @@ def _analysis_notes(contents: RunContents) -> list[str]:
     return notes
 
 
+def _acquisition(contents: RunContents) -> list[str]:
+    found = contents.acquisition or {}
+    if found.get("status") != "done" or not found.get("flagged"):
+        return []
+    from cxrbio.confounding.acquisition import AcquisitionBaseline, describe
+
+    return [describe(AcquisitionBaseline.from_json(found))]
+
+
 def limitations(contents: RunContents) -> list[str]:
     manifest = contents.manifest
     checks: list[Any] = [
-        _single_source(manifest), _source_confounding(manifest), _small_classes(contents), _duplicates(manifest),
+        _acquisition(contents), _single_source(manifest), _source_confounding(manifest), _small_classes(contents), _duplicates(manifest),
         _exclusions(manifest), _masks(contents), _shortcuts(contents), _protocol(contents), _analysis_notes(contents),
     ]
     return [note for found in checks for note in found]

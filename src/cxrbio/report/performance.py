@@ -214,6 +214,13 @@ def scoreboard(contents: RunContents) -> list[dict[str, str]]:
                      "sensitivity": pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
                      "specificity": pct_ci(binary.get("specificity"), ci.get("specificity")),
                      "n": str(pooled.get("n", ""))})
+    acquisition = contents.acquisition or {}
+    if acquisition.get("status") == "done":
+        rows.append({"name": "acquisition baseline", "accuracy": "–", "fold_mean": "–", "n": str(acquisition.get("images", "")),
+                     "sensitivity": "–", "specificity": "–",
+                     "balanced": f"balanced accuracy {pct(acquisition.get('balanced_accuracy'))}% against a permutation "
+                                 f"null of {pct(acquisition.get('null_mean'))}% (p = {p_value(acquisition.get('p'))})",
+                     "flagged": ", ".join(acquisition.get("flagged", [])) or "none"})
     if contents.baseline:
         ci = contents.baseline.get("ci95", {})
         binary = contents.baseline.get("binary", {})

@@ -10,13 +10,17 @@ scan writes nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from cxrbio import freshness, runconfig
 from cxrbio.artifacts import downstream
-from cxrbio.atomic import atomic_write_parquet
+from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config, load_config, save_config
+from cxrbio.confounding.acquisition import AcquisitionBaseline, acquisition_baseline
 from cxrbio.data.privacy import load_or_create_salt
 from cxrbio.data.scan import ScanResult, build_manifest, manifest_digest
 from cxrbio.errors import DataError
@@ -34,6 +38,7 @@ class ScanStageResult(ScanResult):
     run_dir: Path = Path()
     superseded: Path | None = None
     unchanged: bool = False  # the manifest equals the one already there
+    acquisition: AcquisitionBaseline | None = None  # None when folds could not be drawn
 
 
 def _later_results(run: RunDir) -> bool:
@@ -86,6 +91,21 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
     freshness.write_stamp(run, freshness.expected(run, "manifest", config.model_dump(mode="json"),
                                                   options={"layout": layout}), digest=digest,
                           info={"images": len(scanned.manifest), "layout": scanned.layout})
+    acquisition = None if scanned.fold_error is not None else write_acquisition(run, config, scanned.manifest)
     return ScanStageResult(manifest=scanned.manifest, layout=scanned.layout, root=scanned.root, notes=scanned.notes,
-                           fold_error=scanned.fold_error, run_dir=run.root, superseded=aside, unchanged=unchanged)
+                           fold_error=scanned.fold_error, run_dir=run.root, superseded=aside, unchanged=unchanged,
+                           acquisition=acquisition)
+
+
+def write_acquisition(run: RunDir, config: Config, manifest: pd.DataFrame) -> AcquisitionBaseline:
+    """confounding/acquisition.json: the acquisition baseline on the run's folds (:mod:`cxrbio.confounding.acquisition`)."""
+    settings = config.confounding
+    included = manifest[manifest["included"]].reset_index(drop=True)
+    result = acquisition_baseline(included, list(config.data.classes), image_size=config.data.image_size,
+                                  scheme=config.folds.scheme, permutations=settings.permutations, seed=settings.seed,
+                                  min_auroc=settings.min_auroc, alpha=settings.alpha)
+    want = freshness.expected(run, "acquisition", config.model_dump(mode="json"))
+    atomic_write_text(run.output(STAGE, "acquisition"), json.dumps(result.to_json(), indent=1, allow_nan=True))
+    freshness.write_stamp(run, want)
+    return result
 

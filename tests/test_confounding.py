@@ -1,0 +1,149 @@
+"""Disease or hospital: the acquisition baseline, its permutation null, and the site-confounded phantom.
+
+Thresholds are those of the config (``confounding.min_auroc`` 0.7, Holm-adjusted p < 0.05),
+measured on phantoms: at most 0.61 over 28 class values of 4 plain phantoms (100 images per
+class, 64 px), 0.75-0.87 for the site-b classes of two site-confounded ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cxrbio.cli import app
+from cxrbio.confounding.acquisition import acquisition_baseline, acquisition_features
+from cxrbio.confounding.permutation import permutation_null, rank_auroc
+from tests.helpers import make_config, scan, xray_like
+
+CLASSES2 = ["Pneumonia", "Normal"]
+
+
+def pooled_classes(root, *, confounded: bool, per_class: int = 24, seed: int = 0):
+    """Two class folders drawn from one pool of images; with ``confounded`` they differ only in how they
+    were exported (Pneumonia: large JPEGs, Normal: small PNGs), else each class gets both at random."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(("pneumonia", "normal")):
+        for i in range(per_class):
+            pixels = xray_like(96, 80, seed=1000 + 2 * i + c)  # the same kind of picture in both classes
+            large = (c == 0) if confounded else bool(rng.random() < 0.5)
+            image = Image.fromarray(pixels).resize((120, 150) if large else (64, 80))
+            target = root / name / f"{name}_{i}.{'jpg' if large else 'png'}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.save(target, quality=70) if large else image.save(target)
+    return root
+
+
+def baseline_of(manifest: pd.DataFrame, config):
+    included = manifest[manifest["included"]].reset_index(drop=True)
+    c = config.confounding
+    return acquisition_baseline(included, list(config.data.classes), image_size=config.data.image_size,
+                                scheme=config.folds.scheme, permutations=c.permutations, seed=c.seed,
+                                min_auroc=c.min_auroc, alpha=c.alpha)
+
+
+def test_a_scan_of_classes_that_differ_only_in_export_warns_naming_the_metadata(tmp_path):
+    data = pooled_classes(tmp_path / "data", confounded=True)
+    config = tmp_path / "two.yaml"
+    config.write_text("data: {classes: [Pneumonia, Normal], positive_class: null, image_size: 32}\nfolds: {k: 3}\n")
+    result = CliRunner().invoke(app, ["data", "scan", str(data), "--out", str(tmp_path / "run"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "confounding warning:" in text and "Acquisition alone separates Pneumonia" in text
+    assert any(word in text.split("mostly by")[1] for word in ("image width", "image height", "file format", "JPEG quality"))
+    saved = json.loads((tmp_path / "run" / "confounding" / "acquisition.json").read_text())
+    assert saved["status"] == "done" and set(saved["flagged"]) == {"Pneumonia", "Normal"}
+
+
+def test_the_same_pool_exported_at_random_stays_at_its_null(tmp_path):
+    config = make_config(CLASSES2, **{"data.image_size": 32})
+    manifest = scan(pooled_classes(tmp_path / "data", confounded=False), config, tmp_path / "run").manifest
+    result = baseline_of(manifest, config)
+    assert result.status == "done" and result.flagged == []
+    assert result.p > 0.05 and all(row["auroc"] < 0.7 for row in result.per_class)
+
+
+def test_the_baseline_never_sees_file_names(tmp_path):
+    """File names encode labels (Kermany's 'bacteria', 'NORMAL2-'): renaming the files to label words moves nothing."""
+    config = make_config(CLASSES2, **{"data.image_size": 32})
+    plain = pooled_classes(tmp_path / "plain", confounded=False, seed=4)
+    renamed = tmp_path / "renamed"
+    for path in sorted(plain.rglob("*.*")):
+        word = "bacteria-pneumonia" if path.parent.name == "pneumonia" else "NORMAL2-normal"
+        target = renamed / path.parent.name / f"{word}-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    a = baseline_of(scan(plain, config, tmp_path / "a").manifest, config)
+    b = baseline_of(scan(renamed, config, tmp_path / "b").manifest, config)
+    assert a.balanced_accuracy == b.balanced_accuracy and a.per_class == b.per_class
+
+
+def test_features_are_acquisition_only_and_constant_ones_are_dropped():
+    manifest = pd.DataFrame({"width": [100, 120, 100], "height": [100, 100, 100], "bits": [8, 8, 8],
+                             "format": ["png", "jpeg", "png"], "lb_width": [32, 32, 32], "lb_height": [32, 27, 32],
+                             "qc_contrast": [0.5, 0.6, 0.7], "path": ["a/bacteria_1.png", "b.png", "c.png"]})
+    features, origin = acquisition_features(manifest, 32)
+    assert set(origin.values()) == {"width", "aspect", "padding", "format"}  # height, bits constant; no path, no contrast
+    assert features.loc[1, "padding"] == pytest.approx(1 - 27 / 32)
+
+
+def test_the_permutation_null_moves_a_patients_images_together_and_ranks_aurocs():
+    rng = np.random.default_rng(0)
+    y = np.repeat(rng.integers(0, 2, 40), 3)  # 40 patients, 3 images each, one label per patient
+    groups = np.repeat(np.arange(40), 3)
+    scores = np.column_stack([1 - y + rng.normal(0, 0.3, len(y)), y + rng.normal(0, 0.3, len(y))])
+    result = permutation_null(y, scores.argmax(axis=1), groups, ["A", "B"], scores=scores, permutations=200)
+    assert result.observed > 0.9 and result.p == pytest.approx(1 / 201)
+    assert 0.4 < result.null_mean < 0.6
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    assert rank_auroc(rankdata(scores[:, 1]), y == 1) == pytest.approx(roc_auc_score(y == 1, scores[:, 1]))
+    noise = permutation_null(y, rng.integers(0, 2, len(y)), groups, ["A", "B"], permutations=200)
+    assert noise.p > 0.05
+
+
+@pytest.fixture(scope="module")
+def site_phantoms(tmp_path_factory):
+    from cxrbio.data.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("sites")
+    generate_phantom(root / "plain", per_class=60, size=64, seed=5)
+    generate_phantom(root / "sites", per_class=60, size=64, seed=5, site_confound=True)
+    generate_phantom(root / "null", per_class=20, size=64, seed=5, site_confound=True, null=True)
+    return root
+
+
+def test_site_confounded_phantom_names_the_site_classes_and_the_plain_one_names_none(site_phantoms, tmp_path):
+    config = make_config(**{"data.image_size": 64, "folds.k": 3})
+    sites = scan(site_phantoms / "sites", config, tmp_path / "sites").manifest
+    plain = scan(site_phantoms / "plain", config, tmp_path / "plain").manifest
+    assert set(sites["source"]) == {"phantom-site-a", "phantom-site-b"} and set(plain["source"]) == {"phantom"}
+    confounded, clean = baseline_of(sites, config), baseline_of(plain, config)
+    assert set(confounded.flagged) == {"Pneumonia", "Normal"}  # the classes imaged mostly at site b
+    assert confounded.p < 0.01 and confounded.balanced_accuracy > confounded.null_p95
+    assert clean.flagged == [] and max(row["auroc"] for row in clean.per_class) < 0.7
+    # The report (of the scanned run) shows the baseline beside the strategies and names the classes.
+    report = tmp_path / "sites.html"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "sites"), "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    page = report.read_text()
+    assert 'id="acquisition-card"' in page and "Acquisition alone separates" in page.split('id="limitations"')[1]
+
+
+def test_site_phantom_records_the_site_and_the_null_phantom_plants_nothing(site_phantoms):
+    sites = pd.read_csv(site_phantoms / "sites" / "manifest.csv")
+    share = sites.assign(b=sites["site"] == "phantom-site-b").groupby("label")["b"].mean()
+    assert share["Pneumonia"] > 0.8 and share["Normal"] > 0.7 and share["Edema"] < 0.2
+    b = sites[sites["site"] == "phantom-site-b"]
+    assert b["path"].str.endswith(".jpg").all() and sites.loc[sites["site"] == "phantom-site-a", "path"].str.endswith(".png").all()
+    first_b = Image.open(site_phantoms / "sites" / b["path"].iloc[0])
+    first_a = Image.open(site_phantoms / "sites" / sites.loc[sites["site"] == "phantom-site-a", "path"].iloc[0])
+    assert first_b.mode == "RGB" and first_a.mode in ("I;16", "I") and first_b.size[1] > first_a.size[1]
+    null = pd.read_csv(site_phantoms / "null" / "manifest.csv")
+    assert null["findings"].isna().all() and set(null["label"]) == set(sites["label"])
+    assert json.loads((site_phantoms / "null" / "phantom.json").read_text())["null"] is True
