@@ -133,6 +133,9 @@ def test_site_confounded_phantom_names_the_site_classes_and_the_plain_one_names_
     assert result.exit_code == 0, result.output
     page = report.read_text()
     assert 'id="acquisition-card"' in page and "Acquisition alone separates" in page.split('id="limitations"')[1]
+    confounding = page.split('<section id="confounding">')[1].split("</section>")[0]
+    assert "<li>Pneumonia: acquisition alone reaches AUROC" in confounding and "<td>phantom-site-b 60</td>" in confounding
+    assert "<td>site</td><td>chi-square</td>" in confounding  # the site column is audited as a covariate
 
 
 def test_site_phantom_records_the_site_and_the_null_phantom_plants_nothing(site_phantoms):
@@ -147,3 +150,145 @@ def test_site_phantom_records_the_site_and_the_null_phantom_plants_nothing(site_
     null = pd.read_csv(site_phantoms / "null" / "manifest.csv")
     assert null["findings"].isna().all() and set(null["label"]) == set(sites["label"])
     assert json.loads((site_phantoms / "null" / "phantom.json").read_text())["null"] is True
+
+
+def test_the_source_probe_reads_a_source_within_a_class_and_is_silent_without_one():
+    from cxrbio.confounding.source_probe import source_probe
+
+    rng = np.random.default_rng(1)
+    n = 160
+    labels = np.repeat([0, 1], n // 2)
+    groups = np.arange(n) // 2  # two images per patient, one source per patient
+    sources = np.where(groups % 2 == 0, "h1", "h2")
+    noise = rng.normal(size=(n, 6))
+    marked = noise.copy()
+    marked[:, 0] += 2.0 * (sources == "h2")  # the source leaves a trace in one feature
+    found = source_probe("test", marked, labels, sources, groups, ["A", "B"], permutations=200, seed=0)
+    assert list(found["class"]) == ["A", "B"] and (found["balanced_accuracy"] > 0.75).all() and (found["p"] < 0.01).all()
+    silent = source_probe("test", noise, labels, sources, groups, ["A", "B"], permutations=200, seed=0)
+    assert (silent["p"] > 0.01).all() and (silent["balanced_accuracy"] < 0.65).all()
+    # A class from one known source (the rest unknown) is not probed.
+    single = np.where(labels == 0, "h1", np.where(groups % 2 == 0, "h1", "unknown"))
+    assert source_probe("test", marked, labels, single, groups, ["A", "B"], permutations=50, seed=0).empty
+
+
+def test_covariates_that_travel_with_the_label_are_named_and_bad_columns_are_said():
+    from cxrbio.confounding.covariates import audit_covariates
+
+    rng = np.random.default_rng(2)
+    n = 120
+    label = np.repeat(["COVID-19", "Pneumonia", "Normal"], n // 3)
+    age = np.where(label == "COVID-19", rng.integers(30, 90, n), rng.integers(1, 10, n)).astype(object)
+    age[:5] = [f"{int(a):03d}Y" for a in age[:5]]  # NIH-style ages parse too
+    manifest = pd.DataFrame({
+        "label": label, "Patient Age": age, "sex": rng.choice(["F", "M"], n), "empty": [None] * n,
+        "device": np.where(np.arange(n) % 2, "vendor-a", "7").astype(object), "full_labels": ["Effusion|Infiltration"] + ["x"] * (n - 1)})
+    audit = audit_covariates(manifest, ["COVID-19", "Pneumonia", "Normal"], alpha=0.05)
+    rows = {r["covariate"]: r for r in audit.rows}
+    assert rows["Patient Age"]["kind"] == "age" and rows["Patient Age"]["significant"]
+    assert rows["Patient Age"]["sentence"].startswith("Patient Age < 18: 100% of ") and "0% of COVID-19" in rows["Patient Age"]["sentence"]
+    assert not rows["sex"]["significant"] and rows["sex"]["test"] == "chi-square"
+    assert "empty" not in rows  # a column with nothing in it is not a covariate...
+    notes = " ".join(audit.notes)
+    assert "'empty' is empty for every image" not in notes  # ...and 'empty' is not a recognised name
+    assert "1 images carry several findings" in notes
+    listed = audit_covariates(manifest, ["COVID-19", "Pneumonia", "Normal"], listed=["empty"])
+    assert "covariate 'empty' is empty for every image: left out." in listed.notes
+
+
+def test_real_images_split_into_classes_by_export_alone_get_a_confounding_warning(real_sample, tmp_path):
+    """One pool of real X-rays, two 'classes' that differ only in image size and format."""
+    paths = sorted(pd.read_csv(real_sample / "manifest.csv")["path"])
+    data = tmp_path / "pool"
+    for i, relative in enumerate(paths):
+        image = Image.open(real_sample / relative).convert("L")
+        if i % 2:
+            target = data / "normal" / f"n{i}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.resize((200, 240)).save(target)
+        else:
+            target = data / "pneumonia" / f"p{i}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.resize((256, 256)).save(target, quality=75)
+    config = tmp_path / "two.yaml"
+    config.write_text("data: {classes: [Pneumonia, Normal], positive_class: null, image_size: 64}\nfolds: {k: 3}\n")
+    result = CliRunner().invoke(app, ["data", "scan", str(data), "--out", str(tmp_path / "run"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "confounding warning:" in text and "Acquisition alone separates Pneumonia" in text
+    named = text.split("mostly by")[1].split(":")[0]
+    assert any(word in named for word in ("image width", "image height", "aspect ratio", "file format", "JPEG quality"))
+
+
+def test_covariates_are_probed_within_each_class():
+    from cxrbio.confounding.source_probe import covariate_probes, covariate_targets
+
+    rng = np.random.default_rng(3)
+    n = 120
+    manifest = pd.DataFrame({"label": np.repeat(["A", "B"], n // 2), "age": rng.integers(1, 80, n),
+                             "view": rng.choice(["PA", "AP"], n)})
+    targets = covariate_targets(manifest, [])
+    assert set(targets) == {"age", "view"} and set(targets["age"]) == {"< 18", ">= 18"}
+    values = rng.normal(size=(n, 4))
+    values[:, 1] += 2.5 * (targets["view"] == "AP").to_numpy()  # the view leaves a trace, the age none
+    labels = (manifest["label"] == "B").to_numpy().astype(int)
+    found = covariate_probes("test", values, labels, {k: v.to_numpy() for k, v in targets.items()}, np.arange(n),
+                             ["A", "B"], permutations=200, seed=0).set_index(["target", "class"])
+    assert (found.loc["view", "p"] < 0.01).all() and (found.loc["age", "p"] > 0.01).all()
+
+
+def test_the_source_probe_reads_the_site_from_radiomics_of_the_site_phantom(site_phantoms, tmp_path):
+    """Within a class, radiomics of site-a and site-b images differ (exposure, noise, export): the probe
+    reads the site well above its null. On the plain phantom (one source) it stays silent."""
+    from cxrbio.analysis.inputs import clean_columns
+    from cxrbio.confounding.source_probe import source_probe
+    from cxrbio.radiomics import read_features
+    from cxrbio.rundir import RunDir
+    from cxrbio.stages import masks, radiomics
+    from tests.helpers import FAST_PARAMS
+
+    params = tmp_path / "params.yaml"
+    params.write_text(FAST_PARAMS)
+    config = make_config(**{"data.image_size": 64, "folds.k": 3, "radiomics.params": str(params)})
+    found = {}
+    for name in ("sites", "plain"):
+        run = RunDir(tmp_path / name)
+        scan(site_phantoms / name, config, run.root)
+        masks.run(run.root)
+        radiomics.run(run.root)
+        manifest = run.read_manifest().set_index("image_id")
+        features = read_features(run).set_index("image_id")
+        values, _, _ = clean_columns(features.to_numpy(np.float64), list(features.columns))
+        rows = manifest.loc[features.index]
+        y = rows["label"].map({c: i for i, c in enumerate(config.data.classes)}).to_numpy()
+        found[name] = source_probe("radiomics", values, y, rows["source"].to_numpy(), rows["fold_group"].to_numpy(),
+                                   list(config.data.classes), permutations=500, seed=0)
+    sites = found["sites"].set_index("class")
+    assert "Normal" in sites.index  # the class with most images at both sites
+    assert (sites["balanced_accuracy"] > sites["null_p95"] + 0.15).all() and (sites["p"] < 0.01).all()
+    assert found["plain"].empty  # one source: nothing to probe, nothing claimed
+
+
+def test_analyze_probes_sources_in_every_space_and_the_report_shows_them(site_phantoms, tmp_path):
+    """End to end on the site-confounded phantom (fold models registered untrained: the plumbing, in seconds)."""
+    from cxrbio.rundir import RunDir
+    from tests.helpers import EMBED_TINY, FAST_PARAMS, untrained_fold_models
+
+    params = tmp_path / "params.yaml"
+    params.write_text(FAST_PARAMS)
+    config = make_config(**{**EMBED_TINY, "radiomics.params": str(params), "analysis.permutations": 5,
+                            "analysis.bootstrap": 5, "confounding.permutations": 200})
+    scan(site_phantoms / "sites", config, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    untrained_fold_models(run, config, strategies=("scratch",))
+    for command in (["embed", str(run.root)], ["radiomics", str(run.root)], ["analyze", str(run.root), "--no-audit"],
+                    ["report", str(run.root), "--out", str(tmp_path / "r.html")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+    cnn = pd.read_parquet(run.root / "analysis" / "scratch" / "source_probe.parquet")
+    rad = pd.read_parquet(run.root / "analysis" / "radiomics" / "source_probe.parquet")
+    assert {"space", "target", "class", "balanced_accuracy", "null_p95", "p", "fold"} <= set(cnn.columns)
+    assert set(cnn["target"]) <= {"source", "site"} and "Normal" in set(rad["class"])
+    assert (rad.loc[rad["target"] == "source", "p"] < 0.05).all()
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="source-probe"' in page and "tell its sources apart" in page

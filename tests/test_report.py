@@ -86,7 +86,8 @@ def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     out, report, _first, _second = demo_run
     page = report.read_text()
     sections = sections_of(page)
-    assert list(sections) == ["summary", "performance", "embeddings", "candidates", "radiomics", "limitations"]
+    assert list(sections) == ["summary", "confounding", "performance", "embeddings", "candidates", "radiomics",
+                              "limitations"]
     assert 'id="missing"' not in page  # a complete run
     # plotly.js once, inline; nothing fetched from the network.
     assert page.count("plotly.js v") == 1 and not re.search(r'<script[^>]+src=', page)

@@ -147,6 +147,13 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
         colour = "yellow" if acquisition.flagged else "default"
         label = "confounding warning:" if acquisition.flagged else "acquisition:"
         console.print(f"[{colour}]{label}[/] {describe(acquisition)}", soft_wrap=True)
+    covariates = getattr(result, "covariates", None)
+    if covariates is not None:
+        for row in covariates.significant:
+            console.print(f"[yellow]covariate:[/] {row['covariate']} differs by class ({row['test']}, q = {row['q']:.2g}): "
+                          f"{row['sentence']}", soft_wrap=True)
+        for note in covariates.notes:
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"Manifest: {RunDir(out).manifest}")
 
 

@@ -302,6 +302,9 @@ class ConfoundingConfig(StrictModel):
         "reaches this (and its Holm-adjusted permutation p is below alpha). Measured: at most 0.61 over 28 "
         "class values of 4 plain phantoms; 0.75-0.87 for the site-b classes of the site-confounded phantom.")
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Family-wise level, Holm over the classes.")
+    covariates: list[str] = Field(
+        default_factory=list, description="Manifest columns to audit as covariates beside the recognised ones "
+        "(age, sex, view, device, site and their usual spellings).")
     seed: int = 0
 
 

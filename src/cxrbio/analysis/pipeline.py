@@ -24,6 +24,7 @@ from cxrbio.analysis.projection import project, projection_table
 from cxrbio.analysis.stats import class_tests
 from cxrbio.artifacts import RADIOMICS_SPACE
 from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.confounding.source_probe import covariate_probes, covariate_targets, source_probe
 from cxrbio.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")
@@ -40,6 +41,20 @@ class AnalysisSummary:
     candidates: dict[str, pd.DataFrame] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def probes(inputs: AnalysisInputs, space: str, values: np.ndarray, y: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
+    """Within each class: can the space tell the sources apart, or the covariates' values (docs/confounding.md)?"""
+    settings = inputs.config.confounding
+    rows = inputs.manifest.loc[ids]
+    groups = rows["fold_group"].to_numpy()
+    found = source_probe(space, values, y, rows["source"].to_numpy(), groups, inputs.classes,
+                         permutations=settings.permutations, seed=settings.seed)
+    targets = {k: v.to_numpy() for k, v in covariate_targets(rows, settings.covariates).items() if k != "source"}
+    covariates = covariate_probes(space, values, y, targets, groups, inputs.classes, permutations=settings.permutations,
+                                  seed=settings.seed)
+    parts = [f for f in (found, covariates) if not f.empty]
+    return pd.concat(parts, ignore_index=True) if parts else found
 
 
 def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> pd.DataFrame:
@@ -91,6 +106,8 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
     with timed(summary.timings, "projection"):
         coords, separation = project(values, y, settings.umap_neighbors, settings.umap_min_dist, settings.seed,
                                      groups=inputs.manifest.loc[ids, "fold_group"].to_numpy())
+    with timed(summary.timings, "source_probe"):
+        probe = probes(inputs, RADIOMICS, values, y, ids)
     # Ranking: per class, features by mean |SHAP| over folds, with the tests and stability beside.
     importance = (shap_table.groupby(["class", "feature"])
                   .agg(mean_abs_shap=("mean_abs_shap", "mean"), direction=("direction", lambda d: int(np.sign(d.sum()))))
@@ -107,6 +124,7 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
     atomic_write_parquet(out / "bootstrap.parquet", boot_summary)
     atomic_write_parquet(out / "umap.parquet", projection_table(ids, inputs.manifest.loc[ids, "label"].tolist(), coords))
     atomic_write_parquet(out / "separation.parquet", pd.DataFrame(separation))
+    atomic_write_parquet(out / "source_probe.parquet", probe)
     atomic_write_parquet(out / "candidates.parquet", ranking)
     atomic_write_text(out / "baseline.json", json.dumps(metrics, indent=1, default=float))
     return ranking
@@ -169,6 +187,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                 labels = [inputs.classes[c] for c in fold.y_test]
                 collected["umap"].append(projection_table(fold.test_ids, labels, coords, fold=fold.fold))
                 collected["separation"].append(pd.DataFrame(separation).assign(fold=fold.fold))
+        with timed(summary.timings, "source_probe"):
+            collected["source_probe"].append(probes(inputs, strategy, values, fold.y_test, fold.test_ids).assign(fold=fold.fold))
         if "audit" in parts and audit_images is not None and settings.audit_dims:
             with timed(summary.timings, "audit"):
                 fold_audit = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,

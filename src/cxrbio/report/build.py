@@ -15,6 +15,7 @@ from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config
 from cxrbio.report.baseline import baseline_section
 from cxrbio.report.candidates import candidates_section
+from cxrbio.report.confounding import confounding_section
 from cxrbio.report.contents import Missing, RunContents, load_contents
 from cxrbio.report.figures import plotly_js
 from cxrbio.report.limitations import limitations
@@ -46,6 +47,7 @@ def environment() -> jinja2.Environment:
 # (section shown while it is built, template variable, builder), in the page's order.
 SECTION_BUILDERS: tuple[tuple[str, str, Callable[[RunContents], Any]], ...] = (
     ("summary", "provenance", provenance_section),
+    ("confounding", "confounding", confounding_section),
     ("performance", "performance", performance_section),
     ("embeddings", "projection", projection_section),
     ("candidates", "candidates", candidates_section),

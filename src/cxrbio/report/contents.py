@@ -48,8 +48,8 @@ class StrategyResults:
 
 
 ANALYSIS_TABLES = ("candidates", "umap", "separation", "stability", "recurrence", "audit_dims", "audit_model",
-                   "shortcut_scores", "cca", "attribution")
-RADIOMICS_TABLES = ("candidates", "umap", "separation", "bootstrap", "predictions")
+                   "shortcut_scores", "cca", "attribution", "source_probe")
+RADIOMICS_TABLES = ("candidates", "umap", "separation", "bootstrap", "predictions", "source_probe")
 
 
 @dataclass
@@ -64,6 +64,7 @@ class RunContents:
     baseline: dict[str, Any] | None
     analysis_summary: dict[str, Any] | None
     acquisition: dict[str, Any] | None = None  # confounding/acquisition.json (cxrbio data scan)
+    covariates: dict[str, Any] | None = None  # confounding/covariates.json (cxrbio data scan)
     units: list[UnitState] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
 
@@ -218,6 +219,6 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
         comparison=_read_json(run.path("comparison")), radiomics_status=radiomics_status,
         radiomics_analysis=radiomics_analysis, baseline=baseline,
         analysis_summary=_read_json(run.path("analysis_summary")),
-        acquisition=_read_json(run.path("acquisition")),
+        acquisition=_read_json(run.path("acquisition")), covariates=_read_json(run.path("covariates")),
         units=unit_states(run, own), missing=missing,
     )

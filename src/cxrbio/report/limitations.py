@@ -197,10 +197,19 @@ def _acquisition(contents: RunContents) -> list[str]:
     return [describe(AcquisitionBaseline.from_json(found))]
 
 
+def _covariates(contents: RunContents) -> list[str]:
+    rows = [r for r in (contents.covariates or {}).get("rows", []) if r.get("significant")]
+    notes = [f"{r['covariate']} differs by class ({r['sentence']}; {r['test']}, q = {r['q']:.2g}): a model can read it "
+             "instead of the disease (see Confounding)." for r in rows]
+    notes += [str(n) for n in (contents.covariates or {}).get("notes", []) if "several findings" in str(n)]
+    return notes
+
+
 def limitations(contents: RunContents) -> list[str]:
     manifest = contents.manifest
     checks: list[Any] = [
-        _acquisition(contents), _single_source(manifest), _source_confounding(manifest), _small_classes(contents), _duplicates(manifest),
+        _acquisition(contents), _covariates(contents), _single_source(manifest), _source_confounding(manifest),
+        _small_classes(contents), _duplicates(manifest),
         _exclusions(manifest), _masks(contents), _shortcuts(contents), _protocol(contents), _analysis_notes(contents),
     ]
     return [note for found in checks for note in found]

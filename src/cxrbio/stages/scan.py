@@ -21,6 +21,7 @@ from cxrbio.artifacts import downstream
 from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.confounding.acquisition import AcquisitionBaseline, acquisition_baseline
+from cxrbio.confounding.covariates import CovariateAudit, audit_covariates
 from cxrbio.data.privacy import load_or_create_salt
 from cxrbio.data.scan import ScanResult, build_manifest, manifest_digest
 from cxrbio.errors import DataError
@@ -39,11 +40,14 @@ class ScanStageResult(ScanResult):
     superseded: Path | None = None
     unchanged: bool = False  # the manifest equals the one already there
     acquisition: AcquisitionBaseline | None = None  # None when folds could not be drawn
+    covariates: CovariateAudit | None = None
 
 
 def _later_results(run: RunDir) -> bool:
     """Whether stages after the scan completed anything (the demo's phantom is its input, not a result)."""
-    return any(stamp.artifact not in ("manifest", "phantom") for _, stamp in freshness.all_stamps(run.root))
+    from cxrbio.artifacts import ARTIFACTS
+
+    return any(ARTIFACTS[stamp.artifact].stage not in (STAGE, "demo") for _, stamp in freshness.all_stamps(run.root))
 
 
 def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, layout: str | None = None,
@@ -92,9 +96,22 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
                                                   options={"layout": layout}), digest=digest,
                           info={"images": len(scanned.manifest), "layout": scanned.layout})
     acquisition = None if scanned.fold_error is not None else write_acquisition(run, config, scanned.manifest)
+    covariates = write_covariates(run, config, scanned.manifest)
     return ScanStageResult(manifest=scanned.manifest, layout=scanned.layout, root=scanned.root, notes=scanned.notes,
                            fold_error=scanned.fold_error, run_dir=run.root, superseded=aside, unchanged=unchanged,
-                           acquisition=acquisition)
+                           acquisition=acquisition, covariates=covariates)
+
+
+def write_covariates(run: RunDir, config: Config, manifest: pd.DataFrame) -> CovariateAudit:
+    """confounding/covariates.json: recognised covariates against the label (:mod:`cxrbio.confounding.covariates`)."""
+    included = manifest[manifest["included"]].reset_index(drop=True)
+    audit = audit_covariates(included, list(config.data.classes), listed=config.confounding.covariates,
+                             alpha=config.confounding.alpha)
+    want = freshness.expected(run, "covariates", config.model_dump(mode="json"))
+    atomic_write_text(run.output(STAGE, "covariates"), json.dumps({"rows": audit.rows, "notes": audit.notes}, indent=1,
+                                                                  allow_nan=True))
+    freshness.write_stamp(run, want)
+    return audit
 
 
 def write_acquisition(run: RunDir, config: Config, manifest: pd.DataFrame) -> AcquisitionBaseline:

@@ -1,0 +1,128 @@
+"""The report's Confounding section: disease or hospital? Right after the summary.
+
+Where each class comes from (sources, and the public data sets recognised from file names), how
+well acquisition alone predicts each class beside each strategy's accuracy on it, whether each
+space tells a class's sources apart (the source probe), covariates that differ by class, and a
+plain-language verdict per class. Everything here was computed by ``cxrbio data scan`` and
+``cxrbio analyze`` (docs/confounding.md); this module only words it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from cxrbio.artifacts import RADIOMICS_SPACE
+from cxrbio.data.provenance import UNKNOWN, dataset_from_filename
+from cxrbio.report.contents import RunContents
+from cxrbio.report.formatting import number, p_value, pct
+
+
+def _counts(values: pd.Series) -> str:
+    counts = values.value_counts()
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
+def provenance_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per class: images, sources (as the run records them), public data sets recognised from the file names."""
+    used = contents.included
+    recognised = used["path"].map(dataset_from_filename) if "path" in used else pd.Series(UNKNOWN, index=used.index)
+    rows = []
+    for name in contents.classes:
+        part = used["label"] == name
+        rows.append({"class": name, "images": int(part.sum()), "sources": _counts(used.loc[part, "source"].astype(str)),
+                     "recognised": _counts(recognised[part]),
+                     "unknown": pct(float((used.loc[part, "source"].astype(str) == UNKNOWN).mean()) if part.any() else None)})
+    return rows
+
+
+def acquisition_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per class: the acquisition baseline's AUROC and verdict, beside each trained strategy's sensitivity and AUROC."""
+    found = contents.acquisition or {}
+    by_class = {row["class"]: row for row in found.get("per_class", [])}
+    rows = []
+    for name in contents.classes:
+        row = by_class.get(name, {})
+        strategies = []
+        for result in contents.trained():
+            pooled = result.metrics["pooled"]
+            strategies.append(f"{result.name} {pct(pooled['per_class'].get(name, {}).get('sensitivity'))}% / "
+                              f"{number(pooled.get('auroc', {}).get(name), 2)}")
+        rows.append({"class": name, "auroc": number(row.get("auroc"), 2), "null_p95": number(row.get("auroc_null_p95"), 2),
+                     "p_holm": p_value(row.get("p_holm")), "flagged": bool(row.get("flagged")),
+                     "strategies": "; ".join(strategies) or "–"})
+    return rows
+
+
+def probe_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """The source probe per space and class (per fold for a strategy: the fold models' dims differ)."""
+    rows = []
+    spaces = [(r.name, (r.analysis or {}).get("source_probe")) for r in contents.analysed()]
+    spaces.append((RADIOMICS_SPACE, contents.radiomics_analysis.get("source_probe")))
+    for space, frame in spaces:
+        if frame is None or frame.empty:
+            continue
+        for _, row in frame.iterrows():
+            rows.append({"space": space, "fold": str(int(row["fold"])) if "fold" in row and pd.notna(row["fold"]) else "all",
+                         "target": row.get("target", "source"), "class": row["class"], "sources": row["sources"],
+                         "images": int(row["images"]),
+                         "balanced_accuracy": number(row["balanced_accuracy"], 2), "null": number(row["null_p95"], 2),
+                         "p": p_value(row["p"]), "significant": bool(row["p"] < contents.config.confounding.alpha)})
+    return rows
+
+
+def verdicts(contents: RunContents, probes: list[dict[str, Any]]) -> list[str]:
+    """One sentence per class: what speaks against its accuracy being a lung finding, or that nothing was found."""
+    found = contents.acquisition or {}
+    by_class = {row["class"]: row for row in found.get("per_class", [])}
+    covariates = [r for r in (contents.covariates or {}).get("rows", []) if r.get("significant")]
+    used = contents.included
+    sentences = []
+    for name in contents.classes:
+        reasons = []
+        row = by_class.get(name, {})
+        if row.get("flagged"):
+            from cxrbio.confounding.acquisition import DESCRIPTIONS
+
+            leading = ", ".join(DESCRIPTIONS.get(k, k) for k in list(found.get("importance", {}))[:2])
+            reasons.append(f"acquisition alone reaches AUROC {number(row.get('auroc'), 2)} ({leading}); the CNN's "
+                           f"{name} accuracy is not evidence of a lung finding")
+        read = sorted({p["space"] for p in probes if p["class"] == name and p["significant"] and p["target"] == "source"})
+        if read:
+            reasons.append(f"{', '.join(read)} tell its sources apart: the features carry the collection's look")
+        sources = used.loc[used["label"] == name, "source"].astype(str)
+        known = sources[sources != UNKNOWN]
+        if len(known) and known.value_counts(normalize=True).iloc[0] >= 0.9 and used["source"].nunique() > 1:
+            reasons.append(f"{known.value_counts(normalize=True).iloc[0]:.0%} of its images come from "
+                           f"'{known.value_counts().index[0]}'")
+        if reasons:
+            sentences.append(f"{name}: " + "; ".join(reasons) + ".")
+        elif row:
+            sentences.append(f"{name}: no acquisition or source signal found (acquisition AUROC "
+                             f"{number(row.get('auroc'), 2)}).")
+    for covariate in covariates:
+        sentences.append(f"Covariate {covariate['covariate']} differs by class ({covariate['test']}, q = "
+                         f"{p_value(covariate.get('q'))}): {covariate['sentence']}.")
+    return sentences
+
+
+def confounding_section(contents: RunContents) -> dict[str, Any]:
+    from cxrbio.confounding.acquisition import DESCRIPTIONS, AcquisitionBaseline, describe
+
+    found = contents.acquisition
+    probes = probe_rows(contents)
+    covariates = contents.covariates or {}
+    return {
+        "provenance": provenance_rows(contents),
+        "acquisition": describe(AcquisitionBaseline.from_json(found)) if found else None,
+        "acquisition_rows": acquisition_rows(contents) if found else [],
+        "importance": [{"property": DESCRIPTIONS.get(k, k), "share": pct(v)} for k, v in (found or {}).get("importance", {}).items()],
+        "thresholds": (found or {}).get("thresholds", {}),
+        "probes": probes,
+        "covariates": covariates.get("rows", []),
+        "covariate_notes": covariates.get("notes", []),
+        "verdicts": verdicts(contents, probes),
+        "missing": None if found else "re-scan the data ('cxrbio data scan DATA --out RUN --force') for the acquisition "
+                                      "baseline and the covariate audit",
+    }
