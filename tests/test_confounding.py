@@ -46,15 +46,23 @@ def baseline_of(manifest: pd.DataFrame, config):
                                 min_auroc=c.min_auroc, alpha=c.alpha)
 
 
-def test_a_scan_of_classes_that_differ_only_in_export_warns_naming_the_metadata(tmp_path):
-    data = pooled_classes(tmp_path / "data", confounded=True)
+def scan_warning(data, tmp_path, size: int) -> str:
+    """`cxrbio data scan` of two class folders; asserts the confounding warning and returns the properties it names."""
     config = tmp_path / "two.yaml"
-    config.write_text("data: {classes: [Pneumonia, Normal], positive_class: null, image_size: 32}\nfolds: {k: 3}\n")
+    config.write_text(f"data: {{classes: [Pneumonia, Normal], positive_class: null, image_size: {size}}}\nfolds: {{k: 3}}\n")
     result = CliRunner().invoke(app, ["data", "scan", str(data), "--out", str(tmp_path / "run"), "--config", str(config)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "confounding warning:" in text and "Acquisition alone separates Pneumonia" in text
-    assert any(word in text.split("mostly by")[1] for word in ("image width", "image height", "file format", "JPEG quality"))
+    return text.split("mostly by")[1].split(":")[0]
+
+
+EXPORT_WORDS = ("image width", "image height", "aspect ratio", "file format", "JPEG quality")
+
+
+def test_a_scan_of_classes_that_differ_only_in_export_warns_naming_the_metadata(tmp_path):
+    named = scan_warning(pooled_classes(tmp_path / "data", confounded=True), tmp_path, 32)
+    assert any(word in named for word in EXPORT_WORDS)
     saved = json.loads((tmp_path / "run" / "confounding" / "acquisition.json").read_text())
     assert saved["status"] == "done" and set(saved["flagged"]) == {"Pneumonia", "Normal"}
 
@@ -210,14 +218,7 @@ def test_real_images_split_into_classes_by_export_alone_get_a_confounding_warnin
             target = data / "pneumonia" / f"p{i}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)
             image.resize((256, 256)).save(target, quality=75)
-    config = tmp_path / "two.yaml"
-    config.write_text("data: {classes: [Pneumonia, Normal], positive_class: null, image_size: 64}\nfolds: {k: 3}\n")
-    result = CliRunner().invoke(app, ["data", "scan", str(data), "--out", str(tmp_path / "run"), "--config", str(config)])
-    assert result.exit_code == 0, result.output
-    text = " ".join(result.output.split())
-    assert "confounding warning:" in text and "Acquisition alone separates Pneumonia" in text
-    named = text.split("mostly by")[1].split(":")[0]
-    assert any(word in named for word in ("image width", "image height", "aspect ratio", "file format", "JPEG quality"))
+    assert any(word in scan_warning(data, tmp_path, 64) for word in EXPORT_WORDS)
 
 
 def test_covariates_are_probed_within_each_class():

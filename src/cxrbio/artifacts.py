@@ -162,17 +162,22 @@ def missing_error(artifact: str, run: Any, detail: str = "", **extra: str) -> Cx
     return CxrbioError(f"{run} has no {what}.", fix=f"run '{command_for(stage, run, **extra)}' first.")
 
 
-def downstream(stages: set[str]) -> set[str]:
-    """The given stages and every stage that reads, directly or not, what they write."""
-    found = set(stages)
+def _closure(start: set[str], needs: dict[str, tuple[str, ...]]) -> set[str]:
+    """``start`` and every name whose ``needs`` reach it, directly or not."""
+    found = set(start)
     changed = True
     while changed:
         changed = False
-        for stage in STAGES.values():
-            if stage.name not in found and found & set(stage.needs):
-                found.add(stage.name)
+        for name, wanted in needs.items():
+            if name not in found and found & set(wanted):
+                found.add(name)
                 changed = True
     return found
+
+
+def downstream(stages: set[str]) -> set[str]:
+    """The given stages and every stage that reads, directly or not, what they write."""
+    return _closure(stages, {stage.name: stage.needs for stage in STAGES.values()})
 
 
 def _under(key: str, prefix: str) -> bool:
@@ -208,15 +213,7 @@ def artifacts_shaped_by(keys: list[str]) -> set[str]:
 
 def downstream_artifacts(names: set[str]) -> set[str]:
     """The given artifacts and every artifact computed, directly or not, from them."""
-    found = set(names)
-    changed = True
-    while changed:
-        changed = False
-        for artifact in ARTIFACTS.values():
-            if artifact.name not in found and found & set(artifact.inputs):
-                found.add(artifact.name)
-                changed = True
-    return found
+    return _closure(names, {artifact.name: artifact.inputs for artifact in ARTIFACTS.values()})
 
 
 def stages_shaped_by(keys: list[str]) -> set[str]:
