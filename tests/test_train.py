@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from cxrbio import freshness
+from cxrbio.errors import DataError
 from cxrbio.rundir import RunDir
 from tests.helpers import scanned, tiny_config
 
@@ -52,10 +53,15 @@ def test_leave_one_source_out_folds(scanned_run):
 
     manifest = pd.read_parquet(scanned_run / "manifest.parquet")
     included = manifest[manifest["included"]].reset_index(drop=True)
-    included["source"] = np.where(included["label"].isin(["Normal", "COVID-19"]), "site-a", "site-b")
+    rank = included.groupby("label")["fold_group"].rank(method="dense").astype(int)
+    included["source"] = np.where(rank % 2 == 0, "site-a", "site-b")  # within each class, patients alternate sites
     folds = outer_folds(included, "leave-one-source-out")
     assert [f.name for f in folds] == ["site-a", "site-b"]
     assert folds[0].test.sum() + folds[1].test.sum() == len(included)
+    # The degenerate case: a class from one source only is never seen in training when that source is held out.
+    included.loc[included["label"] == "Normal", "source"] = "site-a"
+    with pytest.raises(DataError, match=r"cannot test Normal \(only from 'site-a'\)"):
+        outer_folds(included, "leave-one-source-out")
 
 
 def test_interrupted_fold_resumes_to_the_same_result(scanned_run, tmp_path):

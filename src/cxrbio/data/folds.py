@@ -56,6 +56,12 @@ class TestFold:
     test: np.ndarray  # boolean mask over the included rows
 
 
+def single_source_classes(included: pd.DataFrame) -> dict[str, str]:
+    """Classes whose images all come from one source -> that source (the degenerate case of leave-one-source-out)."""
+    per_class = included.groupby("label")["source"].agg(lambda s: sorted(set(s.astype(str))))
+    return {str(label): sources[0] for label, sources in per_class.items() if len(sources) == 1}
+
+
 def outer_folds(included: pd.DataFrame, scheme: str) -> list[TestFold]:
     """The outer cross-validation folds of a manifest's included rows."""
     if scheme == "leave-one-source-out":
@@ -71,6 +77,15 @@ def outer_folds(included: pd.DataFrame, scheme: str) -> list[TestFold]:
                 f"{int((spanning > 1).sum())} patients (or near-duplicate groups) appear in more than one source, "
                 "so a held-out source would leak into training.",
                 fix="correct the source or patient ids, or use folds.scheme: stratified-group.",
+            )
+        single = single_source_classes(included)
+        if single:
+            listed = "; ".join(f"{label} (only from '{source}')" for label, source in single.items())
+            raise DataError(
+                f"leave-one-source-out cannot test {listed}: when that source is held out, no image of the class is "
+                "left to train on, so the class would be scored by a model that never saw it.",
+                fix="add images of those classes from other sources, remove them from data.classes, or use "
+                    "folds.scheme: stratified-group (and read the report's Confounding section).",
             )
         values = included["source"].astype(str).to_numpy()
         return [TestFold(i, source, values == source) for i, source in enumerate(sources)]

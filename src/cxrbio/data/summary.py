@@ -69,6 +69,7 @@ def confounding_notes(crosstab: pd.DataFrame) -> list[str]:
     listed = "; ".join(f"{', '.join(labels)} only from {source}" for source, labels in single.items())
     notes = [
         f"source confounded with class -- {listed}: a model may learn a source's look instead of the disease "
-        "(leave-one-source-out validation tests this)"
+        "(and leave-one-source-out cannot test these classes: each would be missing from training when its source "
+        "is held out; see the acquisition baseline and the report's Confounding section)"
     ]
     return notes

@@ -40,7 +40,8 @@ def _source_confounding(manifest: pd.DataFrame) -> list[str]:
                 notes.append(f"{share:.0%} of {label} images come from source '{source}', which supplies only "
                              f"{others:.0%} of the other classes: a network can learn the source's look "
                              "(scanner, processing, markers) instead of the disease. Validate with "
-                             "folds.scheme: leave-one-source-out.")
+                             "folds.scheme: leave-one-source-out where every class has several sources "
+                             "(a class from one source only cannot be tested that way).")
     return notes
 
 
