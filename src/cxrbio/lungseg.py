@@ -93,33 +93,32 @@ def _border_contact(component: np.ndarray, content_rim: np.ndarray) -> float:
     return float((outline & content_rim).sum()) / max(1, int(outline.sum()))
 
 
-def segment_lungs(image: np.ndarray, content: np.ndarray) -> Segmentation:
-    """Lung fields of a letterboxed frontal CXR (uint8 or float), restricted to ``content``."""
-    content = np.asarray(content, bool)
-    if not content.any():
-        return Segmentation(np.zeros_like(content), 0.0, "empty image content")
+def _stretched(image: np.ndarray, content: np.ndarray) -> np.ndarray | None:
+    """Smoothed, rib-suppressed intensities stretched to 0..1 between the content's 2nd and 98th percentiles."""
     size = max(image.shape)
-    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    height, width = bottom - top, right - left
-
     pixels = np.asarray(image, np.float32)
     smooth = ndimage.gaussian_filter(pixels, sigma=max(0.5, size / 200))
     opened = ndimage.grey_opening(smooth, footprint=disk(size / 60))
     low, high = np.percentile(opened[content], [2, 98])
     if high - low < 1e-6:
-        return Segmentation(np.zeros_like(content), 0.0, "flat image")
-    stretched = np.clip((opened - low) / (high - low), 0, 1)
+        return None
+    return np.clip((opened - low) / (high - low), 0, 1)
 
-    # The body: everything brighter than the air around it. Air is the darkest class -- Otsu's
-    # threshold applied again within the dark side of a first split separates it from lung --
-    # and it is the dark region holding the content border; lung is enclosed by the body.
+
+def _body(stretched: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """The patient's silhouette: everything brighter than the air around it.
+
+    Air is the darkest class -- Otsu's threshold applied again within the dark side of a first
+    split separates it from lung -- and it is the dark region holding the content border; lung
+    is enclosed by the body. The silhouette is close to convex; its hull also spans lungs as dark
+    as air (emphysema) that open onto the air at the apex. Air inside the hull that runs along
+    the content border (neck, shoulders) is then taken out again. Bright things lying in the air
+    (a burned-in label, a side marker) are separate components and stay outside.
+    """
+    size = max(stretched.shape)
     first = otsu_threshold(stretched[content])
     darkest = stretched[content & (stretched < first)]
     air_level = otsu_threshold(darkest) if darkest.size > 16 else 0.0
-    # The body silhouette is close to convex; its hull also spans lungs as dark as air
-    # (emphysema) that open onto the air at the apex. Air inside the hull that runs along the
-    # content border (neck, shoulders) is then taken out again.
     foreground = (stretched >= air_level) & content
     labels, count = ndimage.label(foreground)
     if count:
@@ -131,8 +130,49 @@ def segment_lungs(image: np.ndarray, content: np.ndarray) -> Segmentation:
         component = labels == index
         if _border_contact(component, rim) > 0.25:
             body &= ~component
+    return body
+
+
+def segment_body(image: np.ndarray, content: np.ndarray, lungs: np.ndarray | None = None) -> Segmentation:
+    """The body (thorax outline) of a letterboxed CXR within ``content``, lungs included.
+
+    The same silhouette the lung segmentation starts from (:func:`_body`), united with the lung
+    mask when one is given (lungs are inside the body by definition). QC: the body's share of the
+    content, 1 between 35 % and 100 %, falling to 0 at 20 % (a body that small is a failed
+    threshold, not a patient). Known limit: a label or marker burned onto the body itself, or a
+    bright collimation edge touching it, is counted as body.
+    """
+    content = np.asarray(content, bool)
+    if not content.any():
+        return Segmentation(np.zeros_like(content), 0.0, "empty image content")
+    stretched = _stretched(image, content)
+    if stretched is None:
+        return Segmentation(np.zeros_like(content), 0.0, "flat image")
+    body = _body(stretched, content)
+    if lungs is not None:
+        body |= np.asarray(lungs, bool) & content
+    share = float(body.sum()) / float(content.sum())
+    qc = _plateau(share, 0.2, 0.35, 1.0, 1.01)
+    return Segmentation(body, qc, "" if qc >= 1 else f"body {share:.0%} of the image")
+
+
+def segment_lungs(image: np.ndarray, content: np.ndarray) -> Segmentation:
+    """Lung fields of a letterboxed frontal CXR (uint8 or float), restricted to ``content``."""
+    content = np.asarray(content, bool)
+    if not content.any():
+        return Segmentation(np.zeros_like(content), 0.0, "empty image content")
+    size = max(image.shape)
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    height, width = bottom - top, right - left
+
+    stretched = _stretched(image, content)
+    if stretched is None:
+        return Segmentation(np.zeros_like(content), 0.0, "flat image")
+    body = _body(stretched, content)
     if body.sum() < 0.2 * content.sum():
         return Segmentation(np.zeros_like(content), 0.0, "no body region found")
+    rim = content & ~ndimage.binary_erosion(content, iterations=max(1, size // 100))
     # Lungs are the dark part of the body's core: the core keeps the thin soft-tissue band at the
     # body's edge (dark after rib suppression) from joining the lungs to the air outside.
     margin = size / 30

@@ -15,6 +15,13 @@ padding. Where it came from is recorded in the masks stage's own table, ``masks/
     The segmentation's plausibility score (1.0 for user masks, NaN without a mask).
 ``mask_note``
     Why a mask is a fallback or missing, naming the file.
+``body_source``, ``body_qc``, ``body_note``
+    The body (thorax outline) mask, ``masks/body/<image_id>.png``, that the shortcut audit uses
+    to tell evidence inside the patient from evidence outside (padding, air, burned-in labels):
+    ``column`` (a path in the manifest column ``masks.body_column``; the phantom's ground
+    truth), ``segmented`` (:func:`cxrbio.lungseg.segment_body`, united with the lung mask) or
+    ``none`` (segmentation QC below ``masks.body_min_qc``, or an unreadable file: the image is
+    left out of the audit, with the reason here).
 
 User masks are never silently replaced: a bad user mask gives ``none`` and a note, so the
 report can list the image as lacking features.
@@ -35,9 +42,10 @@ from cxrbio.config import Config
 from cxrbio.errors import CxrbioError, DataError
 from cxrbio.rundir import RunDir
 
-SEGMENTATION_VERSION = 1  # bump when cxrbio.lungseg changes its output
+SEGMENTATION_VERSION = 2  # bump when cxrbio.lungseg changes its output (2: body masks)
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
-MASK_COLUMNS = ("mask_source", "mask_qc", "mask_note")
+BODY_COLUMNS = ("body_source", "body_qc", "body_note")
+MASK_COLUMNS = ("mask_source", "mask_qc", "mask_note", *BODY_COLUMNS)
 
 # What ``mask_source`` records (the module docstring says what each means); one spelling for
 # every reader, so a check like "is this the classical segmentation?" cannot drift from the writer.
@@ -60,6 +68,9 @@ class MaskJob:
     min_qc: float
     segment: bool  # False: the whole content area (masks.source = content)
     out: str
+    body_mask: str | None = None  # absolute path of a given body mask, or None (segment it)
+    body_min_qc: float = 0.5
+    body_out: str | None = None  # where the body mask goes; None: no body mask
 
 
 def _read_user_mask(path: str, image_shape: tuple[int, int]) -> np.ndarray:
@@ -82,7 +93,8 @@ def build_mask(job: MaskJob) -> dict[str, Any]:
     from cxrbio.data.preprocess import letterbox, letterbox_mask
     from cxrbio.lungseg import segment_lungs
 
-    result: dict[str, Any] = {"image_id": job.image_id, "mask_source": NO_MASK, "mask_qc": np.nan, "mask_note": ""}
+    result: dict[str, Any] = {"image_id": job.image_id, "mask_source": NO_MASK, "mask_qc": np.nan, "mask_note": "",
+                              "body_source": NO_MASK, "body_qc": np.nan, "body_note": ""}
     try:
         decoded = read_image(job.image_path)
         image, geometry = letterbox(decoded.pixels, job.size)
@@ -109,9 +121,43 @@ def build_mask(job: MaskJob) -> dict[str, Any]:
     except CxrbioError as error:
         result["mask_note"] = error.message + (f" ({error.fix})" if error.fix else "")
         return result
-    payload = (mask.astype(np.uint8) * 255)
-    atomic_write(Path(job.out), lambda tmp: Image.fromarray(payload).save(tmp, format="PNG"))
+    _write_png(Path(job.out), mask)
+    if job.body_out is not None:
+        lungs = mask if result["mask_source"] in ANATOMICAL else None
+        result.update(_body_fields(job, decoded.pixels.shape, image, content, lungs))
     return result
+
+
+def _write_png(path: Path, mask: np.ndarray) -> None:
+    payload = mask.astype(np.uint8) * 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Image.fromarray(payload).save(tmp, format="PNG"))
+
+
+def _body_fields(job: MaskJob, shape: tuple[int, ...], image: np.ndarray, content: np.ndarray,
+                 lungs: np.ndarray | None) -> dict[str, Any]:
+    """Make and write one body mask (given, else segmented); its body_* fields."""
+    from cxrbio.data.preprocess import letterbox_mask
+    from cxrbio.lungseg import segment_body
+
+    assert job.body_out is not None
+    if job.body_mask is not None:
+        try:
+            given = letterbox_mask(_read_user_mask(job.body_mask, shape[:2]).astype(np.uint8), job.size) > 0
+        except CxrbioError as error:
+            return {"body_source": NO_MASK, "body_qc": np.nan, "body_note": error.message}
+        body = (given | (lungs if lungs is not None else False)) & content
+        fields = {"body_source": FROM_COLUMN, "body_qc": 1.0, "body_note": ""}
+    else:
+        segmentation = segment_body(image, content, lungs)
+        if segmentation.qc < job.body_min_qc:
+            return {"body_source": NO_MASK, "body_qc": segmentation.qc,
+                    "body_note": f"body segmentation QC {segmentation.qc:.2f} < {job.body_min_qc}: {segmentation.note}; "
+                                 "left out of the shortcut audit"}
+        body = segmentation.mask
+        fields = {"body_source": SEGMENTED, "body_qc": segmentation.qc, "body_note": segmentation.note}
+    _write_png(Path(job.body_out), body)
+    return fields
 
 
 def _index_folder(folder: Path) -> dict[str, Path]:
@@ -165,8 +211,11 @@ def plan_masks(run: RunDir, config: Config, manifest: pd.DataFrame, folder: str 
         if user is None and source in ("auto", "column") and settings.column in manifest:
             user = resolve_column_path(getattr(row, settings.column), row.path)
             kind = FROM_COLUMN if user else None
+        body = resolve_column_path(getattr(row, settings.body_column), row.path) if settings.body_column in manifest else None
         jobs.append(MaskJob(row.image_id, row.path, user, kind, config.data.image_size, settings.min_qc,
-                            source != "content", str(run.output("masks", "mask_file", image_id=row.image_id))))
+                            source != "content", str(run.output("masks", "mask_file", image_id=row.image_id)),
+                            body_mask=body, body_min_qc=settings.body_min_qc,
+                            body_out=str(run.output("masks", "body_file", image_id=row.image_id))))
     return jobs
 
 
@@ -196,4 +245,10 @@ def read_mask_file(path: str | Path) -> np.ndarray:
 def read_mask(run: RunDir, image_id: str) -> np.ndarray | None:
     """The run's mask of one image, or None where it has none."""
     path = run.path("mask_file", image_id=image_id)
+    return read_mask_file(path) if path.is_file() else None
+
+
+def read_body_mask(run: RunDir, image_id: str) -> np.ndarray | None:
+    """The run's body mask of one image (lungs included), or None where it has none."""
+    path = run.path("body_file", image_id=image_id)
     return read_mask_file(path) if path.is_file() else None

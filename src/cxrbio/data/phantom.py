@@ -25,7 +25,8 @@ Findings (class -> finding names in the ground truth):
 Output layout (documented in docs/data.md):
 ``DIR/manifest.csv`` (path,label,patient_id,source + ground-truth columns, readable by
 ``cxrbio data scan DIR``), ``DIR/findings.csv`` (one row per image and finding),
-``DIR/images/<class>/<id>.png``, ``DIR/masks/lungs/<id>.png`` (0/255),
+``DIR/images/<class>/<id>.png``, ``DIR/masks/lungs/<id>.png`` (0/255), ``DIR/masks/body/<id>.png``
+(0/255: the thorax outline, burned-in marker and label excluded; manifest column ``body_mask``),
 ``DIR/masks/lesions/<finding>/<id>.png`` (0/255), ``DIR/phantom.json`` (parameters).
 """
 
@@ -47,7 +48,7 @@ from cxrbio.atomic import atomic_write_text
 from cxrbio.config import PAPER_CLASSES
 from cxrbio.errors import DataError
 
-PHANTOM_VERSION = 2
+PHANTOM_VERSION = 3  # 3: ground-truth body masks (masks/body/)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,10 @@ class PhantomImage:
     lesions: dict[str, np.ndarray] = field(default_factory=dict)
     severity: float = 0.0
     shortcut_box: tuple[int, int, int, int] | None = None
+    #: The patient's body (thorax outline) in the frame, burned-in marker and label excluded:
+    #: what the shortcut audit calls "inside the body".
+    body: np.ndarray | None = None
+
 
 
 def _anatomy(rng: np.random.Generator, label: str) -> Anatomy:
@@ -241,12 +246,16 @@ def _vessels(c: _Canvas, a: Anatomy, rng: np.random.Generator) -> np.ndarray:
     return vessels / (vessels.max() + 1e-8)
 
 
+def _body_mask(c: _Canvas, a: Anatomy) -> np.ndarray:
+    return ((c.x - 0.5) / a.body_half_width) ** 2 + ((c.y - 0.62) / 0.62) ** 2 < 1.0
+
+
 def _render_density(c: _Canvas, a: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Density of the normal chest, the two lung masks and the heart mask."""
     heart = _heart_mask(c, a)
     right, left = _lung_masks(c, a, heart)
     lungs = right | left
-    body = ((c.x - 0.5) / a.body_half_width) ** 2 + ((c.y - 0.62) / 0.62) ** 2 < 1.0
+    body = _body_mask(c, a)
     density = np.where(body, 0.48, 0.02).astype(np.float32)
     density += 0.08 * (1 - np.abs(c.x - 0.5) / a.body_half_width).clip(0, 1) * body
     abdomen = body & (c.y > a.diaphragm - 0.02) & ~lungs
@@ -406,6 +415,7 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
     matrix, offset = _affine((height, width), angle, shift, scale)
     density = ndimage.affine_transform(density, matrix, offset=offset, order=1, mode="constant", cval=0.02)
     lungs = ndimage.affine_transform((right | left).astype(np.uint8), matrix, offset=offset, order=0) > 0
+    body = (ndimage.affine_transform(_body_mask(c, anatomy).astype(np.uint8), matrix, offset=offset, order=0) > 0) | lungs
     lesions = {
         name: ndimage.affine_transform(mask.astype(np.uint8), matrix, offset=offset, order=0) > 0
         for name, mask in lesions.items()
@@ -423,9 +433,12 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
     box = None
     if shortcut:
         image, box = _stamp_marker(image, lungs, rng)
+        body[box[1] : box[3], box[0] : box[2]] = False
     if site is not None and site.corner_label:
-        image = _burn_corner_label(image, lungs)
-    return PhantomImage(image=image, lungs=lungs, lesions=lesions, severity=severity, shortcut_box=box)
+        image, label_box = _burn_corner_label(image, lungs)
+        if label_box is not None:
+            body[label_box[1] : label_box[3], label_box[0] : label_box[2]] = False
+    return PhantomImage(image=image, lungs=lungs, lesions=lesions, severity=severity, shortcut_box=box, body=body)
 
 
 def _stamp_marker(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator):
@@ -447,18 +460,24 @@ def _stamp_marker(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator
     return image, (int(x0), int(y0), int(x0 + size), int(y0 + size))
 
 
-def _burn_corner_label(image: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-    """A site's burned-in label: a bright block with dark text-like bars, lower right, off the lungs."""
-    h, w = image.shape
-    bh, bw = max(5, round(0.07 * h)), max(10, round(0.22 * w))
-    y0, x0 = h - bh - round(0.02 * h), w - bw - round(0.03 * w)
+def corner_label_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a site's burned-in label in an image of this size (lower right)."""
+    bh, bw = max(5, round(0.07 * height)), max(10, round(0.22 * width))
+    y0, x0 = height - bh - round(0.02 * height), width - bw - round(0.03 * width)
+    return int(x0), int(y0), int(x0 + bw), int(y0 + bh)
+
+
+def _burn_corner_label(image: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """A site's burned-in label: a bright block with dark text-like bars, lower right, off the lungs; its box."""
+    x0, y0, x1, y1 = corner_label_box(*image.shape)
+    bh, bw = y1 - y0, x1 - x0
     if lungs[y0 : y0 + bh, x0 : x0 + bw].any():
-        return image
+        return image, None
     block = image[y0 : y0 + bh, x0 : x0 + bw]
     block[:] = 0.92
     for k in range(1, bw - 1, 3):  # glyph strokes
         block[1 : bh - 1, k] = 0.15
-    return image
+    return image, (int(x0), int(y0), int(x0 + bw), int(y0 + bh))
 
 
 def parse_shortcut(text: str | None, classes: tuple[str, ...] = PAPER_CLASSES) -> tuple[str, float] | None:
@@ -558,7 +577,9 @@ def generate_phantom(
                     _save_png(out / image_path, result.image)
                 else:
                     _save_export(out / image_path, result.image, site.export)
+                body_path = Path("masks") / "body" / f"{image_name}.png"
                 _save_png(out / lung_path, result.lungs)
+                _save_png(out / body_path, result.body)
                 for finding, mask in result.lesions.items():
                     mask_path = Path("masks") / "lesions" / finding / f"{image_name}.png"
                     _save_png(out / mask_path, mask)
@@ -575,6 +596,7 @@ def generate_phantom(
                         "source": site.name if site is not None else "phantom",
                         **({"site": site.name} if site is not None else {}),
                         "lung_mask": lung_path.as_posix(),
+                        "body_mask": body_path.as_posix(),
                         "findings": "|".join(result.lesions),
                         "severity": round(result.severity, 4),
                         "shortcut": box is not None,

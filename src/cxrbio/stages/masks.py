@@ -2,7 +2,9 @@
 
 Sources (``masks.source``, or ``source`` here): a user folder (``folder``), a manifest column
 (``masks.column``; the phantom's ground truth), the built-in classical segmentation with a QC
-score, or the whole content area. Writes ``masks/<image_id>.png`` and the table
+score, or the whole content area. Beside each, a body (thorax outline) mask for the shortcut
+audit: given (``masks.body_column``) or segmented. Writes ``masks/<image_id>.png``,
+``masks/body/<image_id>.png`` and the table
 ``masks/masks.parquet`` (the manifest is never edited). A fresh stamp means the masks were made
 from today's manifest with today's settings and options: nothing is redone (``force`` redoes all).
 """
@@ -38,6 +40,11 @@ class MasksResult:
     def flagged(self) -> pd.DataFrame:
         return self.table[self.table["mask_source"].isin([WHOLE_CONTENT, NO_MASK])]
 
+    @property
+    def without_body(self) -> pd.DataFrame:
+        """Images with a lung mask but no usable body mask (left out of the shortcut audit)."""
+        return self.table[(self.table["body_source"] == NO_MASK) & ~self.table["mask_source"].isin([NO_MASK])]
+
 
 def run(run_dir: str | Path, *, folder: str | Path | None = None, source: str | None = None, force: bool = False,
         executor: Executor | None = None, progress: Progress | None = None) -> MasksResult:
@@ -60,11 +67,15 @@ def run(run_dir: str | Path, *, folder: str | Path | None = None, source: str | 
     rows = list(runner.map(build_mask, jobs, counter(progress, "lung masks"), min_jobs=64, chunksize=8))
     table = pd.DataFrame(rows, columns=["image_id", *MASK_COLUMNS])
     table["mask_qc"] = table["mask_qc"].astype(float)
-    for stale in table.loc[table["mask_source"] == "none", "image_id"]:
+    table["body_qc"] = table["body_qc"].astype(float)
+    for stale in table.loc[table["mask_source"] == NO_MASK, "image_id"]:
         run.path("mask_file", image_id=stale).unlink(missing_ok=True)
+    for stale in table.loc[table["body_source"] == NO_MASK, "image_id"]:
+        run.path("body_file", image_id=stale).unlink(missing_ok=True)
     atomic_write_parquet(run.output(STAGE, "masks"), table)
     counts = {str(k): int(v) for k, v in table["mask_source"].value_counts().items()}
-    freshness.write_stamp(run, want, info={"sources": counts})
+    bodies = {str(k): int(v) for k, v in table["body_source"].value_counts().items()}
+    freshness.write_stamp(run, want, info={"sources": counts, "body_sources": bodies})
     return MasksResult(_described(table, included), False, time.perf_counter() - started)
 
 
