@@ -1,4 +1,4 @@
-"""Does cxrbio's analysis find what was planted? The whole pipeline on two phantoms, checked against ground truth.
+"""Does cxrbio's analysis find what was planted? The whole pipeline on three phantoms, checked against ground truth.
 
 1. **Plain phantom** (no shortcut): train, embed, radiomics on the ground-truth lung masks,
    analyze. Prints
@@ -9,12 +9,19 @@
      (effusion, consolidation up; emphysema down), lung area (emphysema up) and texture
      (fibrosis up), with their AUCs.
 2. **Shortcut phantom** (``--shortcut CLASS:FRACTION``, default Pneumonia:1.0: a bright marker in
-   a top corner of every pneumonia image): the same pipeline. Prints, per class, the audit's lung
-   share and flagged share of the top dims, the shortcut score, and the lungs-blanked accuracy
-   beside the original accuracy.
+   a top corner of every pneumonia image): the same pipeline.
+3. **Site-confounded phantom** (``--site-confound``: site b's images are JPEG, taller, noisier and
+   carry a burned-in corner label; most pneumonia and normal patients were imaged there).
+
+For every phantom the shortcut audit is printed: audited and flagged dims, the quantiles of the
+outside-of-body ratio (what ``analysis.shortcut_margin`` is chosen from), the saliency sanity
+check's correlations, and per class the area-normalised densities, the shortcut score and the
+lungs-filled / outside-filled accuracies. On the shortcut and site phantoms each audited dim's
+effect is also traced to the planted overlay (marker or label) alone: ``overlay share`` is the
+change from filling only the overlay over the change from filling the whole outside.
 
     uv run python analyses/validate_phantom.py [--out runs/validate] [--config configs/demo.yaml]
-        [--per-class 100] [--shortcut Pneumonia:1.0] [--strategies scratch]
+        [--per-class 100] [--shortcut Pneumonia:1.0] [--strategies scratch] [--only plain|shortcut|site]
 
 Each phantom's run directory is reused when it exists (every stage resumes or skips).
 """
@@ -32,7 +39,8 @@ FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"]
                     "Fibrosis": ["reticulation"]}
 
 
-def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str]) -> None:
+def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str],
+             site_confound: bool = False) -> None:
     from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
@@ -47,7 +55,7 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
     cfg = load_config(config_path or bundled_config("demo.yaml"), overrides)
     if not (out / "phantom" / "manifest.csv").is_file():
         generate_phantom(out / "phantom", per_class=per_class, size=max(64, cfg.data.image_size), seed=cfg.folds.seed,
-                         shortcut=parse_shortcut(shortcut))
+                         shortcut=parse_shortcut(shortcut), site_confound=site_confound)
 
     def show(event: ProgressEvent) -> None:
         if event.is_line:
@@ -57,7 +65,7 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
         stages.scan.run(out, data=out / "phantom", config=cfg, progress=show)
     stages.train.run(out, skip_unavailable=True, progress=show)
     stages.embed.run(out, progress=show)
-    stages.masks.run(out, source="column", progress=show)  # the phantom's ground-truth lung masks
+    stages.masks.run(out, source="column", progress=show)  # the phantom's ground-truth lung and body masks
     stages.radiomics.run(out, progress=show)
     stages.analyze.run(out, progress=show)
 
@@ -152,28 +160,117 @@ def planted_physics(run_root: Path) -> None:
         print(f"  {cls:<10} " + ", ".join(part.head(3)["feature"]))
 
 
-def shortcut_report(run_root: Path, strategy: str, title: str) -> None:
+def overlay_boxes(run_root: Path, kind: str) -> dict[str, object]:
+    """image_id -> letterboxed bool mask of the planted overlay: the marker (shortcut) or the site label (site b)."""
+    import numpy as np
     import pandas as pd
+    from PIL import Image
 
+    from cxrbio.data.phantom import corner_label_box
     from cxrbio.rundir import RunDir
 
-    folder = RunDir(run_root).path("analysis", strategy=strategy)
+    run = RunDir(run_root)
+    manifest = run.read_manifest()
+    phantom = pd.read_csv(run.path("phantom") / "manifest.csv")
+    by_path = {str((run.path("phantom") / p).resolve()): i for p, i in zip(phantom["path"], phantom.index)}
+    out: dict[str, object] = {}
+    for row in manifest.itertuples():
+        source = phantom.loc[by_path[row.path]] if row.path in by_path else None
+        if source is None:
+            continue
+        h, w = int(row.height), int(row.width)
+        box = None
+        if kind == "shortcut" and bool(source["shortcut"]):
+            box = (int(source["shortcut_x0"]), int(source["shortcut_y0"]), int(source["shortcut_x1"]), int(source["shortcut_y1"]))
+        elif kind == "site" and source.get("site") == "b":
+            lungs = np.asarray(Image.open(run.path("phantom") / source["lung_mask"])) > 0
+            x0, y0, x1, y1 = corner_label_box(h, w)
+            if not lungs[y0:y1, x0:x1].any():
+                box = (x0, y0, x1, y1)
+        if box is not None:
+            mask = np.zeros((h, w), np.uint8)
+            mask[box[1]:box[3], box[0]:box[2]] = 1
+            out[row.image_id] = mask
+    return out
+
+
+def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
+    """Per audited dim: the share of its outside-of-body occlusion effect that filling the planted overlay alone gives."""
+    import keras
+    import numpy as np
+    import pandas as pd
+
+    from cxrbio.analysis.audit import FILL, activations, filled
+    from cxrbio.data.preprocess import letterbox_geometry, letterbox_mask
+    from cxrbio.embed import embedding_model
+    from cxrbio.masks import read_body_mask
+    from cxrbio.rundir import open_run
+    from cxrbio.training import load_training_data
+
+    run, cfg = open_run(run_root)
+    dims = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
+    boxes = {k: letterbox_mask(v, cfg.data.image_size) > 0 for k, v in overlay_boxes(run_root, kind).items()}
+    data = load_training_data(run, cfg, cache="disk")
+    row = {i: k for k, i in enumerate(data.manifest["image_id"])}
+    shape = run.read_manifest().set_index("image_id")[["height", "width"]]
+    content = {i: letterbox_geometry(int(h), int(w), cfg.data.image_size).content_mask()
+               for i, (h, w) in zip(shape.index, shape.to_numpy())}
+    shares = []
+    models: dict[int, object] = {}
+    for item in dims.itertuples():
+        ids = [i for i in item.images.split("|") if i in boxes]
+        if not ids:
+            shares.append(np.nan)
+            continue
+        if item.fold not in models:
+            model = keras.models.load_model(run.path("train_fold", strategy=strategy, fold=item.fold) / "model.keras",
+                                            compile=False)
+            models[item.fold] = embedding_model(model)
+        images = np.stack([np.asarray(data.images[row[i]]) for i in ids]).astype(np.float32)
+        outside = [~read_body_mask(run, i) & content[i] for i in ids]
+        box_only = np.stack([filled(images[k], boxes[i] & outside[k], FILL["outside"]) for k, i in enumerate(ids)])
+        all_out = np.stack([filled(images[k], outside[k], FILL["outside"]) for k, i in enumerate(ids)])
+        j = int(item.dim[1:])
+        base = activations(models[item.fold], images)[:, j]
+        d_box = np.abs(base - activations(models[item.fold], box_only)[:, j]).mean()
+        d_out = np.abs(base - activations(models[item.fold], all_out)[:, j]).mean()
+        shares.append(float(d_box / d_out) if d_out > 1e-9 else np.nan)
+    return dims.assign(overlay_share=shares, overlay_images=[sum(i in boxes for i in x.split("|")) for x in dims["images"]])
+
+
+def shortcut_report(run_root: Path, strategy: str, title: str, kind: str | None = None) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from cxrbio.rundir import open_run
+
+    run, cfg = open_run(run_root)
+    folder = run.path("analysis", strategy=strategy)
     dims = pd.read_parquet(folder / "audit_dims.parquet")
     scores = pd.read_parquet(folder / "shortcut_scores.parquet")
     blanked = pd.read_parquet(folder / "audit_model.parquet")
-    print(f"\nShortcut audit, {title} ({strategy}): per class, mean over folds (max over folds for the border share)")
-    table = dims.groupby("class").agg(lung_share=("lung_share", "mean"), border_share=("border_share", "mean"),
-                                      border_max=("border_share", "max"), flagged=("likely_shortcut", "mean"))
+    unique = dims.drop_duplicates(["fold", "dim"])
+    margin = cfg.analysis.shortcut_margin
+    print(f"\nShortcut audit, {title} ({strategy}); margin {margin}, sanity rho {cfg.analysis.sanity_max_rho}")
+    print(f"audited dims: {len(unique)}; flagged {int(unique['likely_shortcut'].sum())} "
+          f"({unique['likely_shortcut'].mean():.1%}); outside ratio quantiles (50/90/95/99/max): "
+          + " / ".join(f"{q:.2f}" for q in np.nanquantile(unique["outside_ratio"], [0.5, 0.9, 0.95, 0.99, 1.0])))
+    print("map rho with the randomised model, quantiles (5/50/95/max): "
+          + " / ".join(f"{q:.2f}" for q in np.nanquantile(unique["map_rho"], [0.05, 0.5, 0.95, 1.0]))
+          + f"; unreliable {int(unique['map_unreliable'].sum())}")
+    table = dims.groupby("class").agg(lung_density=("lung_density", "mean"), body_density=("body_density", "mean"),
+                                      outside_density=("outside_density", "mean"), outside_ratio=("outside_ratio", "median"),
+                                      ratio_max=("outside_ratio", "max"), flagged=("likely_shortcut", "mean"))
     table = table.join(scores[scores["class"] != "(model)"].groupby("class")["shortcut_score"].mean())
-    table = table.join(blanked.groupby("class")[["accuracy", "blanked_accuracy", "border_blanked_accuracy"]].mean())
-    print(table.round(3).to_string())
-    per_fold = blanked.pivot(index="class", columns="fold", values="border_blanked_accuracy").round(2)
-    print("border-blanked accuracy per fold:\n" + per_fold.to_string())
-    flagged = dims[dims["likely_shortcut"]]
-    print(f"flagged dims: {len(flagged)} of {len(dims)}: "
-          + ", ".join(f"{r['class']} fold {r['fold']} {r['dim']} (border {r['border_share']:.2f})" for r in flagged.to_dict("records")))
-    model = scores[scores["class"] == "(model)"]["shortcut_score"]
-    print(f"model shortcut score (mean over folds): {model.mean():.3f}")
+    table = table.join(blanked.groupby("class")[["accuracy", "lungs_blanked_accuracy", "outside_blanked_accuracy"]].mean())
+    print(table.round(2).to_string())
+    if kind is not None:
+        read = overlay_reading(run_root, strategy, kind)
+        reading = read[read["overlay_share"] >= 0.5]
+        print(f"dims whose outside effect is mostly the planted {'marker' if kind == 'shortcut' else 'label'} "
+              f"(overlay share >= 0.5): {len(reading)}; flagged among them: {int(reading['likely_shortcut'].sum())}")
+        print(read[read["overlay_images"] > 0][["fold", "class", "dim", "outside_ratio", "overlay_share", "overlay_images",
+                                                 "likely_shortcut"]].round(2).to_string(index=False))
 
 
 def main() -> None:
@@ -183,7 +280,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--shortcut", default="Pneumonia:1.0")
     parser.add_argument("--strategies", default="scratch")
-    parser.add_argument("--only", choices=["plain", "shortcut"], default=None)
+    parser.add_argument("--only", choices=["plain", "shortcut", "site"], default=None)
     args = parser.parse_args()
     strategies = [s for s in args.strategies.split(",") if s]
     if args.only in (None, "plain"):
@@ -197,7 +294,13 @@ def main() -> None:
         marked = args.out / "shortcut"
         pipeline(marked, args.config, args.per_class, args.shortcut, strategies)
         for strategy in strategies:
-            shortcut_report(marked, strategy, f"phantom with {args.shortcut} marker")
+            shortcut_report(marked, strategy, f"phantom with {args.shortcut} marker", kind="shortcut")
+    if args.only in (None, "site"):
+        sited = args.out / "site"
+        pipeline(sited, args.config, args.per_class, None, strategies, site_confound=True)
+        for strategy in strategies:
+            shortcut_report(sited, strategy, "site-confounded phantom (site b: JPEG, taller, noisier, corner label)",
+                            kind="site")
 
 
 if __name__ == "__main__":

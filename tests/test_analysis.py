@@ -101,10 +101,13 @@ def audit_fixture():
     size = CornerOrLungModel.size
     lung = np.zeros((size, size), bool)
     lung[8:26, 5:14] = lung[8:26, 18:27] = True
+    body = np.ones((size, size), bool)
+    body[:6, :6] = False  # the top-left corner (where the marker is) is air: outside the body
     rng = np.random.default_rng(0)
     images, ids, y = [], [], []
     for i in range(12):
         image = np.full((size, size), 60, np.uint8)
+        image[:6, :6] = 5  # air
         if i < 6:  # class A: textured lungs
             image[lung] = rng.choice([0, 255], int(lung.sum()))
         else:  # class B: a lit marker, flat lungs
@@ -115,62 +118,158 @@ def audit_fixture():
         y.append(0 if i < 6 else 1)
     content = np.ones((size, size), bool)
     audit_images = AuditImages(np.stack(images), {i: k for k, i in enumerate(ids)}, {i: lung for i in ids},
-                               {i: content for i in ids})
+                               {i: content for i in ids}, {i: body for i in ids},
+                               {i: ("column", "segmented") for i in ids})
     return CornerOrLungModel.build(lung), audit_images, np.array(ids), np.array(y)
 
 
 def test_audit_flags_the_marker_dim_and_region_blanking_hits_only_the_class_that_uses_the_region():
-    from cxrbio.analysis.audit import audit_fold, shortcut_scores
+    from cxrbio.analysis.audit import audit_fold, flagged_by_source, shortcut_scores
 
     model, images, ids, y = audit_fixture()
     gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
     test = np.asarray(gap(images.stack(list(ids))[..., None]))
     candidates = pd.DataFrame({"class": ["A", "B"], "dim": ["e0000", "e0001"], "mean_abs_shap": [1.0, 1.0]})
-    settings = load_config().analysis.model_copy(update={"audit_dims": 1, "audit_images": 4, "border_fraction": 0.1})
+    settings = load_config().analysis.model_copy(update={"audit_dims": 1, "audit_images": 4})
     result = audit_fold(model, 0, ids, test, y, ["e0000", "e0001"], candidates, images, ["A", "B", "C"], settings)
     dims = result.dims.set_index("dim")
-    # Occlusion: blanking the lungs changes the texture unit only, blanking the border the marker unit only.
+    # Occlusion: filling the lungs changes the texture unit only, filling the outside the marker unit only.
     assert dims.loc["e0000", "lung_share"] > 0.99 and not dims.loc["e0000", "likely_shortcut"]
-    assert dims.loc["e0001", "border_share"] > 0.99 and dims.loc["e0001", "likely_shortcut"]
+    assert dims.loc["e0000", "outside_ratio"] < 0.01
+    assert dims.loc["e0001", "outside_share"] > 0.99 and dims.loc["e0001", "likely_shortcut"]
+    # The marker is 9 of the outside's 36 pixels; equal-area random blobs rarely cover it.
+    assert dims.loc["e0001", "outside_ratio"] > settings.shortcut_margin
+    assert dims.loc["e0001", "outside_area"] == pytest.approx(36 / 1024)
+    assert dims.loc["e0001", "outside_density"] > 20  # share ~1 on 3.5 % of the area
     # The most activating images were chosen: the textured ones for the lung unit.
     assert set(dims.loc["e0000", "images"].split("|")) <= {f"img-{i}" for i in range(6)}
+    assert dims.loc["e0000", "mask_sources"] == "column" and dims.loc["e0000", "body_sources"] == "segmented"
     blanked = result.model.set_index("class")
-    assert blanked.loc["A", "accuracy"] == 1.0 and blanked.loc["A", "blanked_accuracy"] == 0.0
-    assert blanked.loc["B", "accuracy"] == 1.0 and blanked.loc["B", "blanked_accuracy"] == 1.0
-    assert blanked.loc["A", "border_blanked_accuracy"] == 1.0 and blanked.loc["B", "border_blanked_accuracy"] == 0.0
+    assert blanked.loc["A", "accuracy"] == 1.0 and blanked.loc["A", "lungs_blanked_accuracy"] == 0.0
+    assert blanked.loc["B", "accuracy"] == 1.0 and blanked.loc["B", "lungs_blanked_accuracy"] == 1.0
+    assert blanked.loc["A", "outside_blanked_accuracy"] == 1.0 and blanked.loc["B", "outside_blanked_accuracy"] == 0.0
     scores = shortcut_scores(result.dims).set_index("class")
-    assert scores.loc["B", "shortcut_score"] > 0.99 and scores.loc["A", "shortcut_score"] < 0.01
+    assert scores.loc["B", "shortcut_score"] == 1.0 and scores.loc["A", "shortcut_score"] == 0.0
     assert set(result.maps) == {"fold-0/e0000", "fold-0/e0001"}
+    by_source = flagged_by_source(result.dims)
+    assert by_source[["audited", "flagged"]].to_numpy().tolist() == [[2, 1]]
 
 
-def test_audit_without_any_real_lung_mask_gives_empty_but_well_formed_tables():
-    from cxrbio.analysis.audit import DIM_COLUMNS, audit_fold, shortcut_scores
+def test_audit_without_any_real_lung_or_body_mask_gives_empty_but_well_formed_tables():
+    from cxrbio.analysis.audit import DIM_COLUMNS, MODEL_COLUMNS, audit_fold, shortcut_scores
 
     model, images, ids, y = audit_fixture()
-    images.lung.clear()  # every mask fell back to the whole image: nothing to audit
+    images.body.clear()  # no body mask passed QC: nothing to audit
     candidates = pd.DataFrame({"class": ["A"], "dim": ["e0000"], "mean_abs_shap": [1.0]})
     result = audit_fold(model, 0, ids, np.ones((len(ids), 2)), y, ["e0000", "e0001"], candidates, images,
                         ["A", "B", "C"], load_config().analysis)
     assert result.dims.empty and list(result.dims.columns) == DIM_COLUMNS
-    assert result.model.empty and "border_blanked_accuracy" in result.model.columns
+    assert result.model.empty and list(result.model.columns) == MODEL_COLUMNS
     assert shortcut_scores(result.dims).empty
 
 
-def test_regions_split_the_frame_into_lung_border_and_outside():
-    from cxrbio.analysis.audit import regions, shares
+def frame_regions(size=48):
+    """Letterbox padding left and right, an elliptical body, two rectangular lungs."""
+    content = np.zeros((size, size), bool)
+    content[:, 4:-4] = True
+    yy, xx = np.mgrid[0:size, 0:size]
+    body = (((xx - size / 2) / (size * 0.38)) ** 2 + ((yy - size * 0.6) / (size * 0.6)) ** 2 < 1) & content
+    lung = np.zeros((size, size), bool)
+    lung[12:34, 10:21] = lung[12:34, 27:38] = True
+    return lung, body, content
 
-    content = np.zeros((20, 20), bool)
-    content[:, 2:18] = True  # padding on both sides
-    lung = np.zeros((20, 20), bool)
-    lung[5:15, 5:9] = True
-    parts = regions(lung, content, border_fraction=0.1)
-    assert not (parts["lung"] & parts["border"]).any() and not (parts["outside"] & parts["border"]).any()
-    assert parts["border"][:, :2].all() and parts["border"][0, 10]  # padding and the outer ring
-    saliency = np.zeros((20, 20))
-    saliency[lung] = 1.0
-    saliency[0, 0] = 1.0
-    result = shares(saliency, parts)
-    assert result["lung_share"] == pytest.approx(40 / 41) and result["border_share"] == pytest.approx(1 / 41)
+
+def test_regions_split_the_content_into_lung_body_and_outside_and_never_touch_the_padding():
+    from cxrbio.analysis.audit import regions
+
+    lung, body, content = frame_regions()
+    parts = regions(lung, body, content)
+    stacked = sum(mask.astype(int) for mask in parts.values())
+    assert (stacked[content] == 1).all() and (stacked[~content] == 0).all()
+    assert parts["outside"][0, 5] and parts["body"][40, 24] and parts["lung"][20, 12]
+
+
+def test_a_model_equally_sensitive_everywhere_gets_equal_area_normalised_shares_and_a_ratio_near_one():
+    """Unit = mean of squared local contrast (Laplacian) over the frame; images = uniform noise: every
+    pixel carries the same evidence, so each region's share is its area and random regions match the outside."""
+    from cxrbio.analysis.audit import AuditImages, dim_figures, occlude
+
+    lung, body, content = frame_regions()
+    size = lung.shape[0]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, size, size)).astype(np.uint8)
+    images[:, ~content] = 0
+    ids = [f"n{i}" for i in range(6)]
+    audit_images = AuditImages(images, {i: k for k, i in enumerate(ids)}, {i: lung for i in ids},
+                               {i: content for i in ids}, {i: body for i in ids})
+    inputs = keras.Input((size, size, 1))
+    laplacian = keras.layers.Conv2D(1, 3, padding="valid", use_bias=False, name="laplacian")
+    contrast = laplacian(inputs)
+    gap = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.Multiply()([contrast, contrast]))
+    model = keras.Model(inputs, gap)
+    kernel = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], np.float32)[..., None, None]
+    laplacian.set_weights([kernel])
+    occlusion = occlude(model, ids, audit_images, controls=8, seed=0)
+    figures = dim_figures(occlusion, ids, 0)
+    for region in ("lung", "body", "outside"):
+        assert figures[f"{region}_density"] == pytest.approx(1.0, abs=0.2), (region, figures)
+    assert figures["outside_ratio"] == pytest.approx(1.0, abs=0.25)
+    raw = [figures[f"{r}_share"] for r in ("lung", "body", "outside")]
+    assert max(raw) / min(raw) > 1.5  # the raw shares are not equal: they follow the areas
+
+
+def test_random_regions_have_the_asked_area_inside_the_content():
+    from cxrbio.analysis.audit import random_regions
+
+    _, _, content = frame_regions()
+    blobs = random_regions(content, 300, 5, np.random.default_rng(1))
+    assert len(blobs) == 5 and all(b.sum() == 300 and not (b & ~content).any() for b in blobs)
+    assert len({b.tobytes() for b in blobs}) == 5
+
+
+def test_saliency_sanity_check_flags_a_map_that_ignores_the_weights():
+    """Unit j = mean(w_j * x^2): its gradient map is 2 w_j |x|, the input's own picture whatever w_j is, so it
+    survives weight randomisation (rho 1). A ReLU convolution's map moves with its kernel and does not."""
+    from cxrbio.analysis.audit import map_similarity, randomised_copy, unit_saliency
+
+    size = 24
+    rng = np.random.default_rng(0)
+    images = ndimage_smooth(rng.uniform(0, 255, (4, size, size)))
+    content = np.ones((size, size), bool)
+
+    def twins(build):
+        keras.utils.set_random_seed(3)
+        model = build()
+        gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
+        random_gap = randomised_copy(gap, seed=11)
+        real = unit_saliency(gap, images, 0).mean(axis=0)
+        twin = unit_saliency(random_gap, images, 0).mean(axis=0)
+        return map_similarity(real, twin, content)
+
+    def input_only():
+        inputs = keras.Input((size, size, 1))
+        squared = keras.layers.Multiply()([inputs, inputs])
+        units = keras.layers.Conv2D(2, 1, use_bias=False)(squared)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(units))
+
+    def learnt():  # one full-frame filter that reads the upper half: its map is the filter's picture
+        inputs = keras.Input((size, size, 1))
+        layer = keras.layers.Conv2D(2, size, use_bias=False)
+        model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="gap")(layer(inputs)))
+        kernel = np.zeros((size, size, 1, 2), np.float32)
+        kernel[: size // 2] = 1.0
+        layer.set_weights([kernel + 0.01 * rng.standard_normal(kernel.shape).astype(np.float32)])
+        return model
+
+    settings = load_config().analysis
+    assert twins(input_only) >= settings.sanity_max_rho
+    assert twins(learnt) < settings.sanity_max_rho
+
+
+def ndimage_smooth(stack):
+    from scipy import ndimage
+
+    return np.stack([ndimage.gaussian_filter(image, 2) for image in stack]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +303,7 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(e
         assert (folder / "saliency.npz").is_file()
         candidates = pd.read_parquet(folder / "candidates.parquet")
         assert {"class", "rank", "fold", "dim", "shap_share", "direction", "auc", "q", "descriptors",
-                "descriptor_recurrence", "lung_share", "likely_shortcut"} <= set(candidates.columns)
+                "descriptor_recurrence", "lung_density", "outside_ratio", "likely_shortcut"} <= set(candidates.columns)
         assert (candidates.groupby(["class", "fold"]).size() <= 3).all()
         attribution = pd.read_parquet(folder / "attribution.parquet")
         assert attribution["additivity_error"].max() < 1e-3

@@ -359,6 +359,14 @@ def print_masks_summary(result: Any, run_dir: Path) -> None:
         console.print(f"  {row.mask_source}: {row.path}: {row.mask_note}", soft_wrap=True, markup=False)
     if len(flagged) > 10:
         console.print(f"  ... and {len(flagged) - 10} more (masks/masks.parquet: mask_source, mask_note).")
+    if "body_source" in result.table:
+        bodies = result.table["body_source"].value_counts()
+        console.print("Body masks (for the shortcut audit): " + ", ".join(f"{source} {n}" for source, n in bodies.items()))
+        missing = result.without_body
+        for row in missing.head(5).itertuples():
+            console.print(f"  no body mask: {row.path}: {row.body_note}", soft_wrap=True, markup=False)
+        if len(missing) > 5:
+            console.print(f"  ... and {len(missing) - 5} more (masks/masks.parquet: body_source, body_note).")
 
 
 @app.command("radiomics")
@@ -583,7 +591,7 @@ def print_candidates(name: str, ranking: Any, shown: int) -> None:
     title = "Radiomics features" if radiomics else f"Candidate dims, {name}"
     table = Table(title=f"{title}: top {shown} per disease", title_justify="left")
     columns = (["class", "feature", "SHAP", "dir", "AUC", "q", "boot"] if radiomics else
-               ["class", "fold/dim", "SHAP%", "dir", "AUC", "q", "top radiomics descriptor", "lung", "flag"])
+               ["class", "fold/dim", "SHAP%", "dir", "AUC", "q", "top radiomics descriptor", "out/ctl", "flag"])
     for column in columns:
         table.add_column(column, no_wrap=column in ("fold/dim", "dir", "AUC", "q"))
 
@@ -604,7 +612,7 @@ def print_candidates(name: str, ranking: Any, shown: int) -> None:
                 flag = "likely shortcut" if item.get("likely_shortcut") is True else ""
                 table.add_row(cls, f"{item['fold']}/{item['dim']}", num(100 * item["shap_share"], ".1f"), direction,
                               num(item["auc"], ".2f"), num(item["q"], ".0e"), descriptor,
-                              num(item.get("lung_share"), ".2f"), flag)
+                              num(item.get("outside_ratio"), ".1f"), flag)
     console.print(table)
 
 

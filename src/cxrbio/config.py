@@ -258,6 +258,12 @@ class MasksConfig(StrictModel):
     )
     folder: str | None = Field(None, description="Folder of mask files named like the images (file stem).")
     column: str = Field("lung_mask", description="Manifest column holding a mask path per image (the phantom's ground truth).")
+    body_column: str = Field(
+        "body_mask", description="Manifest column holding a body (thorax outline) mask path per image; where it has "
+        "none, the body is segmented (the phantom has ground truth).")
+    body_min_qc: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Body segmentations scoring below this leave the image out of the shortcut audit, said.")
     min_qc: float = Field(
         0.6, ge=0.0, le=1.0,
         description="Segmentations scoring below this fall back to the whole non-padding area, flagged.",
@@ -322,13 +328,28 @@ class AnalysisConfig(StrictModel):
     umap_neighbors: int = Field(15, ge=2)
     umap_min_dist: float = Field(0.1, ge=0.0)
     audit_dims: int = Field(5, ge=0, description="Top dims per (fold, class) given a saliency audit (0: no audit).")
-    audit_images: int = Field(8, ge=1, description="Most activating out-of-fold images averaged per audited dim.")
-    border_fraction: float = Field(
-        0.12, ge=0.0, lt=0.5, description="Outer ring of the image counted as border (markers, text), share of the side.")
-    shortcut_border_share: float = Field(
-        0.5, ge=0.0, le=1.0, description="A dim whose occlusion share at the border reaches this is flagged 'likely shortcut'.")
-    shortcut_lung_share: float = Field(
-        0.1, ge=0.0, le=1.0, description="A dim whose occlusion share in the lungs is below this is flagged 'likely shortcut'.")
+    audit_images: int = Field(
+        8, ge=1, description="Most activating out-of-fold images averaged per audited dim (and as many random ones).")
+    audit_controls: int = Field(
+        8, ge=1, description="Equal-area random regions per audited image: the control the outside region is judged against.")
+    shortcut_margin: float = Field(
+        2.0, gt=0.0, description="A dim is flagged 'likely shortcut' when occluding the outside of the body changes it "
+        "this many times more than an equal-area random region (measured on phantoms: docs/analysis.md).")
+    sanity_max_rho: float = Field(
+        0.6, ge=-1.0, le=1.0, description="A saliency map whose Spearman correlation with the map of a weight-randomised "
+        "model reaches this is marked unreliable (Adebayo et al. 2018; measured: docs/analysis.md).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, values: Any) -> Any:
+        retired = [k for k in ("border_fraction", "shortcut_border_share", "shortcut_lung_share")
+                   if isinstance(values, dict) and k in values]
+        if retired:
+            raise ValueError(f"analysis.{retired[0]} is retired: the shortcut audit now judges the outside of the body "
+                             "against equal-area random regions; delete it from the config (the margin is "
+                             "analysis.shortcut_margin, docs/analysis.md)")
+        return values
+
     min_group: int = Field(3, ge=2, description="Fewest images of a class (and of the rest) for a test to run.")
     radiomics_c: float = Field(0.1, gt=0, description="Inverse L2 strength of the radiomics logistic regression.")
     seed: int = 0

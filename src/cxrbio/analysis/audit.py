@@ -1,58 +1,109 @@
-"""Shortcut audit: does a dim look at the lungs, or at markers, borders and padding?
+"""Shortcut audit: does a dim read the patient, or something outside the body?
 
-Each image's letterboxed frame is split into three regions:
+Shortcuts live outside the body: letterbox padding, air, collimation, burned-in text and side
+markers. The heart, the diaphragm, the chest wall and pleural fluid lie outside the lungs but are
+disease evidence, so the audit splits each letterboxed frame into three regions:
 
-* ``lung``: its lung mask (user, ground truth, or a segmentation that passed QC; images whose
-  mask fell back to the whole image are not audited);
-* ``border``: the letterbox padding plus an outer ring of the image (``border_fraction`` of the
-  side, 12 % by default), minus lung: where side markers, text and collimation edges live;
-* ``outside``: the rest (mediastinum, heart, diaphragm, abdomen, shoulders).
+* ``lung``: the lung mask (given, ground truth, or a segmentation that passed QC);
+* ``body``: the rest of the body mask (given, or :func:`cxrbio.lungseg.segment_body`);
+* ``outside``: the image content outside the body (air, labels, markers, collimation).
+
+The letterbox padding is outside the body too but is never occluded: training always saw 0
+there, so it keeps 0 (its shape is an acquisition property, measured by the acquisition
+baseline, docs/confounding.md). Images without a real lung mask or without a body mask are not
+audited.
 
 For each audited dim (the top ``audit_dims`` per fold and class) and its ``audit_images`` most
-activating out-of-fold images, **occlusion**: each region in turn is replaced by its mean
-intensity and the change of the dim's activation measured; a region's share is its change over
-the sum of the three. (Gradients were tried first: they put 0.5 % of their mass on a marker the
-model demonstrably used -- saturated units have small gradients. Occlusion found it; see
-docs/analysis.md.) The mean absolute gradient map is still kept for the report's gallery.
+activating out-of-fold images, **occlusion**: each region in turn is filled (:data:`FILL`: lungs
+and body with their mean, the outside with its median, the air value, so labels and markers
+vanish) and the absolute change of the dim's activation measured. Raw shares (a region's change over the sum of the three) grow with
+a region's area, so each is divided by the region's share of the content: the **density** is 1
+for every region when the dim is equally sensitive everywhere. The **control** is an
+equal-area random region: ``audit_controls`` random blobs per image, each with the pixel count of
+that image's outside region, filled the same way. A dim is flagged ``likely shortcut`` when its
+change from occluding the outside reaches ``shortcut_margin`` times the mean change from the
+random regions (``outside_ratio``). The same figures on ``audit_images`` random images of the
+fold (``random_outside_ratio``) show whether the behaviour is general or confined to the images
+the dim likes.
 
-A dim is flagged ``likely shortcut`` when its border share is at least ``shortcut_border_share``
-or its lung share below ``shortcut_lung_share``. A fold model's ``shortcut_score`` is the
-SHAP-weighted mean non-lung share of its audited dims. Two class-level tests on all out-of-fold
-images with a lung mask: **lungs blanked** (lung fields set to their mean) and **border
-blanked** (the border region set to its mean): a class whose accuracy survives without lungs,
-or collapses without the border, is recognised from something other than the lungs.
+**Saliency sanity check** (Adebayo et al., 2018): the gradient maps kept for the report's gallery
+are recomputed on a copy of the fold model with every weight re-initialised; a map whose
+Spearman correlation with its randomised twin reaches ``sanity_max_rho`` depends on the input
+more than on what the model learnt, and is marked ``map_unreliable``.
+
+Two class-level tests on every out-of-fold image with both masks: **lungs blanked** and **outside
+blanked** (the region filled as above): a class whose accuracy survives without lungs, or
+collapses without the outside, is recognised from something other than the lungs.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from cxrbio.masks import ANATOMICAL
 from cxrbio.models.layers import GAP_LAYER
 
 REAL_MASKS = ANATOMICAL
-DIM_COLUMNS = ["fold", "class", "dim", "mean_abs_shap", "lung_share", "border_share", "outside_share",
-               "lung_area_share", "images", "likely_shortcut"]
+REGIONS = ("lung", "body", "outside")
+#: How each region is occluded. Lungs and body keep their mean intensity and lose their structure; the
+#: outside (mostly air) takes its median, the air value, so labels and markers vanish instead of turning
+#: grey; the random control regions are filled like the outside they stand in for. Letterbox padding
+#: is never occluded and keeps 0, as in training.
+FILL = {"lung": "mean", "body": "mean", "outside": "median", "control": "median"}
+DIM_COLUMNS = ["fold", "class", "dim", "mean_abs_shap",
+               *(f"{r}_share" for r in REGIONS), *(f"{r}_area" for r in REGIONS), *(f"{r}_density" for r in REGIONS),
+               "outside_change", "control_change", "outside_ratio", "random_outside_ratio",
+               "map_rho", "map_unreliable", "images", "mask_sources", "body_sources", "likely_shortcut"]
+MODEL_COLUMNS = ["fold", "class", "n", "accuracy", "lungs_blanked_accuracy", "outside_blanked_accuracy"]
 
 
-def regions(lung: np.ndarray, content: np.ndarray, border_fraction: float) -> dict[str, np.ndarray]:
-    width = max(1, int(round(border_fraction * content.shape[0])))
-    ring = content & ~ndimage.binary_erosion(content, iterations=width)
-    border = (~content | ring) & ~lung
-    outside = content & ~lung & ~border
-    return {"lung": lung, "border": border, "outside": outside}
+def regions(lung: np.ndarray, body: np.ndarray, content: np.ndarray) -> dict[str, np.ndarray]:
+    """The three disjoint regions of one frame (padding belongs to none: it is never occluded)."""
+    lung = lung & content
+    body = body & content & ~lung
+    return {"lung": lung, "body": body, "outside": content & ~lung & ~body}
 
 
-def shares(saliency: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, float]:
-    total = float(saliency.sum())
-    if total <= 0:
-        return {f"{name}_share": np.nan for name in parts}
-    return {f"{name}_share": float(saliency[mask].sum()) / total for name, mask in parts.items()}
+def region_areas(parts: dict[str, np.ndarray], content: np.ndarray) -> dict[str, float]:
+    """Each region's share of the image content."""
+    total = max(1, int(content.sum()))
+    return {name: float(mask.sum()) / total for name, mask in parts.items()}
+
+
+def densities(shares: dict[str, float], areas: dict[str, float]) -> dict[str, float]:
+    """Share of the evidence over share of the area: 1 everywhere for a dim equally sensitive everywhere."""
+    return {name: (shares[name] / areas[name] if areas[name] > 0 else np.nan) for name in shares}
+
+
+def random_regions(content: np.ndarray, area: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` random blobs inside ``content``, each of exactly ``area`` pixels (smoothed noise, top pixels)."""
+    if area <= 0 or not content.any():
+        return []
+    inside = np.flatnonzero(content.ravel())
+    area = min(area, len(inside))
+    sigma = max(1.0, content.shape[0] / 12)
+    out = []
+    for _ in range(count):
+        noise = ndimage.gaussian_filter(rng.standard_normal(content.shape), sigma).ravel()[inside]
+        chosen = inside[np.argpartition(-noise, area - 1)[:area]]
+        blob = np.zeros(content.size, bool)
+        blob[chosen] = True
+        out.append(blob.reshape(content.shape))
+    return out
+
+
+def filled(image: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    """``image`` with ``mask`` set to the mean or median of its pixels (:data:`FILL`)."""
+    version = image.copy()
+    if mask.any():
+        version[mask] = np.median(image[mask]) if how == "median" else image[mask].mean()
+    return version
 
 
 def unit_saliency(gap_model: Any, images: np.ndarray, unit: int) -> np.ndarray:
@@ -70,58 +121,143 @@ def unit_saliency(gap_model: Any, images: np.ndarray, unit: int) -> np.ndarray:
 
 @dataclass
 class AuditImages:
-    """The letterboxed images of the run with their lung and content masks, by image id."""
+    """The letterboxed images of the run with their lung, body and content masks, by image id.
+
+    Only images with a real lung mask and a body mask are in ``lung`` and ``body``; ``sources``
+    says where each image's lung and body masks came from (results are reported by mask source).
+    """
 
     images: Any  # (N, S, S) uint8, memory-mapped
     row: dict[str, int]
     lung: dict[str, np.ndarray]  # image_id -> bool mask, real lung masks only
     content: dict[str, np.ndarray]
+    body: dict[str, np.ndarray] = field(default_factory=dict)  # image_id -> bool mask, lungs included
+    sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # image_id -> (lung source, body source)
 
     def stack(self, ids: list[str]) -> np.ndarray:
         return np.stack([np.asarray(self.images[self.row[i]]) for i in ids]).astype(np.float32)
 
+    def audited(self, image_id: str) -> bool:
+        return image_id in self.lung and image_id in self.body
+
+    def parts(self, image_id: str) -> dict[str, np.ndarray]:
+        return regions(self.lung[image_id], self.body[image_id], self.content[image_id])
+
 
 def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditImages:
-    """``manifest``: included rows indexed by image_id, with mask_source."""
+    """``manifest``: included rows indexed by image_id, with mask_source (and body_source)."""
     from cxrbio.data.preprocess import letterbox_geometry
-    from cxrbio.masks import read_mask
+    from cxrbio.masks import NO_MASK, read_body_mask, read_mask
     from cxrbio.training import load_training_data
 
     data = load_training_data(run, config, cache="disk")
     row = {image_id: i for i, image_id in enumerate(data.manifest["image_id"])}
     size = config.data.image_size
-    lung, content = {}, {}
-    sources = manifest["mask_source"] if "mask_source" in manifest else pd.Series(dtype=object)
+    lung, content, body, sources = {}, {}, {}, {}
     for image_id, item in manifest.iterrows():
         content[image_id] = letterbox_geometry(int(item["height"]), int(item["width"]), size).content_mask()
-        if sources.get(image_id) in REAL_MASKS:
-            mask = read_mask(run, image_id)
-            if mask is not None:
-                lung[image_id] = mask & content[image_id]
-    return AuditImages(data.images, row, lung, content)
+        lung_source, body_source = item.get("mask_source"), item.get("body_source", NO_MASK)
+        if lung_source not in REAL_MASKS:
+            continue
+        mask = read_mask(run, image_id)
+        if mask is None:
+            continue
+        lung[image_id] = mask & content[image_id]
+        outline = read_body_mask(run, image_id) if body_source != NO_MASK else None
+        if outline is not None:
+            body[image_id] = (outline | lung[image_id]) & content[image_id]
+            sources[image_id] = (str(lung_source), str(body_source))
+    return AuditImages(data.images, row, lung, content, body, sources)
 
 
 @dataclass
 class FoldAudit:
-    dims: pd.DataFrame  # fold, class, dim, lung/outside/border share, lung_area_share, flag, images
-    model: pd.DataFrame  # fold, class, n, accuracy, blanked_accuracy
+    dims: pd.DataFrame  # DIM_COLUMNS
+    model: pd.DataFrame  # MODEL_COLUMNS
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # "fold-<k>/<dim>" -> mean saliency (S, S) float16
-
-
-def occluded(image: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The image with each region in turn replaced by its mean intensity."""
-    out = {}
-    for name, mask in parts.items():
-        version = image.copy()
-        if mask.any():
-            version[mask] = image[mask].mean()
-        out[name] = version
-    return out
 
 
 def activations(gap_model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
     parts = [np.asarray(gap_model(images[i : i + batch, ..., None], training=False)) for i in range(0, len(images), batch)]
     return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+@dataclass
+class Occlusion:
+    """Per image (rows) and dim (columns): the change of every GAP unit when each region is filled."""
+
+    change: dict[str, np.ndarray]  # region -> (M, D)
+    control: np.ndarray  # (M, D): mean change over the equal-area random regions
+    areas: dict[str, np.ndarray]  # region -> (M,)
+    row: dict[str, int]
+
+
+def occlude(gap_model: Any, ids: list[str], images: AuditImages, controls: int, seed: int) -> Occlusion:
+    """Fill each region, and ``controls`` equal-area random regions, in every image; one forward pass per version."""
+    originals = images.stack(ids) if ids else np.zeros((0,) + tuple(images.images.shape[1:]), np.float32)
+    versions = {name: np.empty_like(originals) for name in REGIONS}
+    areas = {name: np.zeros(len(ids)) for name in REGIONS}
+    random_versions = np.empty((controls,) + originals.shape, np.float32)
+    for k, image_id in enumerate(ids):
+        parts = images.parts(image_id)
+        for name, area in region_areas(parts, images.content[image_id]).items():
+            areas[name][k] = area
+        for name, mask in parts.items():
+            versions[name][k] = filled(originals[k], mask, FILL[name])
+        rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+        blobs = random_regions(images.content[image_id], int(parts["outside"].sum()), controls, rng)
+        for c in range(controls):
+            random_versions[c, k] = filled(originals[k], blobs[c], FILL["control"]) if blobs else originals[k]
+    base = activations(gap_model, originals)
+    change = {name: np.abs(base - activations(gap_model, versions[name])) for name in REGIONS}
+    control = (np.mean([np.abs(base - activations(gap_model, random_versions[c])) for c in range(controls)], axis=0)
+               if controls and len(ids) else np.zeros_like(base))
+    return Occlusion(change, control, areas, {image_id: k for k, image_id in enumerate(ids)})
+
+
+def dim_figures(occlusion: Occlusion, ids: list[str], j: int) -> dict[str, float]:
+    """One dim's occlusion figures over some images: shares, areas, densities and the random-region ratio."""
+    rows = [occlusion.row[i] for i in ids]
+    change = {name: occlusion.change[name][rows, j] for name in REGIONS}
+    total = sum(change.values()) + 1e-12
+    shares = {name: float(np.mean(change[name] / total)) for name in REGIONS}
+    areas = {name: float(np.mean(occlusion.areas[name][rows])) for name in REGIONS}
+    outside, control = float(np.mean(change["outside"])), float(np.mean(occlusion.control[rows, j]))
+    has_outside = areas["outside"] > 0
+    ratio = outside / control if has_outside and control > 1e-9 else np.nan
+    return {**{f"{n}_share": v for n, v in shares.items()}, **{f"{n}_area": v for n, v in areas.items()},
+            **{f"{n}_density": v for n, v in densities(shares, areas).items()},
+            "outside_change": outside, "control_change": control, "outside_ratio": ratio}
+
+
+def randomised_copy(model: Any, seed: int) -> Any:
+    """The model's architecture with every weight drawn afresh from its initialiser (Adebayo et al.'s cascade, at once).
+
+    Pass the model whose output is wanted (the GAP sub-model): layers without weights are shared
+    with the original, so the copy's own output is the only safe handle on their nodes.
+    """
+    import keras
+
+    def fresh(layer: Any) -> Any:
+        # Layers without weights have nothing to randomise and are reused as they are (a Lambda
+        # holding a closure cannot be rebuilt from its config).
+        rebuild = layer.weights or isinstance(layer, keras.layers.InputLayer)
+        return layer.__class__.from_config(layer.get_config()) if rebuild else layer
+
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(model, clone_function=fresh)
+
+
+def map_similarity(real: np.ndarray, random: np.ndarray, content: np.ndarray) -> float:
+    """Spearman correlation of two saliency maps over the image content (NaN for a constant map)."""
+    a, b = real[content].astype(np.float64), random[content].astype(np.float64)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return np.nan
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def _joined(values: list[str]) -> str:
+    return "|".join(sorted(set(values)))
 
 
 def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_test: np.ndarray, dim_names: list[str],
@@ -130,42 +266,42 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
     import keras
 
     gap_model = keras.Model(model.inputs[0], model.get_layer(GAP_LAYER).output)  # one tensor in, not a list
-    with_lungs = np.array([i in images.lung for i in test_ids])
-    pool = np.flatnonzero(with_lungs)
+    random_gap = None
+    audited_ok = np.array([images.audited(str(i)) for i in test_ids], bool)
+    pool = np.flatnonzero(audited_ok)
     column = {d: j for j, d in enumerate(dim_names)}
     audited = [(cls, item) for cls, part in candidates.groupby("class", sort=False)
                for item in part.head(settings.audit_dims).itertuples()]
     chosen = {item.dim: [str(i) for i in test_ids[pool[np.argsort(-test[pool, column[item.dim]])[: settings.audit_images]]]]
               for _, item in audited} if len(pool) else {}
-    needed = sorted({i for ids in chosen.values() for i in ids})
-    # One forward pass per region for every image any audited dim needs: all dims at once.
-    names = ("lung", "border", "outside")
-    originals = images.stack(needed) if needed else np.zeros((0,) + images.images.shape[1:], np.float32)
-    versions = {name: np.empty_like(originals) for name in names}
-    for k, image_id in enumerate(needed):
-        parts = regions(images.lung[image_id], images.content[image_id], settings.border_fraction)
-        for name, version in occluded(originals[k], parts).items():
-            versions[name][k] = version
-    base = activations(gap_model, originals)
-    change = {name: np.abs(base - activations(gap_model, versions[name])) for name in names}
-    row_of = {image_id: k for k, image_id in enumerate(needed)}
+    rng = np.random.default_rng([settings.seed, fold])
+    random_ids = [str(i) for i in test_ids[np.sort(rng.choice(pool, min(len(pool), settings.audit_images), replace=False))]] \
+        if len(pool) else []
+    needed = sorted({i for ids in chosen.values() for i in ids} | set(random_ids))
+    occlusion = occlude(gap_model, needed, images, settings.audit_controls, settings.seed)
     rows, maps, done = [], {}, {}
     for cls, item in audited:
         if item.dim not in chosen:
             continue
         if item.dim not in done:
-            j, rows_k = column[item.dim], [row_of[i] for i in chosen[item.dim]]
-            total = sum(change[name][rows_k, j] for name in names) + 1e-12
-            summary = {f"{name}_share": float(np.mean(change[name][rows_k, j] / total)) for name in names}
-            area = float(np.mean([images.lung[i].sum() / images.content[i].sum() for i in chosen[item.dim]]))
-            saliency = unit_saliency(gap_model, originals[rows_k], int(item.dim[1:])).mean(axis=0)
+            j, ids = column[item.dim], chosen[item.dim]
+            figures = dim_figures(occlusion, ids, j)
+            figures["random_outside_ratio"] = dim_figures(occlusion, random_ids, j)["outside_ratio"]
+            stack = images.stack(ids)
+            saliency = unit_saliency(gap_model, stack, int(item.dim[1:])).mean(axis=0)
+            if random_gap is None:
+                random_gap = randomised_copy(gap_model, settings.seed + fold)
+            twin = unit_saliency(random_gap, stack, int(item.dim[1:])).mean(axis=0)
+            rho = map_similarity(saliency, twin, np.logical_or.reduce([images.content[i] for i in ids]))
             maps[f"fold-{fold}/{item.dim}"] = (saliency / max(saliency.max(), 1e-12)).astype(np.float16)
-            done[item.dim] = {**summary, "lung_area_share": area, "images": "|".join(chosen[item.dim])}
+            done[item.dim] = {**figures, "map_rho": rho, "map_unreliable": bool(rho >= settings.sanity_max_rho),
+                              "images": "|".join(ids),
+                              "mask_sources": _joined([images.sources[i][0] for i in ids]),
+                              "body_sources": _joined([images.sources[i][1] for i in ids])}
         rows.append({"fold": fold, "class": cls, "dim": item.dim, "mean_abs_shap": item.mean_abs_shap, **done[item.dim]})
     dims = pd.DataFrame(rows, columns=DIM_COLUMNS[:-1])
-    dims["likely_shortcut"] = ((dims["border_share"] >= settings.shortcut_border_share)
-                               | (dims["lung_share"] < settings.shortcut_lung_share)).astype(bool)
-    blanked = region_blanked(model, test_ids[with_lungs], y_test[with_lungs], images, classes, fold, settings.border_fraction)
+    dims["likely_shortcut"] = (dims["outside_ratio"] >= settings.shortcut_margin).astype(bool)
+    blanked = region_blanked(model, test_ids[audited_ok], y_test[audited_ok], images, classes, fold)
     return FoldAudit(dims, blanked, maps)
 
 
@@ -177,41 +313,54 @@ def predicted_classes(model: Any, images: np.ndarray, batch: int = 64) -> np.nda
 
 
 def region_blanked(model: Any, ids: np.ndarray, y: np.ndarray, images: AuditImages, classes: list[str],
-                   fold: int, border_fraction: float) -> pd.DataFrame:
-    """Per class: accuracy on the fold's out-of-fold images as they are, lungs blanked, border blanked."""
-    columns = ["fold", "class", "n", "accuracy", "blanked_accuracy", "border_blanked_accuracy"]
+                   fold: int) -> pd.DataFrame:
+    """Per class: accuracy on the fold's audited out-of-fold images as they are, lungs filled, outside filled."""
     if not len(ids):
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=MODEL_COLUMNS)
     keys = [str(i) for i in ids]
     original = images.stack(keys)
-    lungs_out, border_out = np.empty_like(original), np.empty_like(original)
+    lungs_out, outside_out = np.empty_like(original), np.empty_like(original)
     for k, image_id in enumerate(keys):
-        versions = occluded(original[k], regions(images.lung[image_id], images.content[image_id], border_fraction))
-        lungs_out[k], border_out[k] = versions["lung"], versions["border"]
+        parts = images.parts(image_id)
+        lungs_out[k] = filled(original[k], parts["lung"], FILL["lung"])
+        outside_out[k] = filled(original[k], parts["outside"], FILL["outside"])
     before = predicted_classes(model, original)
-    lungs_after, border_after = predicted_classes(model, lungs_out), predicted_classes(model, border_out)
+    lungs_after, outside_after = predicted_classes(model, lungs_out), predicted_classes(model, outside_out)
     rows = []
     for c, name in enumerate(classes):
         members = y == c
         if members.any():
             rows.append({"fold": fold, "class": name, "n": int(members.sum()),
                          "accuracy": float((before[members] == c).mean()),
-                         "blanked_accuracy": float((lungs_after[members] == c).mean()),
-                         "border_blanked_accuracy": float((border_after[members] == c).mean())})
-    return pd.DataFrame(rows, columns=columns)
+                         "lungs_blanked_accuracy": float((lungs_after[members] == c).mean()),
+                         "outside_blanked_accuracy": float((outside_after[members] == c).mean())})
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
 
 def shortcut_scores(dims: pd.DataFrame) -> pd.DataFrame:
-    """Per (fold, class) and per fold: SHAP-weighted mean non-lung saliency share of the audited dims."""
+    """Per (fold, class) and per fold: the share of the audited SHAP mass on dims flagged likely shortcut."""
+    columns = ["fold", "class", "shortcut_score", "flagged_dims", "audited_dims"]
     if dims.empty:
-        return pd.DataFrame(columns=["fold", "class", "shortcut_score", "flagged_dims", "audited_dims"])
-    frame = dims.assign(non_lung=1 - dims["lung_share"])
+        return pd.DataFrame(columns=columns)
 
     def score(part: pd.DataFrame) -> pd.Series:
         weights = part["mean_abs_shap"].clip(lower=1e-12)
-        return pd.Series({"shortcut_score": float(np.average(part["non_lung"], weights=weights)),
+        return pd.Series({"shortcut_score": float(np.average(part["likely_shortcut"].astype(float), weights=weights)),
                           "flagged_dims": int(part["likely_shortcut"].sum()), "audited_dims": len(part)})
 
-    per_class = frame.groupby(["fold", "class"]).apply(score, include_groups=False).reset_index()
-    per_fold = frame.groupby("fold").apply(score, include_groups=False).reset_index().assign(**{"class": "(model)"})
-    return pd.concat([per_class, per_fold], ignore_index=True)
+    per_class = dims.groupby(["fold", "class"]).apply(score, include_groups=False).reset_index()
+    per_fold = dims.groupby("fold").apply(score, include_groups=False).reset_index().assign(**{"class": "(model)"})
+    return pd.concat([per_class, per_fold], ignore_index=True)[columns]
+
+
+def flagged_by_source(dims: pd.DataFrame) -> pd.DataFrame:
+    """Audited and flagged dims, and unreliable maps, per lung-mask and body-mask source of their images."""
+    columns = ["mask_sources", "body_sources", "audited", "flagged", "flagged_share", "unreliable_maps"]
+    if dims.empty:
+        return pd.DataFrame(columns=columns)
+    unique = dims.drop_duplicates(["fold", "dim"])
+    table = (unique.groupby(["mask_sources", "body_sources"])
+             .agg(audited=("dim", "size"), flagged=("likely_shortcut", "sum"), unreliable_maps=("map_unreliable", "sum"))
+             .reset_index())
+    table["flagged_share"] = table["flagged"] / table["audited"]
+    return table[columns]

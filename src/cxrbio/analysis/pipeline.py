@@ -207,6 +207,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     ranking = rank_candidates(candidates, frames, recurrence, settings)
     if "audit_dims" in frames:
         frames["shortcut_scores"] = audit_module.shortcut_scores(frames["audit_dims"])
+        frames["audit_sources"] = audit_module.flagged_by_source(frames["audit_dims"])
     frames.update(stability=stable, recurrence=recurrence, candidates=ranking)
     for name, frame in frames.items():
         atomic_write_parquet(out / f"{name}.parquet", frame)
@@ -239,7 +240,8 @@ def rank_candidates(candidates: pd.DataFrame, frames: dict[str, pd.DataFrame], r
     ranking = ranking.merge(recur, on=["class", "top_descriptor"], how="left")
     ranking.loc[ranking["top_descriptor"] == "", "descriptor_recurrence"] = np.nan
     if "audit_dims" in frames:
-        audit = frames["audit_dims"][["fold", "class", "dim", "lung_share", "outside_share", "border_share", "likely_shortcut"]]
+        audit = frames["audit_dims"][["fold", "class", "dim", "lung_density", "body_density", "outside_density",
+                                      "outside_ratio", "map_unreliable", "likely_shortcut"]]
         ranking = ranking.merge(audit, on=["fold", "class", "dim"], how="left")
     ranking = ranking.sort_values(["class", "shap_share"], ascending=[True, False])
     ranking["rank"] = ranking.groupby("class").cumcount() + 1

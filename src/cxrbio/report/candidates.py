@@ -22,7 +22,7 @@ def _flag(row: pd.Series) -> str:
     value = row.get("likely_shortcut")
     if pd.isna(value):
         return "not audited"
-    return "likely shortcut" if bool(value) else "lung"
+    return "likely shortcut" if bool(value) else "in body"
 
 
 def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
@@ -38,8 +38,8 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
             "q": p_value(row.get("q")), "q_key": sort_key(row.get("q")),
             "descriptors": str(row.get("descriptors") or "–"),
             "recurrence": number(row.get("descriptor_recurrence"), 2), "recurrence_key": sort_key(row.get("descriptor_recurrence")),
-            "lung_share": number(row.get("lung_share"), 2), "lung_key": sort_key(row.get("lung_share")),
-            "border_share": number(row.get("border_share"), 2), "border_key": sort_key(row.get("border_share")),
+            "lung_density": number(row.get("lung_density"), 2), "lung_key": sort_key(row.get("lung_density")),
+            "outside_ratio": number(row.get("outside_ratio"), 2), "outside_key": sort_key(row.get("outside_ratio")),
             "flag": _flag(row),
         })
     return rows
@@ -94,7 +94,8 @@ def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], di
         mask = images.mask(ids[0])
         tiles.append({
             "src": png_data_uri(overlay(image, saliency, mask, px)), "fold": int(row["fold"]), "dim": str(row["dim"]),
-            "lung_share": number(row.get("lung_share"), 2), "border_share": number(row.get("border_share"), 2),
+            "lung_density": number(row.get("lung_density"), 2), "outside_ratio": number(row.get("outside_ratio"), 2),
+            "unreliable": bool(match.iloc[0].get("map_unreliable", False)), "map_rho": number(match.iloc[0].get("map_rho"), 2),
             "flag": _flag(row), "images": len(ids), "has_mask": mask is not None and bool(mask.any()),
             "shap_share": number(100 * float(row["shap_share"]), 2), "px": px,
         })
@@ -138,8 +139,8 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
             panel["recurring"] = [{"feature": str(r["feature"]), "recurrence": number(r["recurrence"], 2)} for _, r in top.iterrows()]
         if not audit_model.empty:
             panel["audit"] = {"accuracy": number(audit_model["accuracy"].mean(), 2),
-                              "blanked": number(audit_model["blanked_accuracy"].mean(), 2),
-                              "border_blanked": number(audit_model["border_blanked_accuracy"].mean(), 2)}
+                              "lungs_blanked": number(audit_model["lungs_blanked_accuracy"].mean(), 2),
+                              "outside_blanked": number(audit_model["outside_blanked_accuracy"].mean(), 2)}
         panels.append(panel)
     return panels
 
@@ -158,4 +159,4 @@ def candidates_section(contents: RunContents) -> dict[str, Any]:
             maps = stack.enter_context(np.load(result.saliency_file)) if result.saliency_file else {}
             strategies.append({"name": result.name, "panels": disease_panels(contents, result, images, maps)})
     return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
-            "gallery_dims": contents.config.report.gallery_dims}
+            "gallery_dims": contents.config.report.gallery_dims, "margin": contents.config.analysis.shortcut_margin}

@@ -107,6 +107,58 @@ def verdicts(contents: RunContents, probes: list[dict[str, Any]]) -> list[str]:
     return sentences
 
 
+def source_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per strategy and source: how its out-of-fold images fared (held-out sources under leave-one-source-out)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    rows = []
+    for result in contents.trained():
+        frame = result.predictions
+        if frame is None or "source" not in frame or frame["source"].nunique() < 2:
+            continue
+        for source, part in frame.groupby("source", sort=True):
+            present = sorted(part["label"].unique(), key=contents.classes.index)
+            hits = part["predicted"] == part["true"]
+            per_class = ", ".join(f"{name} {pct(float(hits[part['label'] == name].mean()))}%" for name in present)
+            rows.append({"strategy": result.name, "source": str(source), "images": len(part),
+                         "patients": int(part["patient_id"].nunique()),
+                         "accuracy": pct(float((part["true"] == part["predicted"]).mean())),
+                         "balanced_accuracy": pct(float(balanced_accuracy_score(part["true"], part["predicted"]))),
+                         "per_class": per_class})
+    return rows
+
+
+def audit_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per strategy and mask source: audited dims, flagged as likely shortcut, unreliable saliency maps."""
+    rows = []
+    for result in contents.analysed():
+        table = (result.analysis or {}).get("audit_sources")
+        if table is None:
+            continue
+        for _, row in table.iterrows():
+            rows.append({"strategy": result.name, "lung_masks": row["mask_sources"], "body_masks": row["body_sources"],
+                         "audited": int(row["audited"]), "flagged": int(row["flagged"]),
+                         "share": pct(float(row["flagged_share"])), "unreliable": int(row["unreliable_maps"])})
+    return rows
+
+
+def blanked_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per strategy and class: accuracy as is, with the lungs filled, with the outside of the body filled (mean over folds)."""
+    rows = []
+    for result in contents.analysed():
+        frame = (result.analysis or {}).get("audit_model")
+        if frame is None or frame.empty:
+            continue
+        means = frame.groupby("class")[["accuracy", "lungs_blanked_accuracy", "outside_blanked_accuracy"]].mean()
+        for name in [c for c in contents.classes if c in means.index]:
+            row = means.loc[name]
+            rows.append({"strategy": result.name, "class": name, "accuracy": pct(float(row["accuracy"])),
+                         "lungs": pct(float(row["lungs_blanked_accuracy"])),
+                         "outside": pct(float(row["outside_blanked_accuracy"])),
+                         "outside_drop": bool(row["accuracy"] - row["outside_blanked_accuracy"] >= 0.2)})
+    return rows
+
+
 def confounding_section(contents: RunContents) -> dict[str, Any]:
     from cxrbio.confounding.acquisition import DESCRIPTIONS, AcquisitionBaseline, describe
 
@@ -123,6 +175,12 @@ def confounding_section(contents: RunContents) -> dict[str, Any]:
         "covariates": covariates.get("rows", []),
         "covariate_notes": covariates.get("notes", []),
         "verdicts": verdicts(contents, probes),
+        "scheme": contents.config.folds.scheme,
+        "sources": source_rows(contents),
+        "audit": audit_rows(contents),
+        "blanked": blanked_rows(contents),
+        "margin": contents.config.analysis.shortcut_margin,
+        "sanity_max_rho": contents.config.analysis.sanity_max_rho,
         "missing": None if found else "re-scan the data ('cxrbio data scan DATA --out RUN --force') for the acquisition "
                                       "baseline and the covariate audit",
     }

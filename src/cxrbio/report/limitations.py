@@ -18,7 +18,7 @@ from cxrbio.report.contents import RunContents
 SMALL_CLASS_IMAGES = 50
 NEAR_DUPLICATE_SHARE = 0.05
 FALLBACK_MASK_SHARE = 0.10
-BORDER_DROP = 0.2
+OUTSIDE_DROP = 0.2
 
 
 def _known_sources(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -136,16 +136,18 @@ def _shortcuts(contents: RunContents) -> list[str]:
                 per_class = candidates[flagged].groupby("class").size().sort_values(ascending=False)
                 listed = ", ".join(f"{k} {v}" for k, v in per_class.items())
                 notes.append(f"{result.name}: {int(flagged.sum())} of {int(audited.sum())} audited candidate dims are "
-                             f"flagged as likely shortcuts ({listed}). A flag is a prompt to look at the gallery: "
-                             "peripheral findings also put evidence near the border.")
+                             f"flagged as likely shortcuts ({listed}): occluding the outside of the body moves them "
+                             "more than equal-area random regions do. Look at the gallery; a body mask that missed "
+                             "part of the patient also puts body evidence outside.")
         audit = result.analysis.get("audit_model")
         if audit is not None and not audit.empty:
-            means = audit.groupby("class")[["accuracy", "border_blanked_accuracy"]].mean()
-            drops = means["accuracy"] - means["border_blanked_accuracy"]
-            for name, drop in drops[drops >= BORDER_DROP].items():
-                notes.append(f"{result.name}: blanking the image border drops {name} accuracy by {drop:.2f} "
-                             f"({means.loc[name, 'accuracy']:.2f} → {means.loc[name, 'border_blanked_accuracy']:.2f}): "
-                             "the model reads something outside the lungs (markers, text, collimation) for this class.")
+            means = audit.groupby("class")[["accuracy", "outside_blanked_accuracy"]].mean()
+            drops = means["accuracy"] - means["outside_blanked_accuracy"]
+            for name, drop in drops[drops >= OUTSIDE_DROP].items():
+                notes.append(f"{result.name}: filling the outside of the body with air drops {name} accuracy by "
+                             f"{drop:.2f} ({means.loc[name, 'accuracy']:.2f} → "
+                             f"{means.loc[name, 'outside_blanked_accuracy']:.2f}): the model reads something outside "
+                             "the patient (markers, text, collimation) for this class.")
     return notes
 
 

@@ -80,6 +80,14 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
             if "mask_source" in inputs.manifest:
                 with timed(summary.timings, "audit"):
                     audit_images = load_audit_images(run, effective, inputs.manifest)
+                with_lungs = len(audit_images.lung)
+                without_body = with_lungs - len(audit_images.body)
+                if not with_lungs:
+                    summary.notes.append("no image has a real lung mask (all fell back to the whole image): "
+                                         "shortcut audit skipped.")
+                elif without_body:
+                    summary.notes.append(f"{without_body} of {with_lungs} images with a lung mask have no body mask "
+                                         "(masks/masks.parquet: body_note): left out of the shortcut audit.")
             else:
                 summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
         summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, message, audit_images)
