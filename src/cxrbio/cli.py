@@ -454,6 +454,88 @@ def print_analysis_summary(summary: Any, run_dir: Path, top: int | None) -> None
     console.print(f"Analysis done in {summary.seconds:.1f} s ({parts_time}) -> {RunDir(run_dir).path('analysis_summary').parent}")
 
 
+@app.command("lungs-removed")
+@user_errors
+def lungs_removed_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory with the strategy trained.")],
+    strategies: Annotated[str | None, typer.Option(
+        "--strategies", help="Comma-separated strategies to retrain (default: scratch).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain folds that are up to date.")] = False,
+) -> None:
+    """Retrain with the centre of every image blacked out (opt-in, as long as training): is there signal outside the lungs?"""
+    from cxrbio.stages import lungs_removed
+
+    with ShowProgress() as show:
+        result = lungs_removed.run(run_dir, strategies=_csv_list(strategies), force=force, progress=show)
+    for name, found in result.results.items():
+        print_lungs_removed(name, found)
+    console.print(f"Done in {result.seconds:.0f} s -> {RunDir(run_dir).path('lungs_removed', strategy='*').parent}")
+
+
+def print_lungs_removed(name: str, found: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Lungs removed, {name}: central {found['box_fraction']:.0%} box blacked out, "
+                        f"{found['folds']} folds, {found['images']} images", title_justify="left")
+    for column in ("class", "images", "AUROC normal", "AUROC lungs removed [CI]", "sensitivity normal → removed", ""):
+        table.add_column(column)
+
+    def ci(values: list[float]) -> str:
+        return f"[{values[0]:.2f}, {values[1]:.2f}]"
+
+    for row in found["per_class"]:
+        table.add_row(row["class"], str(row["images"]), f"{row['normal_auroc']:.2f}",
+                      f"{row['removed_auroc']:.2f} {ci(row['removed_auroc_ci'])}",
+                      f"{row['normal_sensitivity']:.2f} → {row['removed_sensitivity']:.2f}",
+                      "recognised without the centre" if row["recognised_without_lungs"] else "")
+    console.print(table)
+    removed, normal = found["removed"], found["normal"]
+    console.print(f"balanced accuracy {normal['balanced_accuracy']:.3f} → {removed['balanced_accuracy']:.3f} "
+                  f"{ci(removed['balanced_accuracy_ci'])} (chance {found['chance_balanced_accuracy']:.3f}); a class "
+                  "whose AUROC CI lies above 0.5 is recognised from outside the box (docs/confounding.md).")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory with trained strategies.")],
+    data: Annotated[Path, typer.Option("--data", help="External data set: a folder or CSV, as for 'cxrbio data scan'.")],
+    name: Annotated[str | None, typer.Option("--name", help="Name of the set under RUN/external/ (default: its folder's).")] = None,
+    strategies: Annotated[str | None, typer.Option(
+        "--strategies", help="Comma-separated (default: every strategy trained on all folds).")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="Layout of the external data (default: detected).")] = None,
+    drop_unknown: Annotated[bool, typer.Option(
+        "--drop-unknown", help="Leave out external images whose labels the run never saw (said), instead of failing.")] = False,
+) -> None:
+    """Apply a run's fold models (each, and their ensemble) to an external data set; metrics and the drop from internal."""
+    from cxrbio.stages import evaluate
+
+    with ShowProgress() as show:
+        result = evaluate.run(run_dir, data=data, name=name, strategies=_csv_list(strategies), layout=layout,
+                              drop_unknown=drop_unknown, progress=show)
+    print_external(result)
+
+
+def print_external(result: Any) -> None:
+    from rich.table import Table
+
+    from cxrbio.external import COMPARED
+
+    table = Table(title=f"External set '{result.name}' ({result.images} images): internal out-of-fold → external "
+                        "ensemble", title_justify="left")
+    for column in ("strategy", "figure", "internal", "external", "drop [95% CI]"):
+        table.add_column(column)
+    for strategy, found in result.results.items():
+        for key, label in COMPARED.items():
+            d = found["drop"][key]
+            table.add_row(strategy, label, f"{d['internal']:.3f}", f"{d['external']:.3f}",
+                          f"{d['drop']:+.3f} [{d['drop_ci'][0]:+.3f}, {d['drop_ci'][1]:+.3f}]")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note[/] {escape(note)}", soft_wrap=True)
+    console.print(f"Done in {result.seconds:.0f} s -> RUN/external/{result.name}/ (docs/confounding.md)")
+
+
 @app.command("report")
 @user_errors
 def report_command(

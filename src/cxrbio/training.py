@@ -24,6 +24,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,9 @@ class TrainingData:
     images: Any  # np.ndarray, np.memmap, or a tf.Tensor table
     classes: list[str]
     folds: list[TestFold]
+    #: What was done to the images after letterboxing ('' for nothing; e.g. the lungs-removed box):
+    #: part of every cache key made from them, so a variant never reads another's frozen features.
+    variant: str = ""
 
 
 def load_training_data(run: RunDir, config: Config, cache: str | None = None, workers: int | None = None,
@@ -205,7 +209,8 @@ def frozen_features(run: RunDir, config: Config, data: TrainingData, frozen: Any
 
     tag = split_layer(strategy) or "gap"
     key = hashlib.sha256(
-        f"{cache_key(data.manifest, config.data.image_size)}|{config.model.alpha}|{config.model.weights}|{tag}".encode())
+        f"{cache_key(data.manifest, config.data.image_size)}|{config.model.alpha}|{config.model.weights}|{tag}"
+        f"{'|' + data.variant if data.variant else ''}".encode())
     path = run.cache / f"frozen-{tag}-{key.hexdigest()[:16]}.npy"
     if path.is_file():
         return np.load(path)
@@ -220,11 +225,14 @@ class FoldTrainer:
     """Trains, checkpoints, resumes and evaluates one (strategy, fold)."""
 
     def __init__(self, run: RunDir, config: Config, data: TrainingData, strategy: str, fold: TestFold,
-                 on_epoch: EpochCallback | None = None, stop_after_epochs: int | None = None) -> None:
+                 on_epoch: EpochCallback | None = None, stop_after_epochs: int | None = None,
+                 artifact: str = "train_fold", stage: str = STAGE) -> None:
+        """``artifact``/``stage``: where the fold goes; another one (the lungs-removed retraining) trains
+        the same way, with the same folds, seeds and schedule, on its own images (``data``)."""
         self.run, self.config, self.data, self.strategy, self.fold = run, config, data, strategy, fold
         self.unit = {"strategy": strategy, "fold": fold.fold}
-        self.out = run.output(STAGE, "train_fold", **self.unit)
-        self.expected = freshness.expected(run, "train_fold", config.model_dump(mode="json"), self.unit)
+        self.out = run.output(stage, artifact, **self.unit)
+        self.expected = freshness.expected(run, artifact, config.model_dump(mode="json"), self.unit)
         self.on_epoch = on_epoch
         self.stop_after_epochs = stop_after_epochs  # for tests: simulate a kill after N epochs
 
@@ -372,7 +380,7 @@ class FoldTrainer:
             model.load_weights(self.out / state["best_weights"])
         predictions = self.predict(model)
         atomic_write_parquet(self.out / "predictions.parquet", predictions)
-        validation_predictions(self.run, self.config, self.data, self.strategy, self.fold, model=model)
+        validation_predictions(self.run, self.config, self.data, self.strategy, self.fold, model=model, folder=self.out)
         atomic_write_text(self.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
         atomic_write(self.out / "model.keras", model.save)
         summary = {k: state[k] for k in ("best_epoch", "best_val_loss", "fit_images", "val_images")}
@@ -416,19 +424,20 @@ VALIDATION_PREDICTIONS = "validation.parquet"
 
 
 def validation_predictions(run: RunDir, config: Config, data: TrainingData, strategy: str, fold: TestFold,
-                           model: Any = None) -> pd.DataFrame:
+                           model: Any = None, folder: Path | None = None) -> pd.DataFrame:
     """The fold model's predictions on the inner validation split it early-stopped on (never its test fold).
 
     Written beside the model at the end of training; a fold trained before cxrbio wrote them
     gets them here, once, from its model.keras.
     """
-    path = fold_dir(run, strategy, fold.fold) / VALIDATION_PREDICTIONS
+    folder = folder or fold_dir(run, strategy, fold.fold)
+    path = folder / VALIDATION_PREDICTIONS
     if path.is_file():
         return pd.read_parquet(path)
     if model is None:
         import keras
 
-        model = keras.models.load_model(fold_dir(run, strategy, fold.fold) / "model.keras", compile=False)
+        model = keras.models.load_model(folder / "model.keras", compile=False)
     _fit, validation, _test = split_fold(data, fold, config)
     frame = predict_rows(model, data, validation, fold.fold, config)
     atomic_write_parquet(path, frame)

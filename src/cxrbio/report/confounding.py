@@ -159,6 +159,56 @@ def blanked_rows(contents: RunContents) -> list[dict[str, Any]]:
     return rows
 
 
+def lungs_removed_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per retrained strategy and class: AUROC and sensitivity with the image centre blacked out, beside the normal model's."""
+    rows = []
+    for name, found in contents.lungs_removed.items():
+        for row in found.get("per_class", []):
+            low, high = row["removed_auroc_ci"]
+            rows.append({"strategy": name, "class": row["class"], "images": row["images"],
+                         "normal_auroc": number(row["normal_auroc"], 2), "removed_auroc": number(row["removed_auroc"], 2),
+                         "ci": f"[{number(low, 2)}, {number(high, 2)}]",
+                         "sensitivity": f"{pct(row['normal_sensitivity'])} → {pct(row['removed_sensitivity'])}",
+                         "recognised": bool(row["recognised_without_lungs"])})
+    return rows
+
+
+def lungs_removed_summaries(contents: RunContents) -> list[dict[str, Any]]:
+    out = []
+    for name, found in contents.lungs_removed.items():
+        normal, removed = found["normal"], found["removed"]
+        low, high = removed["balanced_accuracy_ci"]
+        out.append({"strategy": name, "box": pct(found["box_fraction"]), "folds": found["folds"],
+                    "normal": pct(normal["balanced_accuracy"]), "removed": pct(removed["balanced_accuracy"]),
+                    "ci": f"[{pct(low)}, {pct(high)}]", "chance": pct(found["chance_balanced_accuracy"]),
+                    "recognised": [r["class"] for r in found["per_class"] if r["recognised_without_lungs"]]})
+    return out
+
+
+def external_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """Per external set and strategy: internal → external for each compared figure, the drop with its CI, ECE."""
+    from cxrbio.external import COMPARED
+
+    rows = []
+    for name, by_strategy in contents.external.items():
+        for strategy, found in by_strategy.items():
+            figures = []
+            for key, label in COMPARED.items():
+                d = found["drop"][key]
+                low, high = d["drop_ci"]
+                figures.append({"label": label, "internal": number(d["internal"], 3), "external": number(d["external"], 3),
+                                "drop": f"{d['drop']:+.3f}", "ci": f"[{low:+.3f}, {high:+.3f}]",
+                                "significant": bool(low > 0 or high < 0)})
+            calibration = found["metrics"].get("calibration", {}).get("uncalibrated", {})
+            rows.append({"set": name, "strategy": strategy, "images": found["images"], "patients": found["patients"],
+                         "sources": ", ".join(found.get("sources", [])), "figures": figures,
+                         "ece": number(calibration.get("ece"), 3),
+                         "fold_models": number(found["metrics"]["fold_models_summary"]["fold_mean"].get("accuracy"), 3),
+                         "fold_sd": number(found["metrics"]["fold_models_summary"]["fold_sd"].get("accuracy"), 3),
+                         "notes": found.get("notes", [])})
+    return rows
+
+
 def confounding_section(contents: RunContents) -> dict[str, Any]:
     from cxrbio.confounding.acquisition import DESCRIPTIONS, AcquisitionBaseline, describe
 
@@ -176,6 +226,10 @@ def confounding_section(contents: RunContents) -> dict[str, Any]:
         "covariate_notes": covariates.get("notes", []),
         "verdicts": verdicts(contents, probes),
         "scheme": contents.config.folds.scheme,
+        "lungs_removed": lungs_removed_rows(contents),
+        "run": str(contents.run.root),
+        "external": external_rows(contents),
+        "lungs_removed_summaries": lungs_removed_summaries(contents),
         "sources": source_rows(contents),
         "audit": audit_rows(contents),
         "blanked": blanked_rows(contents),

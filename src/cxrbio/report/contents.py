@@ -65,6 +65,8 @@ class RunContents:
     analysis_summary: dict[str, Any] | None
     acquisition: dict[str, Any] | None = None  # confounding/acquisition.json (cxrbio data scan)
     covariates: dict[str, Any] | None = None  # confounding/covariates.json (cxrbio data scan)
+    lungs_removed: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy -> cxrbio lungs-removed's result
+    external: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # set -> strategy -> cxrbio evaluate's
     units: list[UnitState] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
 
@@ -81,6 +83,12 @@ class RunContents:
 
     def analysed(self) -> list[StrategyResults]:
         return [s for s in self.strategies.values() if s.analysed]
+
+
+def _external(run: RunDir) -> dict[str, dict[str, dict[str, Any]]]:
+    from cxrbio.stages.evaluate import read_results
+
+    return read_results(run)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -220,5 +228,8 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
         radiomics_analysis=radiomics_analysis, baseline=baseline,
         analysis_summary=_read_json(run.path("analysis_summary")),
         acquisition=_read_json(run.path("acquisition")), covariates=_read_json(run.path("covariates")),
+        external=_external(run),
+        lungs_removed={name: found for name in strategies
+                       if (found := _read_json(run.path("lungs_removed", strategy=name))) is not None},
         units=unit_states(run, own), missing=missing,
     )

@@ -9,6 +9,8 @@
     stages.masks.run("runs/mine")
     stages.radiomics.run("runs/mine")
     stages.analyze.run("runs/mine")
+    stages.lungs_removed.run("runs/mine")     # opt-in: retraining without the image centre
+    stages.evaluate.run("runs/mine", data="another-hospital")  # opt-in: external evaluation
     stages.report.run("runs/mine")
 
 Each ``run(run_dir, *, ...)`` opens the run directory, checks that the stages it needs have run
@@ -18,6 +20,6 @@ result. ``progress`` takes :class:`cxrbio.progress.ProgressEvent`s. The ``cxrbio
 thin shell over these functions.
 """
 
-from cxrbio.stages import analyze, demo, embed, masks, radiomics, report, scan, train
+from cxrbio.stages import analyze, demo, embed, evaluate, lungs_removed, masks, radiomics, report, scan, train
 
-__all__ = ["analyze", "demo", "embed", "masks", "radiomics", "report", "scan", "train"]
+__all__ = ["analyze", "demo", "embed", "evaluate", "lungs_removed", "masks", "radiomics", "report", "scan", "train"]

@@ -1,0 +1,111 @@
+"""Stage ``lungs_removed`` (opt-in): retrain strategies with the image centre blacked out (docs/confounding.md).
+
+For each chosen strategy (default: ``scratch``, which needs no weights) and each of the run's
+folds, a model is trained exactly as ``cxrbio train`` trains it -- same folds, inner validation
+split, seeds, schedule and augmentation -- on images whose central box
+(``confounding.lungs_removed_box``) is 0. Fold models go to
+``lungs-removed/<strategy>/fold-<k>/`` (resumable, stamped like ``train/``); the
+comparison with the normal model, per class, to ``lungs-removed/<strategy>.json``
+(:func:`cxrbio.confounding.lungs_removed.compare`). The strategy itself must be trained first:
+the comparison is on the same out-of-fold images.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxrbio import freshness
+from cxrbio.atomic import atomic_write_text
+from cxrbio.confounding.lungs_removed import compare, removed_images, variant_name
+from cxrbio.errors import CxrbioError
+from cxrbio.progress import Progress, ProgressEvent, say, silent
+from cxrbio.rundir import open_run, supersede
+
+STAGE = "lungs_removed"
+FOLD_ARTIFACT = "lungs_removed_fold"
+DEFAULT_STRATEGIES = ("scratch",)
+
+
+@dataclass
+class LungsRemovedResult:
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy -> compare()'s dict
+    trained: list[tuple[str, int]] = field(default_factory=list)
+    up_to_date: list[tuple[str, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def read_result(run: Any, strategy: str) -> dict[str, Any] | None:
+    path = run.path("lungs_removed", strategy=strategy)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool = False,
+        progress: Progress | None = None) -> LungsRemovedResult:
+    """Train the lungs-removed folds of each strategy (resuming), then compare them with the normal models."""
+    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.stages.train import resolve_strategies, strategy_complete
+    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data, read_predictions
+
+    started = time.perf_counter()
+    report = progress or silent
+    initialise_tensorflow()
+    run_, config = open_run(run_dir)
+    names = resolve_strategies(config, strategies or list(DEFAULT_STRATEGIES))
+    configure_tensorflow(config)
+    data = load_training_data(run_, config, progress=lambda d, t: report(ProgressEvent("decode + letterbox", d, t)))
+    for name in names:
+        if not strategy_complete(run_, config, name, data):
+            raise CxrbioError(f"{name} is not trained on every fold of {run_.root}: the lungs-removed models are "
+                              "compared with it on the same images.",
+                              fix=f"run 'cxrbio train --out {run_.root} --strategies {name}' first.")
+    fraction = config.confounding.lungs_removed_box
+    data.images = removed_images(data.images, data.manifest, config.data.image_size, fraction)
+    data.variant = variant_name(fraction)
+    say(progress, f"central box of {fraction:.0%} of each image's width and height set to 0 in all "
+                  f"{len(data.manifest)} images")
+    result = LungsRemovedResult()
+    tree = config.model_dump(mode="json")
+
+    def on_epoch(strategy: str, fold: int, epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        report(ProgressEvent("epochs", epoch + 1, epochs, message=(
+            f"lungs removed, {strategy} fold {fold} epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} "
+            f"val_acc {logs.get('val_accuracy', 0):.3f}")))
+
+    for name in names:
+        for fold in data.folds:
+            unit = {"strategy": name, "fold": fold.fold}
+            state = freshness.status(run_, freshness.expected(run_, FOLD_ARTIFACT, tree, unit))
+            if state.fresh and not force:
+                result.up_to_date.append((name, fold.fold))
+                continue
+            if state.state == "stale" or (force and state.fresh):
+                aside = supersede(run_, [freshness.unit_label(FOLD_ARTIFACT, unit)],
+                                  reason="forced" if force else f"stale: {state.reason}")
+                say(progress, f"lungs removed, {name} fold {fold.fold}: earlier model moved to {aside}")
+            status = FoldTrainer(run_, config, data, name, fold, on_epoch=on_epoch, artifact=FOLD_ARTIFACT,
+                                 stage=STAGE).train()
+            result.trained.append((name, fold.fold))
+            say(progress, f"lungs removed, {name} fold {fold.fold}: {status}")
+        normal = read_predictions(run_, name)
+        removed = _removed_predictions(run_, name, [f.fold for f in data.folds])
+        evaluation = config.evaluation
+        found = compare(normal, removed, data.classes, resamples=evaluation.bootstrap, seed=evaluation.seed,
+                        level=evaluation.level)
+        found.update(strategy=name, box_fraction=fraction, folds=len(data.folds))
+        want = freshness.expected(run_, "lungs_removed", tree, {"strategy": name})
+        atomic_write_text(run_.output(STAGE, "lungs_removed", strategy=name), json.dumps(found, indent=1))
+        freshness.write_stamp(run_, want)
+        result.results[name] = found
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _removed_predictions(run: Any, strategy: str, folds: list[int]) -> Any:
+    import pandas as pd
+
+    parts = [run.path(FOLD_ARTIFACT, strategy=strategy, fold=f) / "predictions.parquet" for f in folds]
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
