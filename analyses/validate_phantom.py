@@ -12,6 +12,10 @@
    a top corner of every pneumonia image): the same pipeline.
 3. **Site-confounded phantom** (``--site-confound``: site b's images are JPEG, taller, noisier and
    carry a burned-in corner label; most pneumonia and normal patients were imaged there).
+4. **Null variants** of 2 and 3 (``shortcut-null``, ``site-null``): every image is drawn as Normal,
+   so the marker (the site) is the only signal -- the positive controls of the audit.
+5. With ``--lungs-removed``: the plain and site phantoms retrained with the image centre blacked
+   out (``cxrbio lungs-removed``), per class AUROC beside the normal model's.
 
 For every phantom the shortcut audit is printed: audited and flagged dims, the quantiles of the
 outside-of-body ratio (what ``analysis.shortcut_margin`` is chosen from), the saliency sanity
@@ -21,7 +25,8 @@ effect is also traced to the planted overlay (marker or label) alone: ``overlay 
 change from filling only the overlay over the change from filling the whole outside.
 
     uv run python analyses/validate_phantom.py [--out runs/validate] [--config configs/demo.yaml]
-        [--per-class 100] [--shortcut Pneumonia:1.0] [--strategies scratch] [--only plain|shortcut|site]
+        [--per-class 100] [--shortcut Pneumonia:1.0] [--strategies scratch]
+        [--only plain,shortcut,shortcut-null,site,site-null] [--lungs-removed]
 
 Each phantom's run directory is reused when it exists (every stage resumes or skips).
 """
@@ -40,7 +45,7 @@ FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"]
 
 
 def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str],
-             site_confound: bool = False) -> None:
+             site_confound: bool = False, null: bool = False) -> None:
     from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
@@ -55,7 +60,7 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
     cfg = load_config(config_path or bundled_config("demo.yaml"), overrides)
     if not (out / "phantom" / "manifest.csv").is_file():
         generate_phantom(out / "phantom", per_class=per_class, size=max(64, cfg.data.image_size), seed=cfg.folds.seed,
-                         shortcut=parse_shortcut(shortcut), site_confound=site_confound)
+                         shortcut=parse_shortcut(shortcut), site_confound=site_confound, null=null)
 
     def show(event: ProgressEvent) -> None:
         if event.is_line:
@@ -182,7 +187,7 @@ def overlay_boxes(run_root: Path, kind: str) -> dict[str, object]:
         box = None
         if kind == "shortcut" and bool(source["shortcut"]):
             box = (int(source["shortcut_x0"]), int(source["shortcut_y0"]), int(source["shortcut_x1"]), int(source["shortcut_y1"]))
-        elif kind == "site" and source.get("site") == "b":
+        elif kind == "site" and str(source.get("site", "")).endswith("site-b"):
             lungs = np.asarray(Image.open(run.path("phantom") / source["lung_mask"])) > 0
             x0, y0, x1, y1 = corner_label_box(h, w)
             if not lungs[y0:y1, x0:x1].any():
@@ -273,6 +278,30 @@ def shortcut_report(run_root: Path, strategy: str, title: str, kind: str | None 
                                                  "likely_shortcut"]].round(2).to_string(index=False))
 
 
+PHANTOMS = {  # name -> (shortcut marker, site-confounded, null: every image drawn as Normal)
+    "plain": (False, False, False),
+    "shortcut": (True, False, False),
+    "shortcut-null": (True, False, True),
+    "site": (False, True, False),
+    "site-null": (False, True, True),
+}
+
+
+def lungs_removed_report(run_root: Path, title: str) -> None:
+    from cxrbio import stages
+
+    found = stages.lungs_removed.run(run_root).results["scratch"]
+    print(f"\nLungs removed, {title}: central {found['box_fraction']:.0%} box blacked out, {found['folds']} folds")
+    print(f"balanced accuracy {found['normal']['balanced_accuracy']:.3f} -> {found['removed']['balanced_accuracy']:.3f} "
+          f"[{found['removed']['balanced_accuracy_ci'][0]:.3f}, {found['removed']['balanced_accuracy_ci'][1]:.3f}] "
+          f"(chance {found['chance_balanced_accuracy']:.3f})")
+    print(f"{'class':<10} {'AUROC':>6} {'removed':>8} {'95% CI':>15} {'sens':>5} {'removed':>8}  recognised without centre")
+    for row in found["per_class"]:
+        low, high = row["removed_auroc_ci"]
+        print(f"{row['class']:<10} {row['normal_auroc']:>6.3f} {row['removed_auroc']:>8.3f} [{low:.3f}, {high:.3f}] "
+              f"{row['normal_sensitivity']:>5.2f} {row['removed_sensitivity']:>8.2f}  {row['recognised_without_lungs']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/validate"))
@@ -280,27 +309,25 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--shortcut", default="Pneumonia:1.0")
     parser.add_argument("--strategies", default="scratch")
-    parser.add_argument("--only", choices=["plain", "shortcut", "site"], default=None)
+    parser.add_argument("--only", default=",".join(PHANTOMS), help=f"comma-separated, of {', '.join(PHANTOMS)}")
+    parser.add_argument("--lungs-removed", action="store_true",
+                        help="also retrain scratch with the image centre blacked out on the plain and site phantoms")
     args = parser.parse_args()
     strategies = [s for s in args.strategies.split(",") if s]
-    if args.only in (None, "plain"):
-        plain = args.out / "plain"
-        pipeline(plain, args.config, args.per_class, None, strategies)
+    for kind in [k for k in args.only.split(",") if k]:
+        marker, site, null = PHANTOMS[kind]
+        out = args.out / kind
+        pipeline(out, args.config, args.per_class, args.shortcut if marker else None, strategies, site_confound=site,
+                 null=null)
+        title = f"{kind} phantom" + (f" ({args.shortcut} marker)" if marker else "")
         for strategy in strategies:
-            pointing_game(plain, strategy)
-            shortcut_report(plain, strategy, "plain phantom")
-        planted_physics(plain)
-    if args.only in (None, "shortcut"):
-        marked = args.out / "shortcut"
-        pipeline(marked, args.config, args.per_class, args.shortcut, strategies)
-        for strategy in strategies:
-            shortcut_report(marked, strategy, f"phantom with {args.shortcut} marker", kind="shortcut")
-    if args.only in (None, "site"):
-        sited = args.out / "site"
-        pipeline(sited, args.config, args.per_class, None, strategies, site_confound=True)
-        for strategy in strategies:
-            shortcut_report(sited, strategy, "site-confounded phantom (site b: JPEG, taller, noisier, corner label)",
-                            kind="site")
+            if kind == "plain":
+                pointing_game(out, strategy)
+            shortcut_report(out, strategy, title, kind="shortcut" if marker else "site" if site else None)
+        if kind == "plain":
+            planted_physics(out)
+        if args.lungs_removed and kind in ("plain", "site"):
+            lungs_removed_report(out, title)
 
 
 if __name__ == "__main__":

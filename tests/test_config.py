@@ -83,3 +83,8 @@ def test_label_matching_ignores_case_and_uses_aliases():
     assert data.canonical_label("No Finding") == "Normal"
     assert data.canonical_label("COPD") == "Emphysema"
     assert data.canonical_label("Atelectasis") is None
+
+
+def test_retired_audit_keys_get_an_error_that_names_them_and_the_new_margin():
+    with pytest.raises(ConfigError, match="analysis.border_fraction is retired.*shortcut_margin"):
+        load_config(None, {"analysis.border_fraction": 0.1})

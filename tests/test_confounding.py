@@ -293,3 +293,30 @@ def test_analyze_probes_sources_in_every_space_and_the_report_shows_them(site_ph
     assert (rad.loc[rad["target"] == "source", "p"] < 0.05).all()
     page = (tmp_path / "r.html").read_text()
     assert 'id="source-probe"' in page and "tell its sources apart" in page
+
+
+def test_accuracy_by_source_scores_each_source_and_the_audit_rows_come_by_mask_source():
+    from types import SimpleNamespace
+
+    from cxrbio.report.confounding import audit_rows, source_rows
+    from tests.helpers import synthetic_predictions
+
+    classes = ["A", "B", "C"]
+    frame = synthetic_predictions(accuracy=0.9, seed=4, classes=classes)
+    frame["source"] = np.where(frame["fold"] == 0, "hospital-x", "hospital-y")
+    frame["label"] = [classes[i] for i in frame["true"]]
+    frame.loc[frame["source"] == "hospital-x", "predicted"] = 0  # a source the model gets wrong
+    audit = pd.DataFrame({"mask_sources": ["column", "segmented"], "body_sources": ["column", "segmented"],
+                          "audited": [10, 4], "flagged": [1, 0], "flagged_share": [0.1, 0.0], "unreliable_maps": [0, 1]})
+    result = SimpleNamespace(name="scratch", predictions=frame, analysis={"audit_sources": audit})
+    contents = SimpleNamespace(classes=classes, trained=lambda: [result], analysed=lambda: [result])
+    rows = {r["source"]: r for r in source_rows(contents)}
+    x, y = rows["hospital-x"], rows["hospital-y"]
+    assert x["images"] == 60 and y["images"] == 120
+    hits_x = frame[frame["source"] == "hospital-x"]
+    assert x["accuracy"] == f"{100 * float((hits_x['true'] == 0).mean()):.1f}" and float(y["accuracy"]) > 80
+    assert "A 100.0%" in x["per_class"] and "B 0.0%" in x["per_class"]
+    by_source = audit_rows(contents)
+    assert [(r["lung_masks"], r["flagged"], r["unreliable"]) for r in by_source] == [("column", 1, 0), ("segmented", 0, 1)]
+    result.predictions = frame.assign(source="one")
+    assert source_rows(contents) == []  # one source: nothing to compare

@@ -57,6 +57,33 @@ def test_segmentation_recovers_the_phantom_lungs_at_200_px(tmp_path):
     assert scores["on_padding"].sum() == 0
 
 
+def test_body_segmentation_recovers_the_phantom_body_and_leaves_marker_and_label_outside(tmp_path):
+    from cxrbio.data.phantom import generate_phantom
+    from cxrbio.lungseg import segment_body
+
+    generate_phantom(tmp_path / "marked", per_class=4, size=128, seed=3, shortcut=("Pneumonia", 1.0))
+    generate_phantom(tmp_path / "sites", per_class=4, size=128, seed=3, site_confound=True)
+    # Measured (64 px): Dice with the ground-truth body 0.95-0.99, every QC 1.0; the marker and the site
+    # label lie outside the segmented body.
+    for folder in (tmp_path / "marked", tmp_path / "sites"):
+        manifest = pd.read_csv(folder / "manifest.csv")
+        for row in manifest.itertuples():
+            image, geometry = letterbox(read_image(folder / row.path).pixels, 64)
+            content = geometry.content_mask()
+            truth = letterbox_mask((np.asarray(Image.open(folder / row.body_mask)) > 0).astype(np.uint8), 64) > 0
+            lungs = letterbox_mask((np.asarray(Image.open(folder / row.lung_mask)) > 0).astype(np.uint8), 64) > 0
+            result = segment_body(image, content, lungs & content)
+            assert dice(result.mask, truth & content) >= 0.93 and result.qc == 1.0, row.path
+            assert not (result.mask & ~content).any() and not (lungs & content & ~result.mask).any()
+            if row.shortcut:
+                box = np.zeros(Image.open(folder / row.path).size[::-1], np.uint8)
+                box[row.shortcut_y0:row.shortcut_y1, row.shortcut_x0:row.shortcut_x1] = 1
+                marker = letterbox_mask(box, 64) > 0
+                assert (result.mask & marker).sum() <= 0.1 * marker.sum(), row.path
+    flat = segment_body(np.zeros((64, 64), np.uint8), np.ones((64, 64), bool))
+    assert flat.qc == 0.0
+
+
 def test_an_image_without_lung_fields_falls_back_to_the_content_and_is_flagged(tmp_path):
     flat_ramp = np.tile(np.linspace(30, 220, 60, dtype=np.uint8), (80, 1))
     image, geometry = letterbox(flat_ramp / 255.0, 64)
@@ -93,11 +120,18 @@ def test_phantom_ground_truth_is_used_from_the_manifest_column_and_never_covers_
     # Same settings: nothing is redone; other settings: everything is.
     kept = masks_stage.run(run.root)
     assert kept.up_to_date and kept.table["mask_source"].eq("column").all()
+    # Body masks: the phantom's ground truth (manifest column body_mask), lungs included.
+    assert kept.table["body_source"].eq("column").all() and kept.without_body.empty
+    first = masks.iloc[0]["image_id"]
+    from cxrbio.masks import read_body_mask
+
+    assert not (read_mask(run, first) & ~read_body_mask(run, first)).any()
     manifest_bytes = run.manifest.read_bytes()
     segmented = make_masks(run, config, source="segment")
     assert run.manifest.read_bytes() == manifest_bytes  # the masks stage never edits the manifest
     assert set(segmented["mask_source"]) <= {"segmented", "content"}
     assert segmented["mask_qc"].between(0, 1).all()
+    assert set(segmented["body_source"]) == {"column"}  # the body column is used whatever the lung source
 
 
 def test_user_masks_from_a_folder_are_matched_by_name_and_bad_ones_reported(scanned, tmp_path):
@@ -176,3 +210,21 @@ def test_the_report_names_the_segmentation_caveat_for_a_segmented_run_and_only_t
     segmented = make_masks(run, source="segment")
     assert (segmented["mask_source"] == "segmented").any()
     assert any(caveat in note for note in limitations(load_contents(run.root)))
+
+
+def test_a_body_mask_that_fails_qc_is_left_out_with_its_reason(tmp_path):
+    from cxrbio.masks import MaskJob, build_mask
+
+    speck = np.full((80, 64), 10, np.uint8)
+    speck[33:47, 25:39] = 200  # a small bright object in the dark: no plausible body (4% of the image)
+    flat = write_png(tmp_path / "flat.png", speck)
+    job = MaskJob("flat", str(flat), None, None, 64, 0.6, True, str(tmp_path / "m" / "flat.png"),
+                  body_mask=None, body_min_qc=0.5, body_out=str(tmp_path / "m" / "body" / "flat.png"))
+    fields = build_mask(job)
+    assert fields["body_source"] == "none" and "left out of the shortcut audit" in fields["body_note"]
+    assert not (tmp_path / "m" / "body" / "flat.png").exists()
+    xray = write_png(tmp_path / "xray.png")
+    job = MaskJob("x", str(xray), None, None, 64, 0.0, True, str(tmp_path / "m" / "x.png"), body_mask=None,
+                  body_min_qc=0.0, body_out=str(tmp_path / "m" / "body" / "x.png"))
+    fields = build_mask(job)
+    assert fields["body_source"] == "segmented" and (tmp_path / "m" / "body" / "x.png").is_file()

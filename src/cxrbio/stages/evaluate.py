@@ -48,11 +48,10 @@ def set_name(data: Path) -> str:
 
 def read_results(run: Any) -> dict[str, dict[str, dict[str, Any]]]:
     """external name -> strategy -> external/<name>/<strategy>.json, for every set evaluated."""
-    root = run.root / "external"
+    pattern = run.path("external_metrics", name="*", strategy="*").relative_to(run.root)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    if root.is_dir():
-        for path in sorted(root.glob("*/*.json")):
-            out.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
+    for path in sorted(run.root.glob(str(pattern))):
+        out.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
     return out
 
 
