@@ -51,8 +51,10 @@ def test_no_module_builds_run_paths_by_hand():
 
 
 def test_config_keys_shape_the_stages_they_should():
-    assert stages_shaped_by(["train.learning_rate"]) == {"train"}
-    assert downstream({"train"}) == {"train", "embed", "analyze"}
+    # The lungs-removed retraining trains like train/ does: the same keys shape it.
+    assert stages_shaped_by(["train.learning_rate"]) == {"train", "lungs_removed"}
+    assert downstream({"train"}) == {"train", "embed", "analyze", "lungs_removed", "evaluate"}
+    assert stages_shaped_by(["confounding.lungs_removed_box"]) == {"lungs_removed"}
     assert "scan" in stages_shaped_by(["data.image_size"]) and "masks" in stages_shaped_by(["data.image_size"])
     assert stages_shaped_by(["train.checkpoint_seconds", "name", "report.table_rows"]) == set()
     assert stages_shaped_by(["analysis.top_k"]) == {"analyze"}

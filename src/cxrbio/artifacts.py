@@ -93,6 +93,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
 _NEVER = ("name", "data.cache", "train.strategies", "train.checkpoint_seconds", "radiomics.workers",
           "radiomics.cache_dir", "report")
 _TRAINING = ("data.classes", "data.image_size", "folds", "augment", "model", "train")
+#: Confounding keys only the opt-in retraining reads (the scan's and the analysis' checks ignore them).
+_RETRAINING = ("confounding.lungs_removed_box",)
 
 ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("run_info", "run.json", "scan", 1, "run identity (layout version, data, history)",
@@ -103,10 +105,10 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
              settings=("data", "folds.k", "folds.seed"), ignore=_NEVER + ("data.positive_class",)),
     Artifact("acquisition", "confounding/acquisition.json", "scan", 1,
              "acquisition baseline (does how images were exported predict the label?)", inputs=("manifest",),
-             settings=("data.classes", "data.image_size", "folds.scheme", "confounding"), ignore=_NEVER),
+             settings=("data.classes", "data.image_size", "folds.scheme", "confounding"), ignore=(*_NEVER, *_RETRAINING)),
     Artifact("covariates", "confounding/covariates.json", "scan", 1,
              "covariate audit (age, sex, view, device, site against the label)", inputs=("manifest",),
-             settings=("data.classes", "confounding"), ignore=_NEVER),
+             settings=("data.classes", "confounding"), ignore=(*_NEVER, *_RETRAINING)),
     Artifact("image_cache", "cache", "train", 1, "image cache (letterboxed images, frozen features)", stamped=False,
              folder=True, cache=True),
     Artifact("train_fold", "train/{strategy}/fold-{fold}", "train", 2,
@@ -138,7 +140,7 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
              "analysis (of a strategy's embeddings, or of radiomics)",
              inputs=("manifest", "masks", "radiomics", "embeddings"),
              settings=("data.classes", "data.positive_class", "folds.scheme", "analysis", "evaluation.bootstrap",
-                       "evaluation.level", "evaluation.seed", "confounding"), folder=True),
+                       "evaluation.level", "evaluation.seed", "confounding"), ignore=_RETRAINING, folder=True),
     Artifact("analysis_summary", "analysis/summary.json", "analyze", 1, "analysis summary (timings and notes)",
              stamped=False),
     Artifact("lungs_removed_fold", "lungs-removed/{strategy}/fold-{fold}", "lungs_removed", 1,
