@@ -233,7 +233,10 @@ def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
             models[item.fold] = embedding_model(model)
         images = np.stack([np.asarray(data.images[row[i]]) for i in ids]).astype(np.float32)
         outside = [~read_body_mask(run, i) & content[i] for i in ids]
-        box_only = np.stack([filled(images[k], boxes[i] & outside[k], FILL["outside"]) for k, i in enumerate(ids)])
+        # The overlay alone, filled with the air value (the median of the whole outside), as the audit fills the outside.
+        box_only = images.copy()
+        for k, i in enumerate(ids):
+            box_only[k][boxes[i] & outside[k]] = np.median(images[k][outside[k]])
         all_out = np.stack([filled(images[k], outside[k], FILL["outside"]) for k, i in enumerate(ids)])
         j = int(item.dim[1:])
         base = activations(models[item.fold], images)[:, j]
