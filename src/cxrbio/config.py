@@ -339,12 +339,12 @@ class AnalysisConfig(StrictModel):
     shortcut_margin: float = Field(
         2.0, gt=0.0, description="A dim is flagged 'likely shortcut' when occluding the outside of the body changes it "
         "this many times more than an equal-area random region. Measured on five phantoms: at most 0.15 on the plain "
-        "one and 0.81 wherever no shortcut was learnt; 2.4-4.7 for the dims of the fold model that learnt a marker "
-        "(docs/analysis.md).")
+        "one, 1.44 wherever no outside cue was learnt; 2.4-4.7 for the dims of the fold model that learnt a marker "
+        "(README, Validation).")
     sanity_max_rho: float = Field(
         0.8, ge=-1.0, le=1.0, description="A saliency map whose Spearman correlation with the map of a weight-randomised "
-        "model reaches this is marked unreliable (Adebayo et al. 2018). Measured: trained scratch models on four "
-        "phantoms 0.27-0.70 (median 0.43-0.57); a map that ignores the weights 1.0 (docs/analysis.md).")
+        "model reaches this is marked unreliable (Adebayo et al. 2018). Measured: trained scratch models on five "
+        "phantoms 0.27-0.70 (medians 0.43-0.57); a map that ignores the weights 1.0 (README, Validation).")
 
     @model_validator(mode="before")
     @classmethod
