@@ -87,7 +87,8 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
                                          "shortcut audit skipped.")
                 elif without_body:
                     summary.notes.append(f"{without_body} of {with_lungs} images with a lung mask have no body mask "
-                                         "(masks/masks.parquet: body_note): left out of the shortcut audit.")
+                                         "(masks/masks.parquet: body_note; masks made before body masks existed: "
+                                         f"run 'cxrbio masks {run.root}'): left out of the shortcut audit.")
             else:
                 summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
         summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, message, audit_images)
