@@ -170,3 +170,15 @@ def auroc_statistics(ranked: list[RankedScores], weights: np.ndarray) -> dict[st
     """Per-class AUROC (b, n_classes) and their mean over classes (macro AUROC) per resample."""
     per_class = np.stack([r.auroc(weights) for r in ranked], axis=1)
     return {"class_auroc": per_class, "macro_auroc": _row_mean(per_class)}
+
+
+def prediction_statistics(y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray,
+                          positive: int | None = None) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """weights -> :func:`classification_statistics` and :func:`auroc_statistics` of one set of predictions.
+
+    The scores are ranked once here, so the returned statistic serves every chunk of resamples
+    (:meth:`PatientBootstrap.collect`) and, with a row of ones, the point estimate.
+    """
+    ranked = class_aurocs(y_true, probabilities)
+    n_classes = probabilities.shape[1]
+    return lambda w: {**classification_statistics(y_true, y_pred, n_classes, positive, w), **auroc_statistics(ranked, w)}

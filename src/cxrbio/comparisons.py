@@ -18,12 +18,13 @@ For every pair of strategies trained on the same folds and images:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cxrbio.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics, percentile_interval
+from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
 from cxrbio.metrics import mcnemar_test, nadeau_bengio_ttest
 
 #: Paired differences reported per pair, with their bootstrap intervals.
@@ -63,11 +64,11 @@ def compare_strategies(predictions: dict[str, pd.DataFrame], classes: list[str],
     ones = np.ones((1, len(y)), dtype=np.int32)
     for name in names:
         frame = aligned[name]
-        predicted = frame["predicted"].to_numpy(int)
-        ranked = class_aurocs(y, frame[[f"p_{c}" for c in classes]].to_numpy(np.float64))
+        everything = prediction_statistics(y, frame["predicted"].to_numpy(int),
+                                           frame[[f"p_{c}" for c in classes]].to_numpy(np.float64))
 
-        def statistics(w: np.ndarray, predicted: np.ndarray = predicted, ranked: list = ranked) -> dict[str, np.ndarray]:
-            found = {**classification_statistics(y, predicted, len(classes), None, w), **auroc_statistics(ranked, w)}
+        def statistics(w: np.ndarray, everything: Callable = everything) -> dict[str, np.ndarray]:
+            found = everything(w)
             return {k: found[k] for k in DIFFERENCES}
 
         draws[name] = bootstrap.collect(statistics)

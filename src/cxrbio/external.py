@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics, percentile_interval
+from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
 from cxrbio.metrics import auroc_per_class, fold_summary, paper_metrics, strategy_metrics
 
 #: Figures compared between internal and external (key in the metrics, label).
@@ -45,8 +45,10 @@ def prediction_frame(manifest: pd.DataFrame, y: np.ndarray, probabilities: np.nd
 
 
 def external_metrics(per_fold: dict[int, np.ndarray], manifest: pd.DataFrame, y: np.ndarray, classes: list[str],
-                     positive_class: str | None, *, resamples: int, seed: int, level: float, bins: int) -> dict[str, Any]:
-    """Ensemble metrics (with CIs and calibration) and each fold model's, on one external set."""
+                     positive_class: str | None, *, resamples: int, seed: int, level: float,
+                     bins: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Ensemble metrics (with CIs and calibration) and each fold model's, on one external set; and the
+    ensemble's predictions (the mean of the fold models' probabilities, as fold 0)."""
     ensemble = prediction_frame(manifest, y, np.mean(list(per_fold.values()), axis=0), classes, fold=0)
     found = strategy_metrics(ensemble, classes, positive_class, {0: f"ensemble of {len(per_fold)} fold models"},
                              n_boot=resamples, seed=seed, level=level, bins=bins,
@@ -60,16 +62,15 @@ def external_metrics(per_fold: dict[int, np.ndarray], manifest: pd.DataFrame, y:
     found["fold_models"] = models
     found["fold_models_summary"] = fold_summary(models)
     found.pop("folds", None)
-    return found
+    return found, ensemble
 
 
 def _draws(predictions: pd.DataFrame, classes: list[str], resamples: int, seed: int) -> dict[str, np.ndarray]:
     predictions = predictions.sort_values("image_id", kind="mergesort").reset_index(drop=True)
     y, p = predictions["true"].to_numpy(int), predictions["predicted"].to_numpy(int)
     probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy(np.float64)
-    ranked = class_aurocs(y, probabilities)
     boot = PatientBootstrap(predictions["patient_id"].to_numpy(), resamples, seed)
-    return boot.collect(lambda w: {**classification_statistics(y, p, len(classes), None, w), **auroc_statistics(ranked, w)})
+    return boot.collect(prediction_statistics(y, p, probabilities))
 
 
 def drop_intervals(internal: pd.DataFrame, external: pd.DataFrame, classes: list[str], *, resamples: int, seed: int,

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
 from cxrbio import calibration
-from cxrbio.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics, percentile_interval
+from cxrbio.bootstrap import PatientBootstrap, classification_statistics, percentile_interval, prediction_statistics
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -215,9 +215,7 @@ def strategy_metrics(predictions: pd.DataFrame, classes: list[str], positive_cla
     pooled["macro_auroc"] = macro_auroc(pooled["auroc"])
     bootstrap = PatientBootstrap(predictions["patient_id"].to_numpy(), n_boot, seed)
     positive = classes.index(positive_class) if positive_class is not None else None
-    ranked = class_aurocs(y, probabilities)
-    draws = bootstrap.collect(lambda w: {**classification_statistics(y, p, len(classes), positive, w),
-                                         **auroc_statistics(ranked, w)})
+    draws = bootstrap.collect(prediction_statistics(y, p, probabilities, positive))
     per_class_ci = {name: {metric: percentile_interval(draws[f"class_{metric}"][:, k], level)
                            for metric in ("sensitivity", "specificity", "precision", "auroc")}
                     for k, name in enumerate(classes)}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics, percentile_interval
+from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
 
 
 def central_box(content: np.ndarray, fraction: float) -> np.ndarray:
@@ -55,10 +55,6 @@ def variant_name(fraction: float) -> str:
     return f"lungs-removed-box-{fraction:g}"
 
 
-def _probabilities(frame: pd.DataFrame, classes: list[str]) -> np.ndarray:
-    return frame[[f"p_{c}" for c in classes]].to_numpy(np.float64)
-
-
 def compare(normal: pd.DataFrame, removed: pd.DataFrame, classes: list[str], *, resamples: int, seed: int,
             level: float) -> dict[str, Any]:
     """Per class, AUROC and sensitivity of the normal and the lungs-removed models on the same images.
@@ -70,18 +66,12 @@ def compare(normal: pd.DataFrame, removed: pd.DataFrame, classes: list[str], *, 
     if both.empty:
         raise ValueError("the normal and the lungs-removed predictions share no image")
     y = both["true"].to_numpy()
-    k = len(classes)
     boot = PatientBootstrap(both["patient_id"].to_numpy(), resamples=resamples, seed=seed)
     results = {}
     for tag, suffix in (("normal", ""), ("removed", "_removed")):
         probabilities = both[[f"p_{c}{suffix}" for c in classes]].to_numpy(np.float64)
-        predicted = both[f"predicted{suffix}"].to_numpy()
-        ranked = class_aurocs(y, probabilities)
-        point = np.ones((1, len(y)), np.int32)
-        draws = boot.collect(lambda w, r=ranked, p=predicted: {**auroc_statistics(r, w),
-                                                                **classification_statistics(y, p, k, None, w)})
-        at = {**auroc_statistics(ranked, point), **classification_statistics(y, predicted, k, None, point)}
-        results[tag] = (at, draws)
+        statistic = prediction_statistics(y, both[f"predicted{suffix}"].to_numpy(), probabilities)
+        results[tag] = (statistic(np.ones((1, len(y)), np.int32)), boot.collect(statistic))
     rows = []
     for c, name in enumerate(classes):
         if not (y == c).any():
@@ -99,6 +89,6 @@ def compare(normal: pd.DataFrame, removed: pd.DataFrame, classes: list[str], *, 
                         "balanced_accuracy_ci": percentile_interval(draws["balanced_accuracy"], level),
                         "macro_auroc": float(at["macro_auroc"][0]),
                         "macro_auroc_ci": percentile_interval(draws["macro_auroc"], level)}
-    return {"images": len(both), "patients": int(both["patient_id"].nunique()), "chance_balanced_accuracy": 1 / k,
+    return {"images": len(both), "patients": int(both["patient_id"].nunique()), "chance_balanced_accuracy": 1 / len(classes),
             "per_class": rows, **summary, "bootstrap": {"unit": "patient", "resamples": resamples, "seed": seed,
                                                         "level": level}}

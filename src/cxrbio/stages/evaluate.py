@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from cxrbio import freshness
 from cxrbio.atomic import atomic_write_parquet, atomic_write_text
@@ -134,10 +133,9 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
                                  prediction_frame(included, y, per_fold[fold], list(config.data.classes), fold))
             keras.backend.clear_session()
             report(ProgressEvent(f"{strategy} fold models", len(per_fold), len(folds)))
-        found = external_metrics(per_fold, included, y, list(config.data.classes), config.data.positive_class,
-                                 resamples=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level,
-                                 bins=evaluation.calibration_bins)
-        ensemble = prediction_frame(included, y, np.mean(list(per_fold.values()), axis=0), list(config.data.classes), 0)
+        found, ensemble = external_metrics(per_fold, included, y, list(config.data.classes), config.data.positive_class,
+                                           resamples=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level,
+                                           bins=evaluation.calibration_bins)
         atomic_write_parquet(folder / "ensemble.parquet", ensemble)
         own = json.loads(run_.path("metrics", strategy=strategy).read_text())
         intervals = drop_intervals(read_predictions(run_, strategy), ensemble, list(config.data.classes),
@@ -156,10 +154,3 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
     result.seconds = time.perf_counter() - started
     return result
 
-
-def drop_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per strategy and figure: internal, external, drop and its CI (for printing)."""
-    rows = [{"strategy": s, "figure": k, **{f: v for f, v in d.items() if f != "drop_ci"},
-             "drop_low": d["drop_ci"][0], "drop_high": d["drop_ci"][1]}
-            for s, found in results.items() for k, d in found["drop"].items()]
-    return pd.DataFrame(rows)
