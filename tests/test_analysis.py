@@ -294,17 +294,21 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(e
     run = RunDir(tmp_path / "run")
     result = CliRunner().invoke(app, ["analyze", str(run.root), "--top", "3"])
     assert result.exit_code == 0, result.output
-    assert "Candidate dims, scratch" in result.output and "Radiomics features" in result.output
+    assert "Candidate features, scratch" in result.output and "Radiomics features" in result.output
     for strategy in ("scratch", "finetune-2"):
         folder = run.root / "analysis" / strategy
-        for name in ("attribution", "tests", "dropped", "associations", "cca", "stability", "recurrence", "umap",
-                     "separation", "audit_dims", "audit_model", "shortcut_scores", "candidates"):
+        for name in ("attribution", "tests", "dropped", "cca", "stability", "umap", "matching", "confirmation", "power",
+                     "acquisition", "descriptors", "separation", "audit_dims", "audit_model", "shortcut_scores", "candidates"):
             assert (folder / f"{name}.parquet").is_file(), name
         assert (folder / "saliency.npz").is_file()
         candidates = pd.read_parquet(folder / "candidates.parquet")
-        assert {"class", "rank", "fold", "dim", "shap_share", "direction", "auc", "q", "descriptors",
-                "descriptor_recurrence", "lung_density", "outside_ratio", "likely_shortcut"} <= set(candidates.columns)
-        assert (candidates.groupby(["class", "fold"]).size() <= 3).all()
+        assert {"class", "rank", "feature", "passed", "failed_gates", "gate_confirmation", "gate_direction", "gate_audit",
+                "gate_acquisition", "auc", "auc_low", "auc_high", "q", "folds_agree", "folds_tested", "direction",
+                "descriptors", "described", "dims", "lung_density", "outside_ratio", "likely_shortcut"} <= set(candidates.columns)
+        confirmation = pd.read_parquet(folder / "confirmation.parquet")
+        assert (confirmation.groupby(["class", "fold"]).size() <= 3).all()  # --top 3 selected per held-out fold
+        # Every tested feature is kept with its gates; untrained models: nothing should pass.
+        assert len(candidates) == len(confirmation.groupby(["class", "feature"])) and not candidates["passed"].any()
         attribution = pd.read_parquet(folder / "attribution.parquet")
         assert attribution["additivity_error"].max() < 1e-3
         umap = pd.read_parquet(folder / "umap.parquet")
@@ -312,7 +316,8 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(e
     baseline = json.loads((run.root / "analysis" / "radiomics" / "baseline.json").read_text())
     assert 0 <= baseline["accuracy"] <= 1 and len(baseline["ci95"]["accuracy"]) == 2
     summary = json.loads((run.root / "analysis" / "summary.json").read_text())
-    assert {"stats", "attribution", "association", "stability", "projection", "audit"} <= set(summary["timings_s"])
+    assert {"stats", "attribution", "association", "stability", "projection", "audit", "matching",
+            "confirmation"} <= set(summary["timings_s"])
     again = CliRunner().invoke(app, ["analyze", str(run.root), "--strategies", "scratch", "--top", "3"])
     assert again.exit_code == 0 and "scratch: inputs unchanged" in again.output
 

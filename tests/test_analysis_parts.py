@@ -97,28 +97,6 @@ def test_cca_permutation_baseline_separates_shared_signal_from_noise():
     assert noise.loc[0, "p"] > 0.05
 
 
-def test_cross_fold_stability_of_descriptor_profiles():
-    features = [f"r{i}" for i in range(20)]
-    rng = np.random.default_rng(3)
-    base = rng.uniform(size=20)
-    rows = [{"fold": f, "class": "A", **dict(zip(features, base + 0.01 * rng.normal(size=20)))} for f in range(4)]
-    rows += [{"fold": f, "class": "B", **dict(zip(features, rng.uniform(size=20)))} for f in range(4)]
-    summary, recurrence = stability.cross_fold_stability(pd.DataFrame(rows), features, top=5)
-    summary = summary.set_index("class")
-    assert summary.loc["A", "profile_rank_correlation"] > 0.95 and summary.loc["A", "top_jaccard"] > 0.6
-    assert abs(summary.loc["B", "profile_rank_correlation"]) < 0.5
-    top_a = set(np.array(features)[np.argsort(-base)[:3]])
-    assert (recurrence[(recurrence["class"] == "A") & recurrence["feature"].isin(top_a)]["recurrence"] == 1.0).all()
-
-
-def test_descriptor_profiles_take_the_strongest_correlation_per_feature():
-    associations = pd.DataFrame({"fold": 0, "dim": ["e1", "e1", "e2", "e2"], "feature": ["r0", "r1", "r0", "r1"],
-                                 "rho": [0.2, -0.9, 0.5, 0.1], "p": 0.01, "q": 0.01})
-    candidates = pd.DataFrame({"fold": 0, "class": "A", "dim": ["e1", "e2"]})
-    profiles = stability.descriptor_profiles(associations, candidates, ["r0", "r1", "r2"])
-    assert profiles.loc[0, ["r0", "r1", "r2"]].tolist() == [0.5, 0.9, 0.0]
-
-
 def test_bootstrap_ranking_keeps_a_strong_feature_on_top():
     x, y = separable(n=120)
     patients = np.arange(len(y)) // 2
@@ -162,7 +140,6 @@ def test_knn_separation_folds_keep_a_patients_images_together():
 def test_the_radiomics_baseline_under_leave_one_source_out_uses_the_cnns_folds(tmp_path):
     """It used the manifest's stratified ``fold`` column, so under leave-one-source-out its folds
     were not the CNN's (one per source) and the two were not comparable."""
-    import pandas as pd
 
     from cxrbio.analysis.inputs import AnalysisInputs
     from cxrbio.analysis.pipeline import AnalysisSummary, analyze_radiomics

@@ -110,9 +110,11 @@ def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     assert '"type":"scattergl"' in page.replace(" ", "")  # WebGL for the scatter plots
     # Candidates: one panel per disease and strategy, with the top dim of the ranking.
     candidates = pd.read_parquet(out / "analysis" / "scratch" / "candidates.parquet")
-    best = candidates[candidates["class"] == "Effusion"].sort_values("shap_share", ascending=False).iloc[0]
+    best = candidates[candidates["class"] == "Effusion"].sort_values(["passed", "p"], ascending=[False, True]).iloc[0]
     assert sections["candidates"].count('class="disease"') == 2 * 7
-    assert f"<td>{best['dim']}</td>" in sections["candidates"]
+    assert f"<td>{best['feature']}</td>" in sections["candidates"]
+    assert "Gates, fixed in the configuration before the analysis" in sections["candidates"]
+    assert "tested features pass every gate" in sections["candidates"]
     # Saliency thumbnails: small embedded PNGs of the configured size.
     thumbnails = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', markup)
     assert thumbnails and all(len(t) * 3 / 4 < 40_000 for t in thumbnails)

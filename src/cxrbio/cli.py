@@ -670,31 +670,45 @@ def print_candidates(name: str, ranking: Any, shown: int) -> None:
     if ranking is None or ranking.empty:
         return
     radiomics = name == "radiomics"
-    title = "Radiomics features" if radiomics else f"Candidate dims, {name}"
-    table = Table(title=f"{title}: top {shown} per disease", title_justify="left")
-    columns = (["class", "feature", "SHAP", "dir", "AUC", "q", "boot"] if radiomics else
-               ["class", "fold/dim", "SHAP%", "dir", "AUC", "q", "top radiomics descriptor", "out/ctl", "flag"])
-    for column in columns:
-        table.add_column(column, no_wrap=column in ("fold/dim", "dir", "AUC", "q"))
-
-    def num(value: Any, fmt: str) -> str:
-        return "" if value is None or value != value else format(value, fmt)
-
+    if not radiomics:
+        print_gated_candidates(name, ranking, shown)
+        return
+    table = Table(title=f"Radiomics features: top {shown} per disease by |AUC - 0.5|", title_justify="left")
+    for column in ["class", "feature", "SHAP", "dir", "AUC", "q", "boot"]:
+        table.add_column(column, no_wrap=column in ("dir", "AUC", "q"))
     for cls, part in ranking.groupby("class", sort=True):
         for item in part.head(shown).to_dict("records"):
             direction = "+" if item["direction"] > 0 else "-"
-            if radiomics:
-                table.add_row(cls, short_name(item["feature"]), num(item["mean_abs_shap"], ".3f"), direction,
-                              num(item["auc"], ".2f"), num(item["q"], ".0e"), num(item.get("effect_top_frequency"), ".2f"))
-            else:
-                descriptor = item["descriptors"].split("; ")[0] if item.get("descriptors") else ""
-                if descriptor:
-                    feature, _, rho = descriptor.partition(" (")
-                    descriptor = f"{short_name(feature)} ({rho}"
-                flag = "likely shortcut" if item.get("likely_shortcut") is True else ""
-                table.add_row(cls, f"{item['fold']}/{item['dim']}", num(100 * item["shap_share"], ".1f"), direction,
-                              num(item["auc"], ".2f"), num(item["q"], ".0e"), descriptor,
-                              num(item.get("outside_ratio"), ".1f"), flag)
+            table.add_row(cls, short_name(item["feature"]), _num(item["mean_abs_shap"], ".3f"), direction,
+                          _num(item["auc"], ".2f"), _num(item["q"], ".0e"), _num(item.get("effect_top_frequency"), ".2f"))
+    console.print(table)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "" if value is None or value != value else format(value, fmt)
+
+
+def print_gated_candidates(name: str, ranking: Any, shown: int) -> None:
+    """Per disease: how many matched features were tested and passed, and the best ones with their gates."""
+    from rich.table import Table
+
+    from cxrbio.analysis.association import short_name
+
+    passed = int(ranking["passed"].sum())
+    table = Table(title=f"Candidate features, {name}: {passed} of {len(ranking)} tested (class, feature) pairs pass "
+                  f"every gate; best {shown} per disease", title_justify="left")
+    for column in ["class", "feature", "AUC [CI]", "q", "folds", "passed", "failed gates", "top descriptor"]:
+        table.add_column(column, no_wrap=column in ("feature", "AUC [CI]", "q", "folds"))
+    for cls, part in ranking.groupby("class", sort=True):
+        for item in part.head(shown).to_dict("records"):
+            descriptor = item["descriptors"].split("; ")[0] if item.get("descriptors") else ""
+            if descriptor:
+                feature, _, rho = descriptor.partition(" (")
+                descriptor = f"{short_name(feature)} ({rho}"
+            table.add_row(cls, str(item["feature"]),
+                          f"{_num(item['auc'], '.2f')} [{_num(item['auc_low'], '.2f')}, {_num(item['auc_high'], '.2f')}]",
+                          _num(item["q"], ".0e"), f"{item['folds_agree']}/{item['folds_tested']}",
+                          "[green]yes[/]" if item["passed"] else "no", str(item.get("failed_gates") or ""), descriptor)
     console.print(table)
 
 

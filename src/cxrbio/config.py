@@ -321,8 +321,23 @@ class ConfoundingConfig(StrictModel):
 class AnalysisConfig(StrictModel):
     """Settings of ``cxrbio analyze`` (docs/analysis.md)."""
 
-    top_k: int = Field(10, ge=1, description="Candidate dims per (fold, class), ranked by mean |SHAP|.")
-    shap_background: int = Field(16, ge=1, description="Training embeddings per fold as the SHAP background (stratified).")
+    top_k: int = Field(10, ge=1, description="Matched features selected per (class, held-out fold) on the other folds "
+                       "(mean percentile rank of |SHAP|) and confirmed on the held-out fold's patients.")
+    shap_background: int = Field(
+        64, ge=1, description="Training embeddings per fold as the SHAP background (class-stratified); size chosen by "
+        "measuring rank stability against cost (benchmarks/shap_background.py, docs/analysis.md).")
+    match_min_rho: float = Field(
+        0.3, ge=0.0, le=1.0, description="Fewest within-class (class-partialled) correlation for a fold model's dim to be "
+        "matched to the reference fold's dim (docs/analysis.md).")
+    confirm_min_patients: int = Field(
+        5, ge=2, description="Fewest patients of a class (and of the rest) in a held-out fold for it to confirm there.")
+    confirm_bootstrap: int = Field(200, ge=10, description="Patient bootstrap resamples for a confirmed AUC's CI.")
+    gate_q: float = Field(0.05, gt=0.0, lt=1.0, description="Gate: confirmation BH q (within strategy and class) below "
+                          "this; also the level of the acquisition gate (Bonferroni over source and covariates).")
+    gate_min_folds: int = Field(2, ge=1, description="Gate: the held-out effect on the side the other folds predicted "
+                                "in at least this many folds (at most folds.k).")
+    gate_audit: bool = Field(True, description="Gate: no audited dim of the feature flagged a likely shortcut (a feature "
+                             "whose dims were not audited does not pass).")
     shap_max_images: int = Field(400, ge=1, description="Out-of-fold images explained per fold (a stratified sample above it).")
     descriptors: int = Field(3, ge=1, description="Radiomics descriptors named per candidate dim.")
     stability_top: int = Field(10, ge=1, description="Descriptors per (fold, class) compared across folds.")

@@ -1,12 +1,16 @@
 """What the learned dims correspond to in classical radiomics.
 
-* Spearman correlation of each candidate dim with every radiomics feature over the fold's
-  out-of-fold images, Benjamini-Hochberg FDR within each dim's family of tests; the strongest
-  significant ones are the dim's *descriptors* ("e0734 ~ original_glcm_Contrast, rho 0.62").
+* Descriptors: *partial* Spearman correlations of each tested feature with every radiomics
+  feature, after partialling out class and source (ranks residualised on their indicators,
+  within each held-out fold), over the held-out images of the folds the feature was tested in;
+  Benjamini-Hochberg FDR within each feature. Pooled over classes, a dim that separates COVID-19
+  would correlate with every radiomics feature that differs for COVID-19 (source-driven
+  intensity included); partialled, what is left is how the two co-vary among images of the
+  same class and source. The strongest significant ones are the feature's *descriptors*.
 * CCA between the two spaces per fold (each reduced to its leading principal components, so
-  that CCA is not fitting noise in 1,280 dims), with a permutation baseline: the same CCA on
-  rows shuffled in one space. Canonical correlations are in-sample; the baseline is what makes
-  them interpretable.
+  that CCA is not fitting noise in 1,280 dims), with a permutation baseline: the same CCA with
+  one space's rows shuffled *within class*, so that the shared class structure is in the null
+  too. Canonical correlations are in-sample; the baseline is what makes them interpretable.
 """
 
 from __future__ import annotations
@@ -82,9 +86,18 @@ def canonical_correlations(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     return np.array([abs(np.corrcoef(xs[:, i], ys[:, i])[0, 1]) for i in range(k)])
 
 
+def within_class_permutation(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Row order that shuffles rows only among rows of the same class."""
+    order = np.arange(len(y))
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        order[rows] = rng.permutation(rows)
+    return order
+
+
 def cca_with_baseline(embedding: np.ndarray, radiomics: np.ndarray, components: int, permutations: int,
-                      seed: int, n_canonical: int = 3) -> pd.DataFrame:
-    """component, r, null_mean, null_p95, p (permutation p of each canonical correlation)."""
+                      seed: int, n_canonical: int = 3, *, y: np.ndarray | None = None) -> pd.DataFrame:
+    """component, r, null_mean, null_p95, p (permutation p of each canonical correlation; within class given y)."""
     import warnings
 
     a, b = _reduce(embedding, components), _reduce(radiomics, components)
@@ -92,7 +105,9 @@ def cca_with_baseline(embedding: np.ndarray, radiomics: np.ndarray, components: 
         warnings.filterwarnings("ignore")  # sklearn's CCA convergence chatter on permuted noise
         observed = canonical_correlations(a, b, n_canonical)
         rng = np.random.default_rng(seed)
-        null = np.array([canonical_correlations(a, b[rng.permutation(len(b))], n_canonical) for _ in range(permutations)])
+        strata = np.zeros(len(b), int) if y is None else np.asarray(y)
+        null = np.array([canonical_correlations(a, b[within_class_permutation(strata, rng)], n_canonical)
+                         for _ in range(permutations)])
     rows = []
     for i, r in enumerate(observed):
         column = null[:, i] if len(null) else np.array([np.nan])
@@ -100,3 +115,41 @@ def cca_with_baseline(embedding: np.ndarray, radiomics: np.ndarray, components: 
                      "null_p95": float(np.nanpercentile(column, 95)) if len(null) else np.nan,
                      "p": float((1 + (column >= r).sum()) / (1 + len(null))) if len(null) else np.nan})
     return pd.DataFrame(rows)
+
+
+def residual_ranks(values: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """Column ranks with the covariates' linear part removed (least squares on indicators + intercept)."""
+    ranks = stats.rankdata(values, axis=0)
+    design = np.column_stack([np.ones(len(values)), covariates]) if covariates.size else np.ones((len(values), 1))
+    coef, *_ = np.linalg.lstsq(design, ranks, rcond=None)
+    return ranks - design @ coef
+
+
+def indicators(*labels: np.ndarray) -> np.ndarray:
+    """Indicator columns (first level dropped) of each label array, side by side."""
+    columns = []
+    for label in labels:
+        codes, levels = pd.factorize(pd.Series(label).astype(str))
+        columns += [(codes == k).astype(float) for k in range(1, len(levels))]
+    return np.column_stack(columns) if columns else np.empty((len(labels[0]) if labels else 0, 0))
+
+
+def partial_descriptors(parts: list[tuple[np.ndarray, np.ndarray]], feature_names: list[str],
+                        n_covariates: int) -> pd.DataFrame:
+    """feature, rho, p, q of one tested feature pooled over its folds.
+
+    ``parts``: per fold, (the feature's residual ranks (n,), the radiomics residual ranks (n, F)),
+    residualised within that fold. rho is the pooled correlation of the residuals; p from the t
+    approximation with n - 2 - covariates degrees of freedom.
+    """
+    numerator = sum(a @ r for a, r in parts)
+    a_norm = sum(float(a @ a) for a, _ in parts)
+    r_norm = sum((r**2).sum(axis=0) for _, r in parts)
+    n = sum(len(a) for a, _ in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.clip(numerator / np.sqrt(a_norm * r_norm), -1.0, 1.0)
+        rho = np.where(np.isfinite(rho), rho, 0.0)
+        df = max(1, n - 2 - n_covariates)
+        t = rho * np.sqrt(df / np.maximum(1e-12, 1 - rho**2))
+    p = 2 * stats.t.sf(np.abs(t), df=df)
+    return pd.DataFrame({"feature": feature_names, "rho": rho, "p": p, "q": fdr(p)})

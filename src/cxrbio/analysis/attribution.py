@@ -5,8 +5,13 @@
 at inference BatchNorm is affine and Dropout the identity, so BatchNorm folds into the last
 Dense layer. shap's DeepExplainer (DeepLIFT rescale rule) is exact enough on Dense+ReLU for
 its additivity check to hold to float precision, which is checked. It explains the fold's
-out-of-fold embeddings against a background of the fold's training embeddings. Logits, not
-probabilities: additive in log-odds, the scale SHAP's additivity is stated on.
+out-of-fold embeddings against a class-stratified background of the fold's training embeddings.
+
+*Centred* logits, z_k - mean_j z_j, not raw logits and not probabilities: a term added to every
+logit changes no prediction (softmax is blind to it) but inflates |SHAP| of every class for the
+features it depends on; centring removes exactly that term. It is linear, so it folds into the
+last Dense layer (exact, additive). The folded head is checked against the model's own layers
+(``head_error``: max |softmax(head(x)) - model head(x)|).
 
 **Radiomics.** Per fold, a standardised L2 logistic regression on the radiomics features of the
 training folds, evaluated on the held-out fold (the radiomics baseline's accuracy) and explained
@@ -27,11 +32,11 @@ import pandas as pd
 
 from cxrbio.analysis.inputs import stratified_sample
 from cxrbio.analysis.stats import standardised_ranks
-from cxrbio.models.layers import HEAD_BN, HEAD_DENSE, HEAD_OUTPUT
+from cxrbio.models.layers import HEAD_BN, HEAD_DENSE, HEAD_LAYERS, HEAD_OUTPUT
 
 
-def logits_head(model: Any) -> Any:
-    """The fold model's head from the GAP vector to the class logits, BatchNorm folded in."""
+def logits_head(model: Any, *, centred: bool = True) -> Any:
+    """The fold model's head from the GAP vector to the class logits, BatchNorm folded in (centred: minus their mean)."""
     import keras
 
     dense, bn, out = (model.get_layer(n) for n in (HEAD_DENSE, HEAD_BN, HEAD_OUTPUT))
@@ -42,6 +47,9 @@ def logits_head(model: Any) -> Any:
     shift = beta - mean * scale
     folded_kernel = scale[:, None] * kernel2
     folded_bias = shift @ kernel2 + bias2
+    if centred:  # z_k - mean_j z_j is linear in the hidden layer: centre the kernel's and bias's columns
+        folded_kernel = folded_kernel - folded_kernel.mean(axis=1, keepdims=True)
+        folded_bias = folded_bias - folded_bias.mean()
     inputs = keras.Input((kernel1.shape[0],), name="gap_vector")
     hidden = keras.layers.Dense(kernel1.shape[1], activation="relu", name="hidden")(inputs)
     logits = keras.layers.Dense(kernel2.shape[1], name="logits")(hidden)
@@ -49,6 +57,18 @@ def logits_head(model: Any) -> Any:
     head.get_layer("hidden").set_weights([kernel1, bias1])
     head.get_layer("logits").set_weights([folded_kernel.astype(np.float32), folded_bias.astype(np.float32)])
     return head
+
+
+def head_error(model: Any, head: Any, gap_vectors: np.ndarray) -> float:
+    """max |softmax(head(x)) - the model's own head layers on x|: the folding checked, not assumed."""
+    import keras
+
+    x = keras.ops.convert_to_tensor(gap_vectors.astype(np.float32))
+    own = x
+    for name in HEAD_LAYERS:  # dropout is the identity at inference
+        own = model.get_layer(name)(own, training=False)
+    folded = keras.ops.softmax(head(x, training=False), axis=-1)
+    return float(np.abs(np.asarray(folded) - np.asarray(own)).max())
 
 
 def _directions(values: np.ndarray, shap_values: np.ndarray) -> np.ndarray:
@@ -77,6 +97,7 @@ class FoldAttribution:
     table: pd.DataFrame  # feature, class, mean_abs_shap, mean_shap, direction
     additivity_error: float  # max |sum(SHAP) + E[f] - f(x)| over explained images and classes
     explained: int
+    head_error: float = float("nan")  # max |softmax(folded head) - model head| (probabilities)
 
 
 def explain_head(head: Any, background: np.ndarray, explained: np.ndarray, names: list[str],
@@ -103,7 +124,9 @@ def cnn_fold_attribution(model: Any, train: np.ndarray, y_train: np.ndarray, tes
     head = logits_head(model)
     bg = train[stratified_sample(y_train, background, seed)]
     chosen = test[stratified_sample(y_test, max_images, seed)]
-    return explain_head(head, bg, chosen, names, classes)
+    result = explain_head(head, bg, chosen, names, classes)
+    result.head_error = head_error(model, head, chosen)
+    return result
 
 
 @dataclass

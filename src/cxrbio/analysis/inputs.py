@@ -28,6 +28,7 @@ class FoldEmbeddings:
     y_test: np.ndarray
     train: np.ndarray  # (n_train, D)
     y_train: np.ndarray
+    train_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
 
 
 @dataclass
@@ -112,7 +113,7 @@ def load_fold_embeddings(inputs: AnalysisInputs, strategy: str) -> list[FoldEmbe
         folds.append(FoldEmbeddings(
             fold=fold_number, dims=dims,
             test_ids=ids[test], test=values[test], y_test=inputs.labels(ids[test]),
-            train=values[~test], y_train=inputs.labels(ids[~test]),
+            train=values[~test], y_train=inputs.labels(ids[~test]), train_ids=ids[~test],
         ))
     return folds
 

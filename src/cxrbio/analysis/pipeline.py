@@ -25,9 +25,10 @@ from cxrbio.analysis.stats import class_tests
 from cxrbio.artifacts import RADIOMICS_SPACE
 from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.confounding.source_probe import covariate_probes, covariate_targets, source_probe
+from cxrbio.errors import ConfigError
 from cxrbio.timing import timed
 
-PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")
+PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")  # stability: radiomics bootstrap
 STAGE = "analyze"
 RADIOMICS = RADIOMICS_SPACE
 Say = Callable[[str], None]
@@ -108,14 +109,16 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
                                      groups=inputs.manifest.loc[ids, "fold_group"].to_numpy())
     with timed(summary.timings, "source_probe"):
         probe = probes(inputs, RADIOMICS, values, y, ids)
-    # Ranking: per class, features by mean |SHAP| over folds, with the tests and stability beside.
+    # Ranking: per class, features by |AUC - 0.5| (one-vs-rest), the statistic the bootstrap resamples, so the
+    # ranking and its stability are one ranking; mean |SHAP| of the baseline classifier beside.
     importance = (shap_table.groupby(["class", "feature"])
                   .agg(mean_abs_shap=("mean_abs_shap", "mean"), direction=("direction", lambda d: int(np.sign(d.sum()))))
                   .reset_index())
     mw = tests[tests["test"] == "mannwhitney"][["class", "feature", "auc", "p", "q"]]
     boot_freq = boot_freq.rename(columns={"top_frequency": "effect_top_frequency"})
     ranking = importance.merge(mw, on=["class", "feature"], how="left").merge(boot_freq, on=["class", "feature"], how="left")
-    ranking = ranking.sort_values(["class", "mean_abs_shap"], ascending=[True, False])
+    ranking["effect"] = (ranking["auc"] - 0.5).abs()
+    ranking = ranking.sort_values(["class", "effect"], ascending=[True, False])
     ranking["rank"] = ranking.groupby("class").cumcount() + 1
     atomic_write_parquet(out / "tests.parquet", tests)
     atomic_write_parquet(out / "attribution.parquet", shap_table)
@@ -132,21 +135,31 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
 
 def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ...], summary: AnalysisSummary,
                      say: Say, audit_images: Any = None) -> pd.DataFrame:
+    """analysis/<strategy>/*: per fold tests, SHAP, CCA, UMAP, probes; then matched features, confirmation, gates."""
     import keras
 
-    from cxrbio.analysis import audit as audit_module
+    from cxrbio.analysis import confirmation, matching
 
     settings = inputs.config.analysis
     out = inputs.run.output(STAGE, "analysis", strategy=strategy)
     folds = load_fold_embeddings(inputs, strategy)
+    if settings.gate_min_folds > len(folds):
+        raise ConfigError(f"analysis.gate_min_folds is {settings.gate_min_folds} but {strategy} has {len(folds)} fold "
+                          f"model(s): no feature could pass; set analysis.gate_min_folds to at most {len(folds)}.")
     rad_values, rad_names, rad_ids, _ = inputs.radiomics_space
     rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
+    targets = patient_targets(inputs)
+    every = np.sort(inputs.manifest.index.to_numpy())  # every model embeds every image: matching uses them all
     collected: dict[str, list[pd.DataFrame]] = defaultdict(list)
-    maps: dict[str, np.ndarray] = {}
+    tables: dict[int, confirmation.PatientTable] = {}
+    live: dict[int, tuple[list[str], np.ndarray]] = {}
     for fold in folds:
         say(f"{strategy} fold {fold.fold}: {len(fold.test_ids)} out-of-fold images x {len(fold.dims)} dims")
         values, kept, dropped = clean_columns(fold.test, fold.dims)
         collected["dropped"].append(pd.DataFrame(dropped, columns=["feature", "reason"]).assign(fold=fold.fold))
+        if dropped:
+            summary.notes.append(f"{strategy} fold {fold.fold}: {len(dropped)} dead or non-finite dim(s) left out "
+                                 "(dropped.parquet).")
         with timed(summary.timings, "stats"):
             tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
             collected["tests"].append(tests.assign(fold=fold.fold))
@@ -159,27 +172,25 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                                                       settings.seed)
             if result.additivity_error > 1e-3:
                 summary.notes.append(f"{strategy} fold {fold.fold}: SHAP additivity error {result.additivity_error:.2g}.")
-            table = result.table[result.table["feature"].isin(kept)].assign(fold=fold.fold,
-                                                                             additivity_error=result.additivity_error)
+            if not result.head_error <= 1e-4:
+                summary.notes.append(f"{strategy} fold {fold.fold}: the folded head differs from the model's own head by "
+                                     f"{result.head_error:.2g} (probability); its SHAP values are suspect.")
+            table = result.table[result.table["feature"].isin(kept)].assign(
+                fold=fold.fold, additivity_error=result.additivity_error, head_error=result.head_error)
             collected["attribution"].append(table)
-            table = table.rename(columns={"feature": "dim"})
-            totals = table.groupby("class")["mean_abs_shap"].transform("sum")
-            table["shap_share"] = table["mean_abs_shap"] / totals.where(totals > 0, 1.0)
-            candidates = (table.sort_values(["class", "mean_abs_shap"], ascending=[True, False])
-                          .groupby("class", sort=False).head(settings.top_k))
-            collected["candidates"].append(candidates)
+        del model
+        keras.backend.clear_session()
+        tables[fold.fold] = confirmation.patient_table(fold.fold, fold.test_ids, values, kept, inputs.manifest, targets)
+        both = pd.DataFrame(np.concatenate([fold.test, fold.train]), index=np.concatenate([fold.test_ids, fold.train_ids]),
+                            columns=fold.dims)
+        live[fold.fold] = (kept, both.reindex(every)[kept].to_numpy(np.float64))
         with_features = np.array([i in rad_row for i in fold.test_ids])
-        column = {d: j for j, d in enumerate(fold.dims)}
         if "association" in parts and with_features.sum() > 3:
             with timed(summary.timings, "association"):
-                dims = sorted(set(candidates["dim"]))
-                dim_values = fold.test[with_features][:, [column[d] for d in dims]]
                 radiomics = rad_values[[rad_row[i] for i in fold.test_ids[with_features]]]
-                collected["associations"].append(
-                    association.dim_associations(dim_values, dims, radiomics, rad_names).assign(fold=fold.fold))
                 collected["cca"].append(association.cca_with_baseline(
                     values[with_features], radiomics, settings.cca_components, settings.permutations,
-                    settings.seed).assign(fold=fold.fold))
+                    settings.seed, y=fold.y_test[with_features]).assign(fold=fold.fold))
         if "projection" in parts:
             with timed(summary.timings, "projection"):
                 coords, separation = project(values, fold.y_test, settings.umap_neighbors, settings.umap_min_dist,
@@ -189,62 +200,179 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                 collected["separation"].append(pd.DataFrame(separation).assign(fold=fold.fold))
         with timed(summary.timings, "source_probe"):
             collected["source_probe"].append(probes(inputs, strategy, values, fold.y_test, fold.test_ids).assign(fold=fold.fold))
-        if "audit" in parts and audit_images is not None and settings.audit_dims:
-            with timed(summary.timings, "audit"):
-                fold_audit = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,
-                                                     candidates, audit_images, inputs.classes, settings)
-                collected["audit_dims"].append(fold_audit.dims)
-                collected["audit_model"].append(fold_audit.model)
-                maps.update(fold_audit.maps)
-        keras.backend.clear_session()
 
     frames = {name: pd.concat(parts_, ignore_index=True) for name, parts_ in collected.items() if parts_}
-    candidates = frames["candidates"]
-    with timed(summary.timings, "stability"):
-        associations = frames.get("associations", pd.DataFrame(columns=["fold", "dim", "feature", "rho", "p", "q"]))
-        profiles = stability.descriptor_profiles(associations, candidates, rad_names)
-        stable, recurrence = stability.cross_fold_stability(profiles, rad_names, settings.stability_top)
-    ranking = rank_candidates(candidates, frames, recurrence, settings)
-    if "audit_dims" in frames:
-        frames["shortcut_scores"] = audit_module.shortcut_scores(frames["audit_dims"])
-        frames["audit_sources"] = audit_module.flagged_by_source(frames["audit_dims"])
-    frames.update(stability=stable, recurrence=recurrence, candidates=ranking)
+    with timed(summary.timings, "matching"):
+        matched = matching.match_folds(live, inputs.labels(every), min_rho=settings.match_min_rho)
+        summary.notes += [f"{strategy} matching {n}" for n in matched.notes]
+        if strategy == "offshelf":
+            summary.notes.append("offshelf: the frozen ImageNet backbone is the same in every fold, so its dims are "
+                                 "identical across folds; agreement across folds is not informative about replication.")
+    shap_table = frames["attribution"].rename(columns={"feature": "dim"})
+    tests = frames["tests"]
+    effects = tests[tests["test"] == "mannwhitney"][["fold", "class", "feature", "auc"]].rename(columns={"feature": "dim"})
+    with timed(summary.timings, "confirmation"):
+        confirmed = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap_table), effects,
+                                         inputs.classes, top=settings.top_k, min_patients=settings.confirm_min_patients,
+                                         resamples=settings.confirm_bootstrap, level=inputs.config.evaluation.level,
+                                         seed=settings.seed)
+        summary.notes += [f"{strategy}: {n}" for n in confirmed.notes]
+        acquisition = confirmation.acquisition_tests(confirmed.per_fold, tables, inputs.classes)
+    audit_summary = None
+    if "audit" in parts and audit_images is not None and settings.audit_dims:
+        with timed(summary.timings, "audit"):
+            audit_summary = audit_confirmed(inputs, strategy, folds, confirmed, shap_table, audit_images, frames, out)
+    descriptor_tables = []
+    if "association" in parts:
+        with timed(summary.timings, "association"):
+            descriptor_tables = feature_descriptors(inputs, folds, confirmed.per_fold, rad_values, rad_names, rad_row)
+    gate_settings = settings if ("audit" in parts and audit_images is not None and settings.audit_dims) \
+        else settings.model_copy(update={"gate_audit": False})
+    ranking = confirmation.gate(confirmed.combined, acquisition, audit_summary, gate_settings)
+    ranking = describe_candidates(ranking, descriptor_tables, confirmed.per_fold, shap_table, frames.get("audit_dims"),
+                                  settings.descriptors)
+    frames.update(matching=matched.table(), confirmation=confirmed.per_fold, power=confirmed.power,
+                  acquisition=acquisition, candidates=ranking,
+                  stability=consistency(ranking, matched, inputs.classes))
+    if descriptor_tables:
+        frames["descriptors"] = pd.concat(descriptor_tables, ignore_index=True)
     for name, frame in frames.items():
         atomic_write_parquet(out / f"{name}.parquet", frame)
-    if maps:
-        atomic_write(out / "saliency.npz", lambda tmp: np.savez_compressed(tmp, **maps))
+    passed = ranking.groupby("class")["passed"].sum() if not ranking.empty else pd.Series(dtype=int)
+    say(f"{strategy}: {len(ranking)} (class, feature) pairs tested, {int(passed.sum())} passed every gate")
     return ranking
 
 
-def rank_candidates(candidates: pd.DataFrame, frames: dict[str, pd.DataFrame], recurrence: pd.DataFrame,
-                    settings: Any) -> pd.DataFrame:
-    """Per class, candidate (fold, dim)s ordered by their share of the class's SHAP, with the evidence beside."""
-    tests = frames["tests"]
-    mw = tests[tests["test"] == "mannwhitney"][["fold", "class", "feature", "auc", "p", "q"]].rename(columns={"feature": "dim"})
-    kw = tests[tests["test"] == "kruskal"][["fold", "feature", "q"]].rename(columns={"feature": "dim", "q": "kruskal_q"})
-    ranking = candidates.merge(mw, on=["fold", "class", "dim"], how="left").merge(kw, on=["fold", "dim"], how="left")
-    named, top_descriptor = [], []
-    associations = frames.get("associations")
-    described = {}
-    if associations is not None:
-        for fold, part in associations.groupby("fold"):
-            for dim, pairs in association.descriptors(part, settings.descriptors).items():
-                described[(fold, dim)] = pairs
-    for row in ranking.itertuples():
-        pairs = described.get((row.fold, row.dim), [])
-        named.append(association.describe(pairs))
-        top_descriptor.append(pairs[0][0] if pairs else "")
-    ranking["descriptors"] = named
-    ranking["top_descriptor"] = top_descriptor
-    recur = recurrence.rename(columns={"feature": "top_descriptor", "recurrence": "descriptor_recurrence"})
-    ranking = ranking.merge(recur, on=["class", "top_descriptor"], how="left")
-    ranking.loc[ranking["top_descriptor"] == "", "descriptor_recurrence"] = np.nan
-    if "audit_dims" in frames:
-        audit = frames["audit_dims"][["fold", "class", "dim", "lung_density", "body_density", "outside_density",
-                                      "outside_ratio", "map_unreliable", "likely_shortcut"]]
-        ranking = ranking.merge(audit, on=["fold", "class", "dim"], how="left")
-    ranking = ranking.sort_values(["class", "shap_share"], ascending=[True, False])
+def patient_targets(inputs: AnalysisInputs) -> dict[str, pd.Series]:
+    """What the acquisition gate asks a feature not to predict within class: the source and categorical covariates."""
+    targets = {"source": inputs.manifest["source"].astype(str)} if "source" in inputs.manifest else {}
+    for name, series in covariate_targets(inputs.manifest, inputs.config.confounding.covariates).items():
+        if name != "source":
+            targets[name] = series
+    return targets
+
+
+def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], confirmed: Any, shap_table: pd.DataFrame,
+                    audit_images: Any, frames: dict[str, pd.DataFrame], out: Any) -> pd.DataFrame:
+    """The shortcut audit of each held-out fold's dims of the tested features, strongest confirmation first.
+
+    Up to ``audit_dims`` per fold and class: those that confirmed (q < gate_q) come first, so a
+    feature that could pass is audited; the rest of the budget goes to the next strongest, so the
+    gallery shows what the models read even where nothing confirms. Returns class, feature,
+    audited_dims, flagged_dims; the per-dim rows go to ``frames['audit_dims']``.
+    """
+    import keras
+
+    from cxrbio.analysis import audit as audit_module
+
+    combined = confirmed.combined[["class", "feature", "p"]]
+    wanted = confirmed.per_fold.merge(combined, on=["class", "feature"], suffixes=("", "_combined"))
+    rows, models, maps = [], [], {}
+    for fold in folds:
+        part = wanted[wanted["fold"] == fold.fold].sort_values("p_combined")  # audit_fold keeps audit_dims per class
+        if part.empty:
+            continue
+        shap = shap_table[shap_table["fold"] == fold.fold][["class", "dim", "mean_abs_shap"]]
+        chosen = part[["class", "dim", "feature"]].merge(shap, on=["class", "dim"], how="left")
+        model = keras.models.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
+                                        compile=False)
+        result = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,
+                                         chosen, audit_images, inputs.classes, inputs.config.analysis)
+        dims = result.dims.merge(chosen[["class", "dim", "feature"]], on=["class", "dim"], how="left")
+        rows.append(dims)
+        models.append(result.model)
+        maps.update(result.maps)
+        del model
+        keras.backend.clear_session()
+    if not rows:
+        return pd.DataFrame(columns=["class", "feature", "audited_dims", "flagged_dims"])
+    frames["audit_dims"] = pd.concat(rows, ignore_index=True)
+    frames["audit_model"] = pd.concat(models, ignore_index=True)
+    frames["shortcut_scores"] = audit_module.shortcut_scores(frames["audit_dims"])
+    frames["audit_sources"] = audit_module.flagged_by_source(frames["audit_dims"])
+    if maps:
+        atomic_write(out / "saliency.npz", lambda tmp: np.savez_compressed(tmp, **maps))
+    audited = frames["audit_dims"].dropna(subset=["outside_ratio"])
+    return (audited.groupby(["class", "feature"])["likely_shortcut"]
+            .agg(audited_dims="size", flagged_dims=lambda f: int(f.astype(bool).sum())).reset_index())
+
+
+def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.DataFrame, rad_values: np.ndarray,
+                        rad_names: list[str], rad_row: dict[str, int]) -> list[pd.DataFrame]:
+    """Per tested (class, feature): partial Spearman with every radiomics feature, class and source partialled out."""
+    if per_fold.empty or not rad_names:
+        return []
+    residuals: dict[int, tuple[np.ndarray, np.ndarray, pd.DataFrame]] = {}
+    n_covariates = 0
+    for fold in folds:
+        with_features = np.array([i in rad_row for i in fold.test_ids])
+        if with_features.sum() < 4:
+            continue
+        ids = fold.test_ids[with_features]
+        rows = inputs.manifest.loc[ids]
+        covariates = association.indicators(rows["y"].to_numpy(),
+                                            rows["source"].to_numpy() if "source" in rows else np.zeros(len(ids)))
+        n_covariates = max(n_covariates, covariates.shape[1])
+        radiomics = association.residual_ranks(rad_values[[rad_row[i] for i in ids]], covariates)
+        dims = pd.DataFrame(fold.test[with_features], columns=fold.dims)
+        residuals[fold.fold] = (covariates, radiomics, dims)
+    out = []
+    for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
+        pieces = []
+        for item in part.itertuples():
+            if int(item.fold) not in residuals:
+                continue
+            covariates, radiomics, dims = residuals[int(item.fold)]
+            pieces.append((association.residual_ranks(dims[[item.dim]].to_numpy(), covariates)[:, 0], radiomics))
+        if pieces:
+            out.append(association.partial_descriptors(pieces, rad_names, n_covariates).assign(**{"class": cls,
+                                                                                                  "feature_id": feature}))
+    return out
+
+
+def describe_candidates(ranking: pd.DataFrame, descriptor_tables: list[pd.DataFrame], per_fold: pd.DataFrame,
+                        shap_table: pd.DataFrame, audit_dims: pd.DataFrame | None, top: int) -> pd.DataFrame:
+    """The gated table with what describes each feature: its dims, mean SHAP rank, descriptors (tier), audit figures."""
+    if ranking.empty:
+        return ranking.assign(dims="", descriptors="", top_descriptor="", described=False, rank=0)
+    dims = (per_fold.assign(fold_dim=per_fold["fold"].astype(str) + ":" + per_fold["dim"])
+            .groupby(["class", "feature"]).agg(dims=("fold_dim", "|".join), selection_score=("selection_score", "mean"))
+            .reset_index())
+    ranking = ranking.merge(dims, on=["class", "feature"], how="left")
+    named, first = {}, {}
+    for table in descriptor_tables:
+        key = (str(table["class"].iloc[0]), str(table["feature_id"].iloc[0]))
+        pairs = association.descriptors(table.assign(dim=key[1]).drop(columns=["feature_id", "class"])
+                                        .rename(columns={"feature": "feature"}), top).get(key[1], [])
+        named[key], first[key] = association.describe(pairs), (pairs[0][0] if pairs else "")
+    keys = list(zip(ranking["class"], ranking["feature"]))
+    ranking["descriptors"] = [named.get(k, "") for k in keys]
+    ranking["top_descriptor"] = [first.get(k, "") for k in keys]
+    ranking["described"] = ranking["descriptors"] != ""
+    if audit_dims is not None and not audit_dims.empty:
+        figures = (audit_dims.groupby(["class", "feature"])
+                   .agg(lung_density=("lung_density", "mean"), body_density=("body_density", "mean"),
+                        outside_density=("outside_density", "mean"), outside_ratio=("outside_ratio", "max"),
+                        map_unreliable=("map_unreliable", "any"), likely_shortcut=("likely_shortcut", "any"))
+                   .reset_index())
+        ranking = ranking.merge(figures, on=["class", "feature"], how="left")
+    ranking["direction"] = ranking["expected_direction"]
     ranking["rank"] = ranking.groupby("class").cumcount() + 1
-    first = ["class", "rank", "fold", "dim", "shap_share", "mean_abs_shap", "direction", "auc", "q", "kruskal_q",
-             "descriptors", "descriptor_recurrence"]
-    return ranking[[c for c in first if c in ranking] + [c for c in ranking if c not in first]].reset_index(drop=True)
+    first_columns = ["class", "rank", "feature", "passed", "failed_gates", "auc", "auc_low", "auc_high", "q",
+                     "folds_agree", "folds_tested", "direction", "descriptors", "described", "dims"]
+    return ranking[first_columns + [c for c in ranking if c not in first_columns]].reset_index(drop=True)
+
+
+def consistency(ranking: pd.DataFrame, matched: Any, classes: list[str]) -> pd.DataFrame:
+    """Per class: features tested and passed, and how consistent the tested ones were across folds."""
+    rho = matched.table()
+    rho = rho[rho["fold"] != matched.reference].groupby("feature")["match_rho"].median()
+    rows = []
+    for cls in classes:
+        part = ranking[ranking["class"] == cls] if not ranking.empty else ranking
+        tested = int(len(part))
+        rows.append({"class": cls, "folds": len(matched.folds), "tested": tested,
+                     "passed": int(part["passed"].sum()) if tested else 0,
+                     "median_match_rho": float(rho.reindex(part["feature"]).median()) if tested else np.nan,
+                     "direction_agreement": float((part["folds_agree"] / part["folds_tested"]).mean()) if tested else np.nan})
+    return pd.DataFrame(rows)

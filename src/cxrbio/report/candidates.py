@@ -1,7 +1,8 @@
-"""Per disease: the candidate biomarker dims, their evidence, and a saliency gallery.
+"""Per disease: the candidate biomarkers that passed every gate, then every tested one; and a saliency gallery.
 
-Reads ``analysis/<strategy>/`` (docs/analysis.md). A candidate is a (fold, dim) pair: each fold's
-network has its own units, so dims are named with their fold.
+Reads ``analysis/<strategy>/`` (docs/analysis.md). A candidate is a matched feature (one dim per
+fold model, matched by within-class correlation), selected on other folds and confirmed on each
+held-out fold's patients; the gates it was judged by are printed with it.
 """
 
 from __future__ import annotations
@@ -27,17 +28,20 @@ def _flag(row: pd.Series) -> str:
 
 def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     rows = []
-    ordered = frame.sort_values("shap_share", ascending=False).head(limit)
+    ordered = frame.sort_values(["passed", "p"], ascending=[False, True]).head(limit)
     for _, row in ordered.iterrows():
         direction = int(row["direction"]) if pd.notna(row.get("direction")) else 0
         rows.append({
-            "fold": int(row["fold"]), "dim": str(row["dim"]), "rank": int(row["rank"]),
-            "shap_share": number(100 * float(row["shap_share"]), 2), "shap_share_key": sort_key(row["shap_share"]),
+            "feature": str(row["feature"]), "dims": str(row.get("dims") or "").replace("|", " "),
+            "passed": bool(row["passed"]), "failed": str(row.get("failed_gates") or ""),
             "direction": "higher → class" if direction > 0 else "lower → class" if direction < 0 else "–",
             "auc": number(row.get("auc")), "auc_key": sort_key(row.get("auc")),
+            "auc_ci": f"[{number(row.get('auc_low'))}, {number(row.get('auc_high'))}]",
             "q": p_value(row.get("q")), "q_key": sort_key(row.get("q")),
+            "folds": f"{int(row['folds_agree'])}/{int(row['folds_tested'])}",
+            "patients": int(row.get("n_patients") or 0),
+            "acquisition": p_value(row.get("acquisition_p_adjusted")), "acquisition_key": sort_key(row.get("acquisition_p_adjusted")),
             "descriptors": str(row.get("descriptors") or "–"),
-            "recurrence": number(row.get("descriptor_recurrence"), 2), "recurrence_key": sort_key(row.get("descriptor_recurrence")),
             "lung_density": number(row.get("lung_density"), 2), "lung_key": sort_key(row.get("lung_density")),
             "outside_ratio": number(row.get("outside_ratio"), 2), "outside_key": sort_key(row.get("outside_ratio")),
             "flag": _flag(row),
@@ -79,10 +83,12 @@ def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], di
     if audit is None or count == 0:
         return []
     tiles = []
-    for _, row in frame.sort_values("shap_share", ascending=False).iterrows():
-        key = f"fold-{int(row['fold'])}/{row['dim']}"
+    passing = frame.sort_values(["passed", "p"], ascending=[False, True])
+    for _, row in passing.iterrows():
+        matches = audit[(audit["feature"] == row["feature"]) & (audit["class"] == disease)] if "feature" in audit else audit[:0]
+        match = matches.head(1)
+        key = f"fold-{int(match.iloc[0]['fold'])}/{match.iloc[0]['dim']}" if not match.empty else ""
         saliency = saliency_maps[key].astype(np.float32) if key in saliency_maps else None
-        match = audit[(audit["fold"] == row["fold"]) & (audit["dim"] == row["dim"]) & (audit["class"] == disease)]
         if saliency is None or match.empty:
             continue
         ids = [i for i in str(match.iloc[0]["images"]).split("|") if i]
@@ -93,11 +99,12 @@ def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], di
             continue
         mask = images.mask(ids[0])
         tiles.append({
-            "src": png_data_uri(overlay(image, saliency, mask, px)), "fold": int(row["fold"]), "dim": str(row["dim"]),
+            "src": png_data_uri(overlay(image, saliency, mask, px)), "fold": int(match.iloc[0]["fold"]),
+            "dim": str(match.iloc[0]["dim"]), "feature": str(row["feature"]), "passed": bool(row["passed"]),
             "lung_density": number(row.get("lung_density"), 2), "outside_ratio": number(row.get("outside_ratio"), 2),
             "unreliable": bool(match.iloc[0].get("map_unreliable", False)), "map_rho": number(match.iloc[0].get("map_rho"), 2),
             "flag": _flag(row), "images": len(ids), "has_mask": mask is not None and bool(mask.any()),
-            "shap_share": number(100 * float(row["shap_share"]), 2), "px": px,
+            "auc": number(row.get("auc")), "px": px,
         })
         if len(tiles) >= count:
             break
@@ -118,31 +125,52 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
     for index, disease in enumerate(contents.classes):
         frame = candidates[candidates["class"] == disease]
         stability = _by_class(result.analysis.get("stability"), disease)
-        recurrence = _by_class(result.analysis.get("recurrence"), disease)
+        power = _by_class(result.analysis.get("power"), disease)
         audit_model = _by_class(result.analysis.get("audit_model"), disease)
         scores = _by_class(result.analysis.get("shortcut_scores"), disease)
         flagged = int(frame["likely_shortcut"].fillna(False).astype(bool).sum()) if "likely_shortcut" in frame else 0
         panel = {
             "disease": disease, "anchor": f"{result.name}-{index}-{_slug(disease)}",
-            "rows": candidate_rows(frame, settings.table_rows), "total": len(frame), "flagged": flagged,
+            "rows": candidate_rows(frame, settings.table_rows) if "passed" in frame else [], "total": len(frame),
+            "passed": int(frame["passed"].sum()) if "passed" in frame else 0, "flagged": flagged,
             "audited": int(frame["likely_shortcut"].notna().sum()) if "likely_shortcut" in frame else 0,
-            "stability": None, "recurring": [], "audit": None,
+            "stability": None, "power": None, "audit": None,
             "shortcut_score": number(scores["shortcut_score"].mean(), 2) if not scores.empty else "–",
-            "gallery": gallery(result, saliency_maps, disease, frame, images, settings.gallery_dims, settings.thumbnail_px),
+            "gallery": gallery(result, saliency_maps, disease, frame, images, settings.gallery_dims, settings.thumbnail_px)
+            if "passed" in frame else [],
+            "failed_counts": _failed_counts(frame),
         }
-        if not stability.empty:
+        if not stability.empty and "median_match_rho" in stability:
             s = stability.iloc[0]
-            panel["stability"] = {"folds": int(s["folds"]), "rank_correlation": number(s["profile_rank_correlation"], 2),
-                                  "jaccard": number(s["top_jaccard"], 2)}
-        if not recurrence.empty:
-            top = recurrence.sort_values("recurrence", ascending=False).head(5)
-            panel["recurring"] = [{"feature": str(r["feature"]), "recurrence": number(r["recurrence"], 2)} for _, r in top.iterrows()]
+            panel["stability"] = {"folds": int(s["folds"]), "match_rho": number(s["median_match_rho"], 2),
+                                  "agreement": number(s["direction_agreement"], 2)}
+        if not power.empty:
+            confirmed = power[power["confirmed"].astype(bool)]
+            panel["power"] = {"folds": len(confirmed), "of": len(power),
+                              "class_patients": int(confirmed["n_class"].sum()), "rest_patients": int(confirmed["n_rest"].sum())}
         if not audit_model.empty:
             panel["audit"] = {"accuracy": number(audit_model["accuracy"].mean(), 2),
                               "lungs_blanked": number(audit_model["lungs_blanked_accuracy"].mean(), 2),
                               "outside_blanked": number(audit_model["outside_blanked_accuracy"].mean(), 2)}
         panels.append(panel)
     return panels
+
+
+def _failed_counts(frame: pd.DataFrame) -> str:
+    """'confirmation 40, direction 35, ...': how many tested features each gate stopped (one feature may fail several)."""
+    if "failed_gates" not in frame or frame.empty:
+        return ""
+    names = [g.split(" (")[0] for text in frame["failed_gates"].fillna("") for g in str(text).split(", ") if g]
+    counts = pd.Series(names).value_counts() if names else pd.Series(dtype=int)
+    return ", ".join(f"{name} {int(n)}" for name, n in counts.items())
+
+
+def gate_settings(contents: RunContents) -> dict[str, Any]:
+    """The gates as configured before the analysis: printed with every candidate table."""
+    settings = contents.config.analysis
+    return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit,
+            "margin": settings.shortcut_margin, "top_k": settings.top_k, "match_min_rho": settings.match_min_rho,
+            "min_patients": settings.confirm_min_patients, "folds": contents.config.folds.k}
 
 
 def _slug(text: str) -> str:
@@ -159,4 +187,5 @@ def candidates_section(contents: RunContents) -> dict[str, Any]:
             maps = stack.enter_context(np.load(result.saliency_file)) if result.saliency_file else {}
             strategies.append({"name": result.name, "panels": disease_panels(contents, result, images, maps)})
     return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
-            "gallery_dims": contents.config.report.gallery_dims, "margin": contents.config.analysis.shortcut_margin}
+            "gallery_dims": contents.config.report.gallery_dims, "margin": contents.config.analysis.shortcut_margin,
+            "gates": gate_settings(contents)}

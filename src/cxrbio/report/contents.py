@@ -47,7 +47,7 @@ class StrategyResults:
         return "candidates" in self.analysis
 
 
-ANALYSIS_TABLES = ("candidates", "umap", "separation", "stability", "recurrence", "audit_dims", "audit_model",
+ANALYSIS_TABLES = ("candidates", "umap", "separation", "stability", "power", "audit_dims", "audit_model",
                    "shortcut_scores", "audit_sources", "cca", "attribution", "source_probe")
 RADIOMICS_TABLES = ("candidates", "umap", "separation", "bootstrap", "predictions", "source_probe")
 

@@ -1,0 +1,219 @@
+"""Matched features, selection on other folds, confirmation on held-out patients, gates: on data with a known answer."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrbio.analysis import association, confirmation, matching
+
+CLASSES = ["A", "B", "C"]
+GATES = SimpleNamespace(gate_q=0.05, gate_min_folds=2, gate_audit=False)
+
+
+def test_class_partialled_correlation_ignores_a_shared_label_and_keeps_within_class_covariation():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 200)
+    label_only = np.column_stack([y * 3.0 + rng.normal(0, 0.1, len(y)), y * 2.0 + rng.normal(0, 0.1, len(y))])
+    pooled = np.corrcoef(label_only.T)[0, 1]
+    partialled = matching.partialled_correlation(label_only[:, :1], label_only[:, 1:], y)[0, 0]
+    assert pooled > 0.95 and abs(partialled) < 0.15  # two label trackers look alike pooled, not within class
+    shared = rng.normal(size=len(y))
+    within = np.column_stack([shared + y, shared + rng.normal(0, 0.3, len(y))])
+    assert matching.partialled_correlation(within[:, :1], within[:, 1:], y)[0, 0] > 0.9
+
+
+def test_matching_recovers_a_known_permutation_of_units():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 100)
+    units = rng.normal(size=(len(y), 40)) + y[:, None] * rng.normal(size=40)
+    permutation = rng.permutation(40)
+    other = units[:, permutation] + rng.normal(0, 0.3, units.shape)
+    names = [f"e{j:04d}" for j in range(40)]
+    matched = matching.match_folds({0: (names, units), 1: (names, other)}, y, min_rho=0.5)
+    table = matched.table()
+    found = table[table["fold"] == 1].merge(table[table["fold"] == 0], on="feature", suffixes=("", "_ref"))
+    truth = {names[permutation[j]]: names[j] for j in range(40)}  # fold-1 column j holds reference unit permutation[j]
+    assert len(found) == 40
+    assert all(names[permutation[int(d[1:])]] == ref for d, ref in zip(found["dim"], found["dim_ref"]))
+    assert truth  # every fold-1 dim went to the unit it copies
+    # A fold whose units are unrelated noise matches nothing above the threshold: at most one dim per fold, none here.
+    noise = rng.normal(size=units.shape)
+    none = matching.match_folds({0: (names, units), 1: (names, noise)}, y, min_rho=0.5).table()
+    assert set(none["fold"]) == {0}
+
+
+def synthetic_study(*, folds=4, patients_per_class=24, noise_dims=60, planted_shift=1.2, seed=0, images=2):
+    """Per fold: patients of 3 classes, each with ``images`` images; dim 'e0000' of every fold model is shifted up in B."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold in range(folds):
+        for c in range(3):
+            for p in range(patients_per_class):
+                for _ in range(images):
+                    rows.append({"fold": fold, "patient_id": f"f{fold}-c{c}-p{p}", "y": c})
+    manifest = pd.DataFrame(rows)
+    manifest["image_id"] = [f"img{i:05d}" for i in range(len(manifest))]
+    manifest = manifest.set_index("image_id")
+    dims = [f"e{j:04d}" for j in range(noise_dims + 1)]
+    tables, shap_rows, effect_rows = {}, [], []
+    for fold in range(folds):
+        ids = manifest.index[manifest["fold"] == fold].to_numpy()
+        y = manifest.loc[ids, "y"].to_numpy()
+        patient_effect = {p: rng.normal(size=len(dims)) for p in manifest.loc[ids, "patient_id"].unique()}
+        values = np.stack([patient_effect[p] for p in manifest.loc[ids, "patient_id"]]) + rng.normal(0, 0.5, (len(ids), len(dims)))
+        values[:, 0] += planted_shift * (y == 1)
+        tables[fold] = confirmation.patient_table(fold, ids, values, dims, manifest, {})
+        importance = rng.uniform(0, 1, (len(dims), 3))
+        importance[0, 1] = 5.0  # the head leans on the planted dim for B
+        for c, cls in enumerate(CLASSES):
+            auc = association.stats.mannwhitneyu(values[y == c], values[y != c], axis=0)[0] / ((y == c).sum() * (y != c).sum())
+            shap_rows.append(pd.DataFrame({"fold": fold, "class": cls, "dim": dims, "mean_abs_shap": importance[:, c]}))
+            effect_rows.append(pd.DataFrame({"fold": fold, "class": cls, "dim": dims, "auc": auc}))
+    matched = matching.MatchedFeatures(0, list(range(folds)), pd.DataFrame({f: dims for f in range(folds)},
+                                                                           index=[f"f{j:04d}" for j in range(len(dims))]),
+                                       pd.DataFrame(1.0, index=[f"f{j:04d}" for j in range(len(dims))],
+                                                    columns=list(range(folds))), [])
+    return matched, tables, pd.concat(shap_rows), pd.concat(effect_rows)
+
+
+def test_the_planted_dim_passes_and_noise_passes_at_no_more_than_the_nominal_rate():
+    matched, tables, shap, effects = synthetic_study()
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=50, level=0.95, seed=0)
+    gated = confirmation.gate(result.combined, confirmation.acquisition_tests(result.per_fold, tables, CLASSES), None, GATES)
+    planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
+    assert planted["passed"] and planted["auc"] > 0.7 and planted["auc_low"] > 0.5 and planted["folds_agree"] == 4
+    noise = gated[gated["feature"] != "f0000"]
+    assert len(noise) > 50  # enough noise features were tested for the rate to mean something
+    assert noise["passed"].mean() <= 0.05
+    # Over many null studies, noise confirms at about the nominal rate before BH (the test is calibrated).
+    p_values = []
+    for seed in range(1, 6):
+        matched, tables, shap, effects = synthetic_study(planted_shift=0.0, seed=seed)
+        per_fold = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                        min_patients=5, resamples=10, level=0.95, seed=seed).per_fold
+        p_values.append(per_fold["p"].to_numpy())
+    assert np.mean(np.concatenate(p_values) < 0.05) <= 0.08
+
+
+def test_confirmation_uses_one_value_per_patient():
+    matched, tables, shap, effects = synthetic_study(images=3, folds=2)
+    table = tables[0]
+    assert len(table.patients) == 72 and table.values.shape[0] == 72  # 216 images, 72 patients
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=3,
+                                  min_patients=5, resamples=10, level=0.95, seed=0)
+    assert set(result.per_fold["n_patients"]) == {72}
+
+
+def test_too_few_patients_to_confirm_skips_the_class_and_says_so():
+    matched, tables, shap, effects = synthetic_study(patients_per_class=3, folds=2)
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=3,
+                                  min_patients=5, resamples=10, level=0.95, seed=0)
+    assert result.per_fold.empty and any("A: no held-out fold has 5 patients" in n for n in result.notes)
+
+
+def test_a_feature_that_reads_the_source_within_class_fails_the_acquisition_gate():
+    matched, tables, shap, effects = synthetic_study()
+    for table in tables.values():
+        source = np.where(np.arange(len(table.y)) % 2 == 0, "site-a", "site-b")
+        table.targets["source"] = source
+        table.values["e0000"] += 3.0 * (source == "site-b")  # the planted dim now also tracks the site
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=20, level=0.95, seed=0)
+    gated = confirmation.gate(result.combined, confirmation.acquisition_tests(result.per_fold, tables, CLASSES), None, GATES)
+    planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
+    assert not planted["passed"] and "acquisition" in planted["failed_gates"] and planted["acquisition_target"] == "source"
+    assert gated[gated["feature"] != "f0000"]["gate_acquisition"].mean() > 0.85
+
+
+def test_the_audit_gate_fails_flagged_and_unaudited_features_when_it_is_on():
+    matched, tables, shap, effects = synthetic_study()
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=20, level=0.95, seed=0)
+    audit = pd.DataFrame({"class": ["B"], "feature": ["f0000"], "audited_dims": [4], "flagged_dims": [1]})
+    gated = confirmation.gate(result.combined, pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"]),
+                              audit, SimpleNamespace(**{**vars(GATES), "gate_audit": True}))
+    planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
+    assert not planted["passed"] and "audit" in planted["failed_gates"]
+    assert "audit (not audited)" in gated[gated["feature"] != "f0000"]["failed_gates"].iloc[0]
+
+
+def test_partialled_descriptors_drop_class_mediated_correlation():
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 150)
+    source = rng.choice(["a", "b"], len(y))
+    dim = y * 2.0 + rng.normal(0, 0.2, len(y))  # tracks the class only
+    within = rng.normal(size=len(y))
+    radiomics = np.column_stack([y * 2.0 + rng.normal(0, 0.2, len(y)),  # differs by class only
+                                 within + rng.normal(0, 0.3, len(y))])
+    covariates = association.indicators(y, source)
+    table = association.partial_descriptors([(association.residual_ranks(dim[:, None], covariates)[:, 0],
+                                              association.residual_ranks(radiomics, covariates))], ["class_only", "other"],
+                                            covariates.shape[1])
+    assert abs(association.spearman(dim[:, None], radiomics[:, :1])[0][0, 0]) > 0.7  # pooled: strongly "described"
+    assert abs(table.set_index("feature").loc["class_only", "rho"]) < 0.2  # partialled: not
+    dim2 = within + y
+    table = association.partial_descriptors([(association.residual_ranks(dim2[:, None], covariates)[:, 0],
+                                              association.residual_ranks(radiomics, covariates))], ["class_only", "other"],
+                                            covariates.shape[1])
+    assert table.set_index("feature").loc["other", "rho"] > 0.8 and table.set_index("feature").loc["other", "q"] < 1e-6
+
+
+def test_cca_null_permutes_within_class():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    order = association.within_class_permutation(y, rng)
+    assert (y[order] == y).all() and not (order == np.arange(len(y))).all()
+
+
+def head_model(kernel_shift=None):
+    import keras
+
+    from cxrbio.models.layers import HEAD_BN, HEAD_DENSE, HEAD_DROPOUT, HEAD_OUTPUT
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu", name=HEAD_DENSE)(inputs)
+    x = keras.layers.BatchNormalization(name=HEAD_BN)(x)
+    x = keras.layers.Dropout(0.5, name=HEAD_DROPOUT)(x)
+    out = keras.layers.Dense(3, activation="softmax", name=HEAD_OUTPUT)(x)
+    model = keras.Model(inputs, out)
+    bn = model.get_layer(HEAD_BN)
+    bn.set_weights([np.full(8, 1.5, np.float32), np.full(8, 0.1, np.float32), np.full(8, 0.2, np.float32),
+                    np.full(8, 2.0, np.float32)])
+    return model
+
+
+def test_centred_logit_shap_ignores_a_term_common_to_every_logit():
+    from cxrbio.analysis import attribution
+    from cxrbio.models.layers import HEAD_OUTPUT
+
+    model = head_model()
+    rng = np.random.default_rng(0)
+    background, explained = rng.normal(size=(32, 6)).astype(np.float32), rng.normal(size=(20, 6)).astype(np.float32)
+    shifted = head_model()
+    kernel, bias = model.get_layer(HEAD_OUTPUT).get_weights()
+    common = rng.normal(size=(kernel.shape[0], 1)).astype(np.float32) * 3  # a feature-dependent term added to all logits
+    shifted.get_layer(HEAD_OUTPUT).set_weights([kernel + common, bias + 1.0])
+    names = [f"e{j}" for j in range(6)]
+    tables = []
+    for m in (model, shifted):
+        head = attribution.logits_head(m)
+        assert attribution.head_error(m, head, explained) < 1e-5  # the folded head is the model's head
+        result = attribution.explain_head(head, background, explained, names, CLASSES)
+        assert result.additivity_error < 1e-4
+        tables.append(result.table.set_index(["feature", "class"])["mean_abs_shap"])
+    np.testing.assert_allclose(tables[0].to_numpy(), tables[1].to_numpy(), rtol=1e-4, atol=1e-5)
+    raw = [attribution.explain_head(attribution.logits_head(m, centred=False), background, explained, names, CLASSES)
+           .table.set_index(["feature", "class"])["mean_abs_shap"].to_numpy() for m in (model, shifted)]
+    assert not np.allclose(raw[0], raw[1], rtol=1e-2)  # raw logits: the common term inflates every class
+
+
+@pytest.mark.parametrize("bad", [{"gate_q": 0.0}, {"gate_q": 1.5}, {"gate_min_folds": 0}, {"match_min_rho": 1.2}])
+def test_gate_settings_out_of_range_are_refused(bad):
+    from cxrbio.config import AnalysisConfig
+
+    with pytest.raises(ValueError):
+        AnalysisConfig(**bad)
