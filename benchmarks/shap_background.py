@@ -51,7 +51,7 @@ def main() -> None:
         explained = fold.test[stratified_sample(fold.y_test, config.analysis.shap_max_images, 0)]
         names = fold.dims
 
-        def importance(size: int, seed: int) -> tuple[np.ndarray, float]:
+        def importance(size: int, seed: int, fold=fold, head=head, explained=explained, names=names):  # noqa: ANN001, ANN202
             background = fold.train[stratified_sample(fold.y_train, size, seed)]
             started = time.perf_counter()
             table = attribution.explain_head(head, background, explained, names, classes).table
