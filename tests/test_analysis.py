@@ -279,7 +279,8 @@ def embedded_run(phantom_dir, tmp_path_factory):
     params = root / "params.yaml"
     params.write_text(FAST_PARAMS)
     config = load_config(None, {**EMBED_TINY, "radiomics.params": str(params), "analysis.permutations": 5,
-                                "analysis.bootstrap": 5, "analysis.audit_dims": 2, "analysis.audit_images": 4})
+                                "analysis.bootstrap": 5, "analysis.audit_dims": 2, "analysis.audit_images": 4,
+                                "analysis.confirm_min_patients": 2})
     scan(phantom_dir, config, root / "run")
     run = RunDir(root / "run")
     untrained_fold_models(run, config)

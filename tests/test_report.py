@@ -41,7 +41,7 @@ def demo_run(tmp_path_factory):
         f"model: {{alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9, weights: '{weights}'}}\n"
         "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, finetune-1]}\n"
         f"radiomics: {{params: '{root / 'params.yaml'}'}}\n"
-        "analysis: {permutations: 5, bootstrap: 5, audit_dims: 2, audit_images: 3}\n")
+        "analysis: {permutations: 5, bootstrap: 5, audit_dims: 2, audit_images: 3, confirm_min_patients: 2}\n")
     out, report = root / "demo", root / "demo-report.html"
     args = ["demo", "--out", str(out), "--config", str(config), "--per-class", "5", "--report", str(report)]
     first = CliRunner().invoke(app, args)

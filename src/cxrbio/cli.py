@@ -667,9 +667,12 @@ def print_candidates(name: str, ranking: Any, shown: int) -> None:
 
     from cxrbio.analysis.association import short_name
 
-    if ranking is None or ranking.empty:
-        return
     radiomics = name == "radiomics"
+    if ranking is None or ranking.empty:
+        if not radiomics:
+            console.print(f"Candidate features, {name}: none tested (too few patients per held-out fold, or no "
+                          "matched feature; see the notes).")
+        return
     if not radiomics:
         print_gated_candidates(name, ranking, shown)
         return
