@@ -97,7 +97,7 @@ def lesion_masks(run_root: Path, size: int) -> dict[str, dict[str, object]]:
     return out
 
 
-def pointing_game(run_root: Path, strategy: str) -> None:
+def pointing_game(run_root: Path, strategy: str, passing_only: bool = False) -> None:
     import keras
     import numpy as np
     import pandas as pd
@@ -109,10 +109,15 @@ def pointing_game(run_root: Path, strategy: str) -> None:
 
     run, cfg = open_run(run_root)
     audit = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
+    if passing_only:
+        candidates = pd.read_parquet(run.path("analysis", strategy=strategy) / "candidates.parquet")
+        passing = candidates.loc[candidates["passed"].astype(bool), ["class", "feature"]]
+        audit = audit.merge(passing, on=["class", "feature"])
     lesions = lesion_masks(run.root, cfg.data.image_size)
     data = load_training_data(run, cfg, cache="disk")
     row = {i: k for k, i in enumerate(data.manifest["image_id"])}
-    print(f"\nPointing game ({strategy}): saliency share inside the disease's lesion masks, top {cfg.analysis.audit_dims} dims per fold")
+    which = "the passing candidates' audited dims" if passing_only else f"up to {cfg.analysis.audit_dims} audited dims per fold"
+    print(f"\nPointing game ({strategy}): saliency share inside the disease's lesion masks, {which}")
     print(f"{'class':<10} {'dims':>4} {'lesion share':>13} {'lesion area':>12} {'enrichment':>11}")
     models: dict[int, object] = {}
     for cls, findings in FINDING_OF_CLASS.items():
@@ -137,6 +142,51 @@ def pointing_game(run_root: Path, strategy: str) -> None:
                 area.append(lesion.mean())
         if share:
             print(f"{cls:<10} {len(part):>4} {np.mean(share):>13.3f} {np.mean(area):>12.3f} {np.mean(share) / np.mean(area):>11.2f}")
+
+
+# What each disease's finding was drawn with (cxrbio.data.phantom), as radiomics families: (family, sign).
+# A passing candidate "describes the planted physics" when one of its significant partialled descriptors
+# (descriptors.parquet, q < 0.05) is of the family, with rho x the feature's direction of that sign.
+INTENSITY = ("firstorder_Mean", "firstorder_Median", "firstorder_RootMeanSquared", "firstorder_90Percentile",
+             "firstorder_10Percentile", "firstorder_Energy", "firstorder_TotalEnergy", "firstorder_Minimum",
+             "firstorder_Maximum")
+SIZE = ("shape2D_PixelSurface", "shape2D_MeshSurface", "shape2D_MajorAxisLength", "shape2D_MinorAxisLength",
+        "shape2D_Perimeter", "shape2D_MaximumDiameter")
+TEXTURE = ("glcm_Contrast", "ngtdm_Contrast", "glcm_DifferenceAverage", "glcm_DifferenceEntropy", "glrlm_RunEntropy",
+           "glszm_ZoneEntropy", "firstorder_Entropy", "glcm_JointEntropy", "ngtdm_Complexity")
+PHYSICS = {"Effusion": [("brighter", INTENSITY, +1)], "Pneumonia": [("brighter", INTENSITY, +1)],
+           "Emphysema": [("darker", INTENSITY, -1), ("larger", SIZE, +1)], "Fibrosis": [("more textured", TEXTURE, +1)]}
+
+
+def candidate_physics(run_root: Path, strategy: str) -> None:
+    """Per disease: the passing candidates, and whether their descriptors carry the planted physics."""
+    import pandas as pd
+
+    folder = run_root / "analysis" / strategy
+    candidates = pd.read_parquet(folder / "candidates.parquet")
+    descriptors = pd.read_parquet(folder / "descriptors.parquet") if (folder / "descriptors.parquet").is_file() else None
+    print(f"\nPassing candidates ({strategy}) and the planted physics in their partialled descriptors (q < 0.05):")
+    for cls in FINDING_OF_CLASS:
+        passing = candidates[(candidates["class"] == cls) & candidates["passed"].astype(bool)]
+        tested = int((candidates["class"] == cls).sum())
+        line = f"  {cls:<10} {len(passing)} of {tested} tested pass"
+        if cls in PHYSICS and descriptors is not None and not passing.empty:
+            verdicts = []
+            for what, family, sign in PHYSICS[cls]:
+                hits = []
+                for row in passing.itertuples():
+                    d = descriptors[(descriptors["class"] == cls) & (descriptors["feature_id"] == row.feature)
+                                    & (descriptors["q"] < 0.05)]
+                    # intensity and size on the image itself (or its wavelet low band), not on LoG edge maps
+                    plain = d["feature"].str.startswith(("original_", "wavelet-LL_")) if family is not TEXTURE else True
+                    d = d[d["feature"].str.endswith(family) & plain]
+                    d = d[d["rho"] * row.direction * sign > 0]
+                    if not d.empty:
+                        best = d.reindex(d["rho"].abs().sort_values(ascending=False).index).iloc[0]
+                        hits.append(f"{row.feature}: {best['feature']} rho {best['rho']:+.2f}")
+                verdicts.append(f"{what}: {'yes (' + '; '.join(hits[:2]) + ')' if hits else 'no'}")
+            line += "; " + "; ".join(verdicts)
+        print(line)
 
 
 def planted_physics(run_root: Path) -> None:
@@ -326,6 +376,8 @@ def main() -> None:
         for strategy in strategies:
             if kind == "plain":
                 pointing_game(out, strategy)
+                pointing_game(out, strategy, passing_only=True)
+                candidate_physics(out, strategy)
             shortcut_report(out, strategy, title, kind="shortcut" if marker else "site" if site else None)
         if kind == "plain":
             planted_physics(out)
