@@ -110,7 +110,8 @@ def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     assert '"type":"scattergl"' in page.replace(" ", "")  # WebGL for the scatter plots
     # Candidates: one panel per disease and strategy, with the top dim of the ranking.
     candidates = pd.read_parquet(out / "analysis" / "scratch" / "candidates.parquet")
-    best = candidates[candidates["class"] == "Effusion"].sort_values(["passed", "p"], ascending=[False, True]).iloc[0]
+    assert not candidates.empty  # at 5 images per class some classes have 2 patients in a held-out fold: tested
+    best = candidates.sort_values(["passed", "p"], ascending=[False, True]).iloc[0]
     assert sections["candidates"].count('class="disease"') == 2 * 7
     assert f"<td>{best['feature']}</td>" in sections["candidates"]
     assert "Gates, fixed in the configuration before the analysis" in sections["candidates"]
