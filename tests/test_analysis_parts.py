@@ -80,7 +80,8 @@ def test_spearman_matches_scipy_and_descriptors_pick_the_strongest():
             expected = stats.spearmanr(a[:, i], b[:, j])
             assert rho[i, j] == pytest.approx(expected.statistic, abs=1e-9)
             assert p[i, j] == pytest.approx(expected.pvalue, rel=1e-6)
-    table = association.dim_associations(a, ["e0000", "e0001"], b, ["cube", "noise", "minus"])
+    table = pd.DataFrame([{"dim": d, "feature": f, "rho": rho[i, j], "p": p[i, j], "q": p[i, j] * 6}
+                          for i, d in enumerate(["e0000", "e0001"]) for j, f in enumerate(["cube", "noise", "minus"])])
     named = association.descriptors(table, top=1)
     assert named["e0000"][0][0] == "cube" and named["e0001"][0] == ("minus", pytest.approx(rho[1, 2]))
     assert association.describe(named["e0000"]).startswith("cube (rho +1.00)")

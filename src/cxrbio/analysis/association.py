@@ -32,16 +32,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rho, p
 
 
-def dim_associations(dim_values: np.ndarray, dim_names: list[str], radiomics: np.ndarray,
-                     feature_names: list[str]) -> pd.DataFrame:
-    """Long table: dim, feature, rho, p, q (FDR within each dim)."""
-    rho, p = spearman(dim_values, radiomics)
-    frames = []
-    for i, dim in enumerate(dim_names):
-        frames.append(pd.DataFrame({"dim": dim, "feature": feature_names, "rho": rho[i], "p": p[i], "q": fdr(p[i])}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dim", "feature", "rho", "p", "q"])
-
-
 def descriptors(associations: pd.DataFrame, top: int, alpha: float = 0.05) -> dict[str, list[tuple[str, float]]]:
     """Per dim, its `top` significant features by |rho|."""
     significant = associations[associations["q"] < alpha]

@@ -36,10 +36,8 @@ import pandas as pd
 from scipy import stats
 
 from cxrbio.analysis.matching import MatchedFeatures
-from cxrbio.analysis.stats import fdr, rank_auc
+from cxrbio.analysis.stats import fdr, mann_whitney, rank_auc
 from cxrbio.confounding.source_probe import UNKNOWN
-
-GATES = ("confirmation", "direction", "audit", "acquisition")
 
 
 @dataclass
@@ -77,13 +75,14 @@ def percentile_ranks(shap: pd.DataFrame) -> pd.DataFrame:
 
 
 def select(matched: MatchedFeatures, ranks: pd.DataFrame, effects: pd.DataFrame, *, held_out: int, cls: str,
-           top: int) -> pd.DataFrame:
+           top: int, long: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ``top`` features for ``cls`` by their SHAP rank on the folds other than ``held_out`` (0 where unmatched).
 
     ``effects``: fold, class, dim, auc (image-level one-vs-rest on that fold's held-out images).
-    Only features with a dim in ``held_out`` and in at least one other fold are eligible.
+    Only features with a dim in ``held_out`` and in at least one other fold are eligible. ``long``:
+    ``matched.table()`` when the caller already has it (it is the same for every fold and class).
     """
-    long = matched.table()
+    long = matched.table() if long is None else long
     others = long[long["fold"] != held_out]
     others = others.merge(ranks[ranks["class"] == cls][["fold", "dim", "shap_rank"]], on=["fold", "dim"], how="left")
     others = others.merge(effects[effects["class"] == cls][["fold", "dim", "auc"]], on=["fold", "dim"], how="left")
@@ -102,9 +101,8 @@ def select(matched: MatchedFeatures, ranks: pd.DataFrame, effects: pd.DataFrame,
 
 def _auc_z(values: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column: one-vs-rest AUC and the signed Mann-Whitney z (scipy's tie-corrected normal approximation)."""
-    u, p = stats.mannwhitneyu(values[positive], values[~positive], axis=0, alternative="two-sided", method="asymptotic")
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    auc = np.asarray(u, float) / (n1 * n0)
+    u, p = mann_whitney(values, positive)
+    auc = u / (int(positive.sum()) * int((~positive).sum()))
     z = np.sign(auc - 0.5) * stats.norm.isf(np.clip(np.asarray(p, float), 1e-300, 1.0) / 2)
     return auc, z
 
@@ -132,6 +130,7 @@ def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd
     """Select on the other folds, confirm on each held-out fold, combine, BH within each class."""
     rows, power, notes, boot = [], [], [], {}
     rng = np.random.default_rng(seed)
+    long = matched.table()
     for c, cls in enumerate(classes):
         for fold, table in sorted(tables.items()):
             positive = table.y == c
@@ -140,7 +139,7 @@ def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd
             power.append({"class": cls, "fold": fold, "n_class": n_class, "n_rest": n_rest, "confirmed": enough})
             if not enough:
                 continue
-            chosen = select(matched, ranks, effects, held_out=fold, cls=cls, top=top)
+            chosen = select(matched, ranks, effects, held_out=fold, cls=cls, top=top, long=long)
             if chosen.empty:
                 continue
             dims = [matched.dims.loc[f, fold] for f in chosen["feature"]]

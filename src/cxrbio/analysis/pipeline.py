@@ -317,13 +317,17 @@ def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.D
         dims = pd.DataFrame(fold.test[with_features], columns=fold.dims)
         residuals[fold.fold] = (covariates, radiomics, dims)
     out = []
+    dim_residuals: dict[tuple[int, str], np.ndarray] = {}  # a fold's dim is tested for several classes
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         pieces = []
         for item in part.itertuples():
-            if int(item.fold) not in residuals:
+            fold_id = int(item.fold)
+            if fold_id not in residuals:
                 continue
-            covariates, radiomics, dims = residuals[int(item.fold)]
-            pieces.append((association.residual_ranks(dims[[item.dim]].to_numpy(), covariates)[:, 0], radiomics))
+            covariates, radiomics, dims = residuals[fold_id]
+            if (fold_id, item.dim) not in dim_residuals:
+                dim_residuals[fold_id, item.dim] = association.residual_ranks(dims[[item.dim]].to_numpy(), covariates)[:, 0]
+            pieces.append((dim_residuals[fold_id, item.dim], radiomics))
         if pieces:
             out.append(association.partial_descriptors(pieces, rad_names, n_covariates).assign(**{"class": cls,
                                                                                                   "feature_id": feature}))

@@ -40,6 +40,16 @@ def rank_auc(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return u / (n1 * n0)
 
 
+def mann_whitney(values: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the Mann-Whitney U of ``positive`` rows against the rest and its two-sided p.
+
+    scipy's tie-corrected normal approximation, so the image-level tests and the patient-level
+    confirmation (:mod:`cxrbio.analysis.confirmation`) compute the same statistic.
+    """
+    u, p = stats.mannwhitneyu(values[positive], values[~positive], axis=0, alternative="two-sided", method="asymptotic")
+    return np.asarray(u, float), np.asarray(p, float)
+
+
 def class_tests(values: np.ndarray, y: np.ndarray, names: list[str], classes: list[str],
                 min_group: int = 3) -> tuple[pd.DataFrame, list[str]]:
     """Rows of TEST_COLUMNS for every feature; notes for tests skipped because a group is too small."""
@@ -68,8 +78,7 @@ def class_tests(values: np.ndarray, y: np.ndarray, names: list[str], classes: li
         positive = y == i
         if (~positive).sum() < min_group:
             continue
-        statistic, p = stats.mannwhitneyu(values[positive], values[~positive], axis=0, alternative="two-sided",
-                                          method="asymptotic")
+        statistic, p = mann_whitney(values, positive)
         frames.append(pd.DataFrame({
             "feature": names, "test": "mannwhitney", "class": classes[i], "n_class": int(positive.sum()),
             "n_rest": int((~positive).sum()), "statistic": np.asarray(statistic, float), "p": np.asarray(p, float),
