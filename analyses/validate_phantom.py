@@ -26,7 +26,7 @@ change from filling only the overlay over the change from filling the whole outs
 
     uv run python analyses/validate_phantom.py [--out runs/validate] [--config configs/demo.yaml]
         [--per-class 100] [--shortcut Pneumonia:1.0] [--strategies scratch]
-        [--only plain,shortcut,shortcut-null,site,site-null] [--lungs-removed]
+        [--only plain,shortcut,shortcut-null,site,site-null,graded] [--lungs-removed]
 
 Each phantom's run directory is reused when it exists (every stage resumes or skips).
 """
@@ -45,7 +45,7 @@ FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"]
 
 
 def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str],
-             site_confound: bool = False, null: bool = False) -> None:
+             site_confound: bool = False, null: bool = False, severity: tuple[float, float] = (0.7, 1.0)) -> None:
     from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
@@ -60,7 +60,8 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
     cfg = load_config(config_path or bundled_config("demo.yaml"), overrides)
     if not (out / "phantom" / "manifest.csv").is_file():
         generate_phantom(out / "phantom", per_class=per_class, size=max(64, cfg.data.image_size), seed=cfg.folds.seed,
-                         shortcut=parse_shortcut(shortcut), site_confound=site_confound, null=null)
+                         shortcut=parse_shortcut(shortcut), site_confound=site_confound, null=null,
+                         severity=severity)
 
     def show(event: ProgressEvent) -> None:
         if event.is_line:
@@ -97,51 +98,83 @@ def lesion_masks(run_root: Path, size: int) -> dict[str, dict[str, object]]:
     return out
 
 
-def pointing_game(run_root: Path, strategy: str, passing_only: bool = False) -> None:
+def _saliency_shares(models: dict[int, object], run: object, strategy: str, fold: int, dim: str, ids: list[str],
+                     images: dict[str, object], lesions: dict[str, dict[str, object]], findings: list[str]
+                     ) -> tuple[list[float], list[float]]:
+    """Per image: the share of the dim's saliency inside the image's lesion masks, and the masks' area share."""
     import keras
     import numpy as np
-    import pandas as pd
 
     from cxrbio.analysis.audit import unit_saliency
     from cxrbio.embed import embedding_model
+
+    ids = [i for i in ids if any(f in lesions.get(i, {}) for f in findings)]
+    if not ids:
+        return [], []
+    if fold not in models:
+        model = keras.models.load_model(run.path("train_fold", strategy=strategy, fold=fold) / "model.keras",  # type: ignore[attr-defined]
+                                        compile=False)
+        models[fold] = embedding_model(model)
+    batch = np.stack([np.asarray(images[i]) for i in ids]).astype(np.float32)
+    share, area = [], []
+    for s, i in zip(unit_saliency(models[fold], batch, int(dim[1:])), ids):
+        lesion = np.zeros_like(s, bool)
+        for f in findings:
+            if f in lesions[i]:
+                lesion |= lesions[i][f]
+        share.append(float(s[lesion].sum() / max(s.sum(), 1e-12)))
+        area.append(float(lesion.mean()))
+    return share, area
+
+
+def pointing_game(run_root: Path, strategy: str, passing_only: bool = False, per_dim: int = 16) -> None:
+    """Saliency share inside the lesions over the lesions' area share (1 = no better than spread evenly).
+
+    Without ``passing_only``: the audited dims, on their audit images that carry the disease's lesion.
+    With it: every fold dim of every passing candidate, on up to ``per_dim`` of that fold's held-out
+    images of the candidate's disease (the audit's images are the dim's most active ones, which need
+    not be of the disease).
+    """
+    import numpy as np
+    import pandas as pd
+
     from cxrbio.rundir import open_run
     from cxrbio.training import load_training_data
 
     run, cfg = open_run(run_root)
-    audit = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
-    if passing_only:
-        candidates = pd.read_parquet(run.path("analysis", strategy=strategy) / "candidates.parquet")
-        passing = candidates.loc[candidates["passed"].astype(bool), ["class", "feature"]]
-        audit = audit.merge(passing, on=["class", "feature"])
+    folder = run.path("analysis", strategy=strategy)
     lesions = lesion_masks(run.root, cfg.data.image_size)
     data = load_training_data(run, cfg, cache="disk")
-    row = {i: k for k, i in enumerate(data.manifest["image_id"])}
-    which = "the passing candidates' audited dims" if passing_only else f"up to {cfg.analysis.audit_dims} audited dims per fold"
+    images = {i: data.images[k] for k, i in enumerate(data.manifest["image_id"])}
+    if passing_only:
+        candidates = pd.read_parquet(folder / "candidates.parquet")
+        passing = candidates.loc[candidates["passed"].astype(bool), ["class", "feature"]]
+        dims = pd.read_parquet(folder / "confirmation.parquet").merge(passing, on=["class", "feature"])
+        held_out = {f.fold: set(data.manifest["image_id"].to_numpy()[f.test]) for f in data.folds}
+        labels = dict(zip(data.manifest["image_id"], data.manifest["label"]))
+        which = f"every fold dim of the passing candidates, up to {per_dim} held-out images of the disease each"
+    else:
+        dims = pd.read_parquet(folder / "audit_dims.parquet")
+        which = f"up to {cfg.analysis.audit_dims} audited dims per fold, on their audit images"
     print(f"\nPointing game ({strategy}): saliency share inside the disease's lesion masks, {which}")
-    print(f"{'class':<10} {'dims':>4} {'lesion share':>13} {'lesion area':>12} {'enrichment':>11}")
+    print(f"{'class':<10} {'dims':>4} {'images':>6} {'lesion share':>13} {'lesion area':>12} {'enrichment':>11}")
     models: dict[int, object] = {}
     for cls, findings in FINDING_OF_CLASS.items():
-        part = audit[audit["class"] == cls]
+        part = dims[dims["class"] == cls]
         share, area = [], []
         for item in part.itertuples():
-            if item.fold not in models:
-                model = keras.models.load_model(run.path("train_fold", strategy=strategy, fold=item.fold) / "model.keras",
-                                                compile=False)
-                models[item.fold] = embedding_model(model)
-            ids = [i for i in item.images.split("|") if any(f in lesions.get(i, {}) for f in findings)]
-            if not ids:
-                continue
-            images = np.stack([np.asarray(data.images[row[i]]) for i in ids]).astype(np.float32)
-            saliency = unit_saliency(models[item.fold], images, int(item.dim[1:]))
-            for s, i in zip(saliency, ids):
-                lesion = np.zeros_like(s, bool)
-                for f in findings:
-                    if f in lesions[i]:
-                        lesion |= lesions[i][f]
-                share.append(s[lesion].sum() / max(s.sum(), 1e-12))
-                area.append(lesion.mean())
+            if passing_only:
+                ids = sorted(i for i in held_out[int(item.fold)] if labels[i] == cls)[:per_dim]
+            else:
+                ids = item.images.split("|")
+            s, a = _saliency_shares(models, run, strategy, int(item.fold), str(item.dim), ids, images, lesions, findings)
+            share += s
+            area += a
         if share:
-            print(f"{cls:<10} {len(part):>4} {np.mean(share):>13.3f} {np.mean(area):>12.3f} {np.mean(share) / np.mean(area):>11.2f}")
+            print(f"{cls:<10} {len(part):>4} {len(share):>6} {np.mean(share):>13.3f} {np.mean(area):>12.3f} "
+                  f"{np.mean(share) / np.mean(area):>11.2f}")
+        else:
+            print(f"{cls:<10} {len(part):>4} {0:>6}  (no image of the disease with its lesion mask)")
 
 
 # What each disease's finding was drawn with (cxrbio.data.phantom), as radiomics families: (family, sign).
@@ -154,7 +187,10 @@ SIZE = ("shape2D_PixelSurface", "shape2D_MeshSurface", "shape2D_MajorAxisLength"
         "shape2D_Perimeter", "shape2D_MaximumDiameter")
 TEXTURE = ("glcm_Contrast", "ngtdm_Contrast", "glcm_DifferenceAverage", "glcm_DifferenceEntropy", "glrlm_RunEntropy",
            "glszm_ZoneEntropy", "firstorder_Entropy", "glcm_JointEntropy", "ngtdm_Complexity")
-PHYSICS = {"Effusion": [("brighter", INTENSITY, +1)], "Pneumonia": [("brighter", INTENSITY, +1)],
+# Every finding but emphysema adds density (brighter); emphysema removes it and enlarges the lungs;
+# reticulation is a texture. Edema's enlarged heart is left out (it is outside the lung masks).
+PHYSICS = {"COVID-19": [("brighter", INTENSITY, +1)], "Edema": [("brighter", INTENSITY, +1)],
+           "Effusion": [("brighter", INTENSITY, +1)], "Pneumonia": [("brighter", INTENSITY, +1)],
            "Emphysema": [("darker", INTENSITY, -1), ("larger", SIZE, +1)], "Fibrosis": [("more textured", TEXTURE, +1)]}
 
 
@@ -166,6 +202,7 @@ def candidate_physics(run_root: Path, strategy: str) -> None:
     candidates = pd.read_parquet(folder / "candidates.parquet")
     descriptors = pd.read_parquet(folder / "descriptors.parquet") if (folder / "descriptors.parquet").is_file() else None
     print(f"\nPassing candidates ({strategy}) and the planted physics in their partialled descriptors (q < 0.05):")
+    described = []
     for cls in FINDING_OF_CLASS:
         passing = candidates[(candidates["class"] == cls) & candidates["passed"].astype(bool)]
         tested = int((candidates["class"] == cls).sum())
@@ -186,7 +223,11 @@ def candidate_physics(run_root: Path, strategy: str) -> None:
                         hits.append(f"{row.feature}: {best['feature']} rho {best['rho']:+.2f}")
                 verdicts.append(f"{what}: {'yes (' + '; '.join(hits[:2]) + ')' if hits else 'no'}")
             line += "; " + "; ".join(verdicts)
+            if any(v.split(": ", 1)[1].startswith("yes") for v in verdicts):
+                described.append(cls)
         print(line)
+    print(f"  {len(described)} of {len(FINDING_OF_CLASS)} diseases have a passing candidate whose descriptors carry a "
+          f"planted property: {', '.join(described) or 'none'}")
 
 
 def planted_physics(run_root: Path) -> None:
@@ -199,7 +240,8 @@ def planted_physics(run_root: Path) -> None:
     labels = run.read_manifest().set_index("image_id")["label"]
     from cxrbio.analysis.stats import rank_auc
 
-    checks = [("Effusion", "original_firstorder_Mean", +1), ("Pneumonia", "original_firstorder_Mean", +1),
+    checks = [("COVID-19", "original_firstorder_Mean", +1), ("Edema", "original_firstorder_Mean", +1),
+              ("Effusion", "original_firstorder_Mean", +1), ("Pneumonia", "original_firstorder_Mean", +1),
               ("Emphysema", "original_firstorder_Mean", -1), ("Emphysema", "original_shape2D_PixelSurface", +1),
               ("Fibrosis", "original_glcm_Contrast", +1), ("Fibrosis", "original_ngtdm_Contrast", +1)]
     print("\nPlanted physics (radiomics, each class against Normal): AUC > 0.5 means higher in the class")
@@ -337,7 +379,13 @@ PHANTOMS = {  # name -> (shortcut marker, site-confounded, null: every image dra
     "shortcut-null": (True, False, True),
     "site": (False, True, False),
     "site-null": (False, True, True),
+    "graded": (False, False, False),
 }
+#: Phantoms whose findings' severity is drawn from a wider range than the default (0.7, 1.0):
+#: graded findings, so the partialled (within-class) descriptors have planted variation to find.
+SEVERITY = {"graded": (0.3, 1.0)}
+#: Phantoms with planted findings and no shortcut: the pointing game and the planted physics apply.
+PLANTED = ("plain", "graded")
 
 
 def lungs_removed_report(run_root: Path, title: str) -> None:
@@ -371,15 +419,15 @@ def main() -> None:
         marker, site, null = PHANTOMS[kind]
         out = args.out / kind
         pipeline(out, args.config, args.per_class, args.shortcut if marker else None, strategies, site_confound=site,
-                 null=null)
+                 null=null, severity=SEVERITY.get(kind, (0.7, 1.0)))
         title = f"{kind} phantom" + (f" ({args.shortcut} marker)" if marker else "")
         for strategy in strategies:
-            if kind == "plain":
+            if kind in PLANTED:
                 pointing_game(out, strategy)
                 pointing_game(out, strategy, passing_only=True)
                 candidate_physics(out, strategy)
             shortcut_report(out, strategy, title, kind="shortcut" if marker else "site" if site else None)
-        if kind == "plain":
+        if kind in PLANTED:
             planted_physics(out)
         if args.lungs_removed and kind in ("plain", "site"):
             lungs_removed_report(out, title)

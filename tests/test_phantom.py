@@ -107,3 +107,23 @@ def test_distinct_phantom_patients_are_not_near_duplicates(phantom_dir):
     m = scan(phantom_dir, make_config(), phantom_dir.parent / "run-dups").manifest
     per_group = m.groupby("dup_group")["patient_id"].nunique()
     assert per_group.max() == 1
+
+
+def test_graded_severity_rescales_only_the_findings(tmp_path):
+    """--severity 0.3,1.0: the same draw rescaled, so Normal images are byte-identical and findings vary more."""
+    from cxrbio.data.phantom import parse_severity
+
+    plain = generate_phantom(tmp_path / "p", per_class=6, size=64, seed=1)
+    graded = generate_phantom(tmp_path / "g", per_class=6, size=64, seed=1, severity=(0.3, 1.0))
+    ill = graded["label"] != "Normal"
+    assert graded.loc[ill, "severity"].between(0.3, 1.0).all() and graded.loc[ill, "severity"].min() < 0.7
+    expected = 0.3 + (plain.loc[ill, "severity"] - 0.7) / 0.3 * 0.7  # the same uniform draw, rescaled
+    np.testing.assert_allclose(graded.loc[ill, "severity"], expected, atol=2e-3)
+    for path in plain.loc[plain["label"] == "Normal", "path"]:
+        assert (tmp_path / "p" / path).read_bytes() == (tmp_path / "g" / path).read_bytes()
+    assert json.loads((tmp_path / "g" / "phantom.json").read_text())["severity"] == [0.3, 1.0]
+    assert parse_severity("0.3,1.0") == (0.3, 1.0)
+    with pytest.raises(DataError, match="LOW,HIGH"):
+        parse_severity("0.3")
+    with pytest.raises(DataError, match="0 < LOW <= HIGH"):
+        generate_phantom(tmp_path / "bad", per_class=1, size=64, severity=(0.9, 0.2))

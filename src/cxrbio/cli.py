@@ -204,15 +204,19 @@ def data_phantom(
     null: Annotated[bool, typer.Option(
         "--null", help="No planted findings: every image is drawn as Normal, only the label differs "
              "(with --site-confound the site is the only signal).")] = False,
+    severity: Annotated[str, typer.Option(
+        "--severity", help="LOW,HIGH: the range of each finding's severity (0.3,1.0 grades the findings within "
+             "each disease).")] = "0.7,1.0",
 ) -> None:
     """Generate phantom chest X-rays with planted findings and their ground-truth masks."""
-    from cxrbio.data.phantom import generate_phantom, parse_shortcut
+    from cxrbio.data.phantom import generate_phantom, parse_severity, parse_shortcut
     from cxrbio.progress import counter
 
     target = parse_shortcut(shortcut)
     with ShowProgress() as show:
         manifest = generate_phantom(out, per_class=per_class, size=size, seed=seed, shortcut=target,
-                                    progress=counter(show, "phantom"), site_confound=site_confound, null=null)
+                                    progress=counter(show, "phantom"), site_confound=site_confound, null=null,
+                                    severity=parse_severity(severity))
     counts = manifest.groupby("label").agg(images=("path", "size"), patients=("patient_id", "nunique"),
                                             shortcut=("shortcut", "sum"))
     if site_confound:

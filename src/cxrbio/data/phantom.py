@@ -383,14 +383,15 @@ def _affine(shape: tuple[int, int], angle_deg: float, shift: tuple[float, float]
 
 
 def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height: int,
-                 shortcut: bool = False, site: Site | None = None) -> PhantomImage:
+                 shortcut: bool = False, site: Site | None = None,
+                 severity_range: tuple[float, float] = (0.7, 1.0)) -> PhantomImage:
     """One radiograph of this patient: density -> pose -> exposure -> blur and noise (-> the site's label)."""
     if site is not None:
         height = round(height * site.height_scale)
     width = max(16, round(height * anatomy.width_ratio))
     c = _Canvas(height, width)
     density, right, left, heart = _render_density(c, anatomy, rng)
-    severity = float(rng.uniform(0.7, 1.0)) if label != "Normal" else 0.0
+    severity = float(rng.uniform(*severity_range)) if label != "Normal" else 0.0
     lesion_rng = np.random.default_rng([anatomy.lesion_seed, int(rng.integers(0, 3))])
     lesions: dict[str, np.ndarray] = {}
     if label == "COVID-19":
@@ -499,6 +500,15 @@ def parse_shortcut(text: str | None, classes: tuple[str, ...] = PAPER_CLASSES) -
     return target, fraction
 
 
+def parse_severity(text: str) -> tuple[float, float]:
+    """'LOW,HIGH' -> (low, high); clear error otherwise (the range itself is checked by generate_phantom)."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise DataError(f"--severity {text!r} is not LOW,HIGH.", fix="e.g. --severity 0.3,1.0") from None
+    return low, high
+
+
 def _save_export(path: Path, array: np.ndarray, export: str) -> None:
     """The image as a site exports it: a 16-bit PNG, or an 8-bit RGB JPEG at quality 80."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -533,6 +543,7 @@ def generate_phantom(
     progress: Callable[[int, int], None] | None = None,
     site_confound: bool = False,
     null: bool = False,
+    severity: tuple[float, float] = (0.7, 1.0),
 ) -> pd.DataFrame:
     """Write the phantom data set to ``out`` and return its manifest.
 
@@ -544,7 +555,14 @@ def generate_phantom(
     site b with the class's share in :data:`SITE_B_SHARE`; the manifest's ``source`` and ``site``
     columns record it. ``null``: no class has its anatomy or finding (every image is drawn as
     Normal; only the label differs): with ``site_confound`` the site is then the only signal.
+    ``severity``: the range each image's finding severity is drawn from (uniform; the same draw,
+    rescaled, so every other image property is unchanged). The default (0.7, 1.0) keeps findings
+    clear; a wider range such as (0.3, 1.0) grades them, so that a feature of a disease can be
+    checked against what varies *within* the disease (partialled descriptors).
     """
+    low, high = severity
+    if not 0.0 < low <= high <= 1.5:
+        raise DataError(f"--severity must be LOW,HIGH with 0 < LOW <= HIGH <= 1.5, got {low},{high}.")
     if per_class < 1:
         raise DataError(f"--per-class must be at least 1, got {per_class}.")
     if size < 48:
@@ -568,7 +586,8 @@ def generate_phantom(
             n_images = min(int(rng.integers(images_per_patient[0], images_per_patient[1] + 1)), per_class - made)
             for k in range(n_images):
                 stamp = shortcut is not None and shortcut[0] == label and rng.random() < shortcut[1]
-                result = render_image(anatomy, drawn_as, rng, size, shortcut=stamp, site=site)
+                result = render_image(anatomy, drawn_as, rng, size, shortcut=stamp, site=site,
+                                      severity_range=(low, high))
                 image_name = f"{slug}-p{patient:04d}-{k}"
                 suffix = ".jpg" if site is not None and site.export == "jpeg" else ".png"
                 image_path = Path("images") / slug / f"{image_name}{suffix}"
@@ -624,6 +643,7 @@ def generate_phantom(
         "shortcut": {"class": shortcut[0], "fraction": shortcut[1]} if shortcut else None,
         "site_confound": {"sites": [site.name for site in SITES], "site_b_share": SITE_B_SHARE} if site_confound else None,
         "null": null,
+        "severity": [low, high],
         "classes": list(classes),
         "findings": {c: list(FINDINGS[c]) for c in classes},
     }
