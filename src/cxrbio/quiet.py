@@ -45,7 +45,14 @@ class _ExpectedRetracing(logging.Filter):
 
 
 def initialise_tensorflow() -> None:
-    """Import TensorFlow and touch its devices once, quietly (later calls cost nothing)."""
+    """Import TensorFlow and touch its devices once, quietly (later calls cost nothing).
+
+    Nothing on another Keras backend (``KERAS_BACKEND=jax``): those processes never import TensorFlow.
+    """
+    from cxrbio.backend import TENSORFLOW, configured_name
+
+    if configured_name() != TENSORFLOW:
+        return
     tf_logger = logging.getLogger("tensorflow")
     if not any(isinstance(f, _ExpectedRetracing) for f in tf_logger.filters):
         tf_logger.addFilter(_ExpectedRetracing())

@@ -95,17 +95,10 @@ def reseed_generators(model: Any, seed: int) -> None:
 
 
 def configure_tensorflow(config: Config) -> None:
-    from cxrbio.quiet import initialise_tensorflow
+    """Set up the active Keras backend for training (the name predates JAX support)."""
+    from cxrbio import backend
 
-    initialise_tensorflow()
-    import keras
-    import tensorflow as tf
-
-    if config.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    mixed = config.train.mixed_precision == "on" or (config.train.mixed_precision == "auto" and gpu)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    backend.configure(config)
 
 
 def make_optimizer(config: Config, steps_per_epoch: int = 1) -> Any:
@@ -249,6 +242,14 @@ class FoldTrainer:
         if state.get("fingerprint") != self.expected.fingerprint:
             self._clear()  # started under other inputs or settings: its epochs are not ours
             return None
+        from cxrbio import backend
+        from cxrbio.errors import ConfigError
+
+        started_on = state.get("keras_backend", backend.TENSORFLOW)
+        if started_on != backend.name():
+            raise ConfigError(f"{self.strategy} fold {self.fold.fold} was started on the {started_on} backend and "
+                              f"cannot resume on {backend.name()} (the augmentation sits in a different place).",
+                              fix=f"resume with KERAS_BACKEND={started_on}, or delete {path} to start the fold over.")
         return state
 
     def _clear(self) -> None:
@@ -256,11 +257,15 @@ class FoldTrainer:
             leftover.unlink(missing_ok=True)
 
     def _build(self, steps_per_epoch: int) -> Any:
+        from cxrbio import backend
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
 
+        in_model = (backend.augments_in_model() and self.config.augment.enabled
+                    and not uses_feature_cache(self.config, self.strategy))
         model = build_model(len(self.data.classes), self.config.data.image_size, self.config.model,
-                            Strategy.parse(self.strategy), seed=fold_seed(self.config, self.strategy, self.fold.fold))
+                            Strategy.parse(self.strategy), seed=fold_seed(self.config, self.strategy, self.fold.fold),
+                            augment=self.config.augment if in_model else None)
         model.compile(optimizer=make_optimizer(self.config, steps_per_epoch), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model
@@ -268,8 +273,8 @@ class FoldTrainer:
     def train(self) -> str:
         """Run the fold to completion; returns 'done' (already), 'trained' or 'interrupted'."""
         import keras
-        import tensorflow as tf
 
+        from cxrbio import backend
         from cxrbio.data.pipeline import make_dataset
 
         if self.done:
@@ -286,7 +291,11 @@ class FoldTrainer:
         if cached:
             # Only the trainable part runs per epoch, on the frozen part's outputs computed once.
             frozen, trainable = frozen_and_trainable(full, self.strategy)
-            features = tf.constant(frozen_features(self.run, self.config, self.data, frozen, self.strategy))
+            features = frozen_features(self.run, self.config, self.data, frozen, self.strategy)
+            if backend.uses_tf_data():
+                import tensorflow as tf
+
+                features = tf.constant(features)
             if state is None:
                 model = trainable
                 model.compile(optimizer=make_optimizer(self.config, steps), loss="sparse_categorical_crossentropy",
@@ -297,12 +306,15 @@ class FoldTrainer:
         else:
             model = full if state is None else keras.models.load_model(self.out / state["checkpoint"])
             images = self.data.images
-            if isinstance(images, np.ndarray) and not isinstance(images, np.memmap):
+            if backend.uses_tf_data() and isinstance(images, np.ndarray) and not isinstance(images, np.memmap):
+                import tensorflow as tf
+
                 images = tf.constant(images)  # one table for every epoch of this fold
         if state is None:
             state = {"next_epoch": 0, "best_val_loss": None, "best_epoch": None, "wait": 0, "history": [],
                      "checkpoint": None, "fit_images": int(len(fit_idx)), "val_images": int(len(val_idx)),
-                     "frozen_feature_cache": cached, "fingerprint": self.expected.fingerprint}
+                     "frozen_feature_cache": cached, "fingerprint": self.expected.fingerprint,
+                     "keras_backend": backend.name()}
         y = self.data.y
         weights = class_weights(y[fit_idx], len(self.data.classes)) if cfg.class_weights else None
         if cached:
@@ -386,6 +398,7 @@ class FoldTrainer:
         summary = {k: state[k] for k in ("best_epoch", "best_val_loss", "fit_images", "val_images")}
         summary["test_images"] = int(self.fold.test.sum())
         summary["epochs_run"] = len(state["history"])
+        summary["keras_backend"] = state.get("keras_backend", "tensorflow")
         atomic_write_text(self.out / "summary.json", json.dumps(summary) + "\n")
         from cxrbio.data.duplicates import sha256_file
 
@@ -446,6 +459,12 @@ def validation_predictions(run: RunDir, config: Config, data: TrainingData, stra
 
 def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None) -> Any:
     """Batches of cached feature rows; shuffled with a per-epoch seed when training."""
+    from cxrbio import backend
+
+    if not backend.uses_tf_data():
+        from cxrbio.data.batches import ArrayBatches
+
+        return ArrayBatches(np.asarray(features), indices, labels, batch_size, shuffle_seed=shuffle_seed, channel=False)
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(indices, np.int64), np.asarray(labels, np.int32)))

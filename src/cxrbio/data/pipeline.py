@@ -1,4 +1,4 @@
-"""The training input pipeline: decode and letterbox once, augment on the fly in TensorFlow.
+"""The training input pipeline: decode and letterbox once, augment on the fly in TensorFlow (tf.data).
 
 Images are decoded, letterboxed and stored as one uint8 array per run (in memory, or a
 memory-mapped ``.npy`` under RUN_DIR/cache for data sets larger than RAM). Training then
@@ -8,6 +8,8 @@ interpolation, not two). No Python runs per image in the training loop.
 
 Batches are ``(images, labels)``: float32 ``(B, S, S, 1)`` in 0..255 and int32 class indices;
 the model's own preprocessing layer maps grey to three channels and to its input range.
+On the other Keras backends :func:`make_dataset` hands out the same batches from
+:mod:`cxrbio.data.batches` instead (no TensorFlow), and the model augments.
 """
 
 from __future__ import annotations
@@ -121,11 +123,20 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int = 0,
 ):
-    """tf.data.Dataset of (images, labels) batches for the rows ``indices`` of the cache.
+    """Batches of (images, labels) for the rows ``indices`` of the cache, for the active Keras backend.
 
-    ``training`` shuffles (reshuffled every epoch) and augments when ``augment.enabled``;
-    evaluation keeps the order of ``indices`` and never augments. Deterministic per seed.
+    On TensorFlow a tf.data.Dataset: ``training`` shuffles (reshuffled every epoch) and augments
+    when ``augment.enabled``; evaluation keeps the order of ``indices`` and never augments.
+    Deterministic per seed. On other backends a :class:`cxrbio.data.batches.ArrayBatches`
+    (shuffled per seed when training); the augmentation is then the model's own layer
+    (:mod:`cxrbio.models.augment`), so ``augment`` is not applied here.
     """
+    from cxrbio import backend
+
+    if not backend.uses_tf_data():
+        from cxrbio.data.batches import ArrayBatches
+
+        return ArrayBatches(images, indices, labels, batch_size, shuffle_seed=seed if training else None)
     import tensorflow as tf
 
     indices = np.asarray(indices, dtype=np.int64)

@@ -5,6 +5,7 @@ frozen-feature training splits it after ``PREPROCESS_LAYER`` inside ``BACKBONE_L
 """
 
 INPUT_LAYER = "image"
+AUGMENT_LAYER = "augment"  # only in models trained with the augmentation inside (non-TensorFlow backends)
 GREY_TO_RGB_LAYER = "grey_to_rgb"
 PREPROCESS_LAYER = "mobilenet_preprocess"
 BACKBONE_LAYER = "mobilenetv2"

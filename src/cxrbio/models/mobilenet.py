@@ -38,8 +38,15 @@ def build_model(
     model_config: ModelConfig,
     strategy: Strategy,
     seed: int = 0,
+    *,
+    augment: Any = None,
 ) -> Any:
-    """A compiled-ready keras.Model for one strategy (not compiled: training chooses the optimizer)."""
+    """A compiled-ready keras.Model for one strategy (not compiled: training chooses the optimizer).
+
+    ``augment`` (an AugmentConfig): put the study's rotation + shift inside the model, right after
+    its input, active only while training (:mod:`cxrbio.models.augment`; the non-TensorFlow
+    backends' way to augment). None: the input pipeline augments (tf.data) or nothing does.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -50,7 +57,12 @@ def build_model(
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = model_config.batchnorm_momentum
     inputs = keras.Input((image_size, image_size, 1), name=INPUT_LAYER)
-    x = keras.layers.Concatenate(name=GREY_TO_RGB_LAYER)([inputs, inputs, inputs])
+    x = inputs
+    if augment is not None:
+        from cxrbio.models.augment import rotate_shift
+
+        x = rotate_shift(augment, seed=seed)(x)
+    x = keras.layers.Concatenate(name=GREY_TO_RGB_LAYER)([x, x, x])
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS_LAYER)(x)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(x)

@@ -28,6 +28,18 @@ from cxrbio.rundir import open_run
 from cxrbio.timing import timed
 
 
+def require_tensorflow_backend() -> None:
+    """The analysis's SHAP (DeepExplainer) and saliency (GradientTape) need TensorFlow: say so before any work."""
+    from cxrbio.backend import TENSORFLOW, configured_name
+
+    active = configured_name()
+    if active != TENSORFLOW:
+        raise ConfigError(f"cxrbio analyze needs the TensorFlow backend (SHAP's DeepExplainer and the audit's "
+                          f"saliency run on it); KERAS_BACKEND is {active}.",
+                          fix="run it with KERAS_BACKEND=tensorflow where TensorFlow is installed: models trained on "
+                              f"{active} load there unchanged.")
+
+
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | None = None, audit: bool = True,
         config: Config | None = None, force: bool = False, progress: Progress | None = None) -> AnalysisSummary:
     """Analyse the run's embedded strategies (default: all) and its radiomics space."""
@@ -35,6 +47,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
 
     if top is not None and top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}.")
+    require_tensorflow_backend()
     started = time.perf_counter()
     initialise_tensorflow()
     run, own = open_run(run_dir)

@@ -245,13 +245,11 @@ def _train(jobs: list[tuple[str, int]], run: RunDir, config: Config, data: Train
 
 def train_fold_task(task: tuple[str, dict[str, Any], str, int]) -> tuple[str, int, str]:
     """Body of one task in another process: load the run's data from its disk cache and train one fold."""
-    import tensorflow as tf
-
+    from cxrbio import backend
     from cxrbio.training import configure_tensorflow, load_training_data
 
     run_dir, config_json, strategy, fold = task
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    backend.limit_threads()
     config = Config.model_validate(config_json)
     configure_tensorflow(config)
     run = RunDir(run_dir)
