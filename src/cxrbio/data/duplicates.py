@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -34,6 +33,7 @@ HASH_WORDS = HASH_SIZE * HASH_SIZE // 64
 
 def perceptual_hash(pixels: np.ndarray) -> str:
     """256-bit DCT pHash (imagehash) of a float [0, 1] image, as 64 hex digits."""
+    import imagehash  # here, not at the top: the training path (scan's imports) runs where imagehash is absent
     image = Image.fromarray(np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8))
     return str(imagehash.phash(image, hash_size=HASH_SIZE))
 
