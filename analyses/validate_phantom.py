@@ -37,6 +37,8 @@ import argparse
 import os
 from pathlib import Path
 
+from cxrbio.models import saving
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"], "Effusion": ["effusion"],
@@ -102,7 +104,6 @@ def _saliency_shares(models: dict[int, object], run: object, strategy: str, fold
                      images: dict[str, object], lesions: dict[str, dict[str, object]], findings: list[str]
                      ) -> tuple[list[float], list[float]]:
     """Per image: the share of the dim's saliency inside the image's lesion masks, and the masks' area share."""
-    import keras
     import numpy as np
 
     from cxrbio.analysis.audit import unit_saliency
@@ -112,7 +113,7 @@ def _saliency_shares(models: dict[int, object], run: object, strategy: str, fold
     if not ids:
         return [], []
     if fold not in models:
-        model = keras.models.load_model(run.path("train_fold", strategy=strategy, fold=fold) / "model.keras",  # type: ignore[attr-defined]
+        model = saving.load_model(run.path("train_fold", strategy=strategy, fold=fold) / "model.keras",  # type: ignore[attr-defined]
                                         compile=False)
         models[fold] = embedding_model(model)
     batch = np.stack([np.asarray(images[i]) for i in ids]).astype(np.float32)
@@ -209,18 +210,11 @@ def candidate_physics(run_root: Path, strategy: str) -> None:
         line = f"  {cls:<10} {len(passing)} of {tested} tested pass"
         if cls in PHYSICS and descriptors is not None and not passing.empty:
             verdicts = []
-            for what, family, sign in PHYSICS[cls]:
-                hits = []
-                for row in passing.itertuples():
-                    d = descriptors[(descriptors["class"] == cls) & (descriptors["feature_id"] == row.feature)
-                                    & (descriptors["q"] < 0.05)]
-                    # intensity and size on the image itself (or its wavelet low band), not on LoG edge maps
-                    plain = d["feature"].str.startswith(("original_", "wavelet-LL_")) if family is not TEXTURE else True
-                    d = d[d["feature"].str.endswith(family) & plain]
-                    d = d[d["rho"] * row.direction * sign > 0]
-                    if not d.empty:
-                        best = d.reindex(d["rho"].abs().sort_values(ascending=False).index).iloc[0]
-                        hits.append(f"{row.feature}: {best['feature']} rho {best['rho']:+.2f}")
+            found = {row.feature: physics_hits(descriptors, cls, str(row.feature), int(row.direction))
+                     for row in passing.itertuples()}
+            for what, _family, _sign in PHYSICS[cls]:
+                hits = [f"{feature}: {name} rho {rho:+.2f}" for feature, items in found.items()
+                        for w, name, rho in items if w == what]
                 verdicts.append(f"{what}: {'yes (' + '; '.join(hits[:2]) + ')' if hits else 'no'}")
             line += "; " + "; ".join(verdicts)
             if any(v.split(": ", 1)[1].startswith("yes") for v in verdicts):
@@ -228,6 +222,70 @@ def candidate_physics(run_root: Path, strategy: str) -> None:
         print(line)
     print(f"  {len(described)} of {len(FINDING_OF_CLASS)} diseases have a passing candidate whose descriptors carry a "
           f"planted property: {', '.join(described) or 'none'}")
+
+
+def physics_hits(descriptors: object, cls: str, feature: str, direction: int) -> list[tuple[str, str, float]]:
+    """(planted property, its strongest significant descriptor, rho) for each property of the disease found."""
+    out = []
+    for what, family, sign in PHYSICS.get(cls, []):
+        d = descriptors[(descriptors["class"] == cls) & (descriptors["feature_id"] == feature)  # type: ignore[index]
+                        & (descriptors["q"] < 0.05)]  # type: ignore[index]
+        # intensity and size on the image itself (or its wavelet low band), not on LoG edge maps
+        plain = d["feature"].str.startswith(("original_", "wavelet-LL_")) if family is not TEXTURE else True
+        d = d[d["feature"].str.endswith(family) & plain]
+        d = d[d["rho"] * direction * sign > 0]
+        if not d.empty:
+            best = d.reindex(d["rho"].abs().sort_values(ascending=False).index).iloc[0]
+            out.append((what, str(best["feature"]), float(best["rho"])))
+    return out
+
+
+def candidate_evidence(run_root: Path, strategy: str, per_dim: int = 16, bar: float = 1.5) -> None:
+    """The bar, per passing candidate: planted physics in its descriptors and its own pointing game.
+
+    A disease meets it when one passing candidate has both: a significant partialled descriptor of
+    a planted property (:func:`physics_hits`) and saliency enrichment in the lesions of at least
+    ``bar`` over its fold dims, on up to ``per_dim`` held-out images of the disease per dim.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from cxrbio.rundir import open_run
+    from cxrbio.training import load_training_data
+
+    run, cfg = open_run(run_root)
+    folder = run.path("analysis", strategy=strategy)
+    candidates = pd.read_parquet(folder / "candidates.parquet")
+    descriptors = pd.read_parquet(folder / "descriptors.parquet")
+    per_fold = pd.read_parquet(folder / "confirmation.parquet")
+    lesions = lesion_masks(run.root, cfg.data.image_size)
+    data = load_training_data(run, cfg, cache="disk")
+    images = {i: data.images[k] for k, i in enumerate(data.manifest["image_id"])}
+    held_out = {f.fold: set(data.manifest["image_id"].to_numpy()[f.test]) for f in data.folds}
+    labels = dict(zip(data.manifest["image_id"], data.manifest["label"]))
+    models: dict[int, object] = {}
+    print(f"\nEvidence per passing candidate ({strategy}): planted physics in its partialled descriptors, and its "
+          f"pointing game (every fold dim, up to {per_dim} held-out images of the disease each; bar {bar}x)")
+    print(f"{'class':<10} {'feature':<7} {'auc':>5} {'q':>8} {'enrichment':>10}  physics")
+    met = []
+    for cls, findings in FINDING_OF_CLASS.items():
+        passing = candidates[(candidates["class"] == cls) & candidates["passed"].astype(bool)]
+        for row in passing.itertuples():
+            share, area = [], []
+            for item in per_fold[(per_fold["class"] == cls) & (per_fold["feature"] == row.feature)].itertuples():
+                ids = sorted(i for i in held_out[int(item.fold)] if labels[i] == cls)[:per_dim]
+                s, a = _saliency_shares(models, run, strategy, int(item.fold), str(item.dim), ids, images, lesions,
+                                        findings)
+                share += s
+                area += a
+            enrichment = float(np.mean(share) / np.mean(area)) if share else float("nan")
+            hits = physics_hits(descriptors, cls, str(row.feature), int(row.direction))
+            physics = "; ".join(f"{what} ({name} rho {rho:+.2f})" for what, name, rho in hits) or "none"
+            print(f"{cls:<10} {row.feature:<7} {row.auc:>5.2f} {row.q:>8.1e} {enrichment:>10.2f}  {physics}")
+            if hits and enrichment >= bar and cls not in met:
+                met.append(cls)
+    print(f"  {len(met)} of {len(FINDING_OF_CLASS)} diseases have a passing candidate with the planted physics in its "
+          f"descriptors and a pointing game of at least {bar}x: {', '.join(met) or 'none'}")
 
 
 def planted_physics(run_root: Path) -> None:
@@ -293,7 +351,6 @@ def overlay_boxes(run_root: Path, kind: str) -> dict[str, object]:
 
 def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
     """Per audited dim: the share of its outside-of-body occlusion effect that filling the planted overlay alone gives."""
-    import keras
     import numpy as np
     import pandas as pd
 
@@ -320,7 +377,7 @@ def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
             shares.append(np.nan)
             continue
         if item.fold not in models:
-            model = keras.models.load_model(run.path("train_fold", strategy=strategy, fold=item.fold) / "model.keras",
+            model = saving.load_model(run.path("train_fold", strategy=strategy, fold=item.fold) / "model.keras",
                                             compile=False)
             models[item.fold] = embedding_model(model)
         images = np.stack([np.asarray(data.images[row[i]]) for i in ids]).astype(np.float32)
@@ -426,6 +483,7 @@ def main() -> None:
                 pointing_game(out, strategy)
                 pointing_game(out, strategy, passing_only=True)
                 candidate_physics(out, strategy)
+                candidate_evidence(out, strategy)
             shortcut_report(out, strategy, title, kind="shortcut" if marker else "site" if site else None)
         if kind in PLANTED:
             planted_physics(out)

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cxrbio.models import saving
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -75,11 +77,10 @@ def main() -> None:
         command_seconds = time.perf_counter() - started
         peak_mib = peak_kib / 1024
 
-        import keras
 
         from cxrbio.embed import embedding_model
 
-        gap = embedding_model(keras.models.load_model(fold_dir / "model.keras", compile=False))
+        gap = embedding_model(saving.load_model(fold_dir / "model.keras", compile=False))
         tensor = np.asarray(data.images, dtype=np.float32)[..., None]
         gap.predict(tensor[: args.batch_size * 2], batch_size=args.batch_size, verbose=0)  # trace once
         started = time.perf_counter()

@@ -17,6 +17,8 @@ import argparse
 import os
 import time
 
+from cxrbio.models import saving
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -45,7 +47,7 @@ def main() -> None:
           f"up to {config.analysis.shap_max_images} explained images per fold")
     print(f"{'fold':>4} {'size':>5} {'seconds':>8} {'min rho':>8} {'mean rho':>9} {'top-10 overlap':>15}")
     for fold in load_fold_embeddings(inputs, args.strategy):
-        model = keras.models.load_model(run.path("train_fold", strategy=args.strategy, fold=fold.fold) / "model.keras",
+        model = saving.load_model(run.path("train_fold", strategy=args.strategy, fold=fold.fold) / "model.keras",
                                         compile=False)
         head = attribution.logits_head(model)
         explained = fold.test[stratified_sample(fold.y_test, config.analysis.shap_max_images, 0)]

@@ -150,7 +150,9 @@ def test_jax_backend_trains_and_embeds_without_tensorflow_and_its_models_load_on
     # The JAX-trained network, augmentation layer included, loads and predicts here on TensorFlow.
     from cxrbio.models.layers import AUGMENT_LAYER
 
-    model = keras.models.load_model(summaries[0].parent / "model.keras", compile=False)
+    from cxrbio.models.saving import load_model
+
+    model = load_model(summaries[0].parent / "model.keras", compile=False)
     assert model.get_layer(AUGMENT_LAYER) is not None
     probabilities = np.asarray(model.predict(np.zeros((2, 32, 32, 1), np.float32), verbose=0))
     assert probabilities.shape == (2, 7) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)

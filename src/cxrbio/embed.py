@@ -25,6 +25,7 @@ from cxrbio import freshness
 from cxrbio.artifacts import command_for, missing_error
 from cxrbio.atomic import atomic_write
 from cxrbio.errors import DataError
+from cxrbio.models import saving
 from cxrbio.models.layers import GAP_LAYER
 from cxrbio.rundir import RunDir
 
@@ -52,7 +53,7 @@ def export_fold(model_path: Path, target: Path, data: Any, test_mask: np.ndarray
     from cxrbio.data.pipeline import make_dataset
     from cxrbio.quiet import native_stderr_captured
 
-    model = keras.models.load_model(model_path, compile=False)
+    model = saving.load_model(model_path, compile=False)
     embedder = embedding_model(model)
     dims = int(embedder.output.shape[-1])
     schema = pa.schema([pa.field("image_id", pa.string()), pa.field("split", pa.string())]

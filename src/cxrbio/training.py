@@ -34,6 +34,7 @@ from cxrbio import freshness
 from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config
 from cxrbio.data.folds import TestFold, inner_validation_split, outer_folds
+from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER, GAP_LAYER, HEAD_LAYERS, PREPROCESS_LAYER
 from cxrbio.rundir import RunDir
 
@@ -301,10 +302,10 @@ class FoldTrainer:
                 model.compile(optimizer=make_optimizer(self.config, steps), loss="sparse_categorical_crossentropy",
                               metrics=["accuracy"])
             else:
-                model = keras.models.load_model(self.out / state["checkpoint"])
+                model = saving.load_model(self.out / state["checkpoint"])
             images = features
         else:
-            model = full if state is None else keras.models.load_model(self.out / state["checkpoint"])
+            model = full if state is None else saving.load_model(self.out / state["checkpoint"])
             images = self.data.images
             if backend.uses_tf_data() and isinstance(images, np.ndarray) and not isinstance(images, np.memmap):
                 import tensorflow as tf
@@ -448,9 +449,8 @@ def validation_predictions(run: RunDir, config: Config, data: TrainingData, stra
     if path.is_file():
         return pd.read_parquet(path)
     if model is None:
-        import keras
 
-        model = keras.models.load_model(folder / "model.keras", compile=False)
+        model = saving.load_model(folder / "model.keras", compile=False)
     _fit, validation, _test = split_fold(data, fold, config)
     frame = predict_rows(model, data, validation, fold.fold, config)
     atomic_write_parquet(path, frame)

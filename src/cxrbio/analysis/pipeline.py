@@ -26,6 +26,7 @@ from cxrbio.artifacts import RADIOMICS_SPACE
 from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.confounding.source_probe import covariate_probes, covariate_targets, source_probe
 from cxrbio.errors import ConfigError
+from cxrbio.models import saving
 from cxrbio.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")  # stability: radiomics bootstrap
@@ -164,7 +165,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
             tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
             collected["tests"].append(tests.assign(fold=fold.fold))
             summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
-        model = keras.models.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
+        model = saving.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
                                         compile=False)
         with timed(summary.timings, "attribution"):
             result = attribution.cnn_fold_attribution(model, fold.train, fold.y_train, fold.test, fold.y_test, fold.dims,
@@ -274,7 +275,7 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
             continue
         shap = shap_table[shap_table["fold"] == fold.fold][["class", "dim", "mean_abs_shap"]]
         chosen = part[["class", "dim", "feature"]].merge(shap, on=["class", "dim"], how="left")
-        model = keras.models.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
+        model = saving.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
                                         compile=False)
         result = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,
                                          chosen, audit_images, inputs.classes, inputs.config.analysis)

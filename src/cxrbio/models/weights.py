@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbio.errors import CxrbioError
+from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER
 
 
@@ -75,7 +76,6 @@ def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: 
 
 def _backbone_from_run(source: str, make) -> Any:  # noqa: ANN001
     """Copy the backbone weights of an earlier run's trained model into a fresh backbone."""
-    import keras
 
     spec = source[len("run:"):].rstrip("/")
     parts = Path(spec)
@@ -92,7 +92,7 @@ def _backbone_from_run(source: str, make) -> Any:  # noqa: ANN001
             fix="name a finished run and strategy as run:RUN_DIR/STRATEGY (optionally /fold-K); "
             "train it first with cxrbio train.",
         )
-    trained = keras.models.load_model(model_path).get_layer(BACKBONE_LAYER)
+    trained = saving.load_model(model_path).get_layer(BACKBONE_LAYER)
     backbone = make(None)
     try:
         backbone.set_weights(trained.get_weights())

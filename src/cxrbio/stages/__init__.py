@@ -18,8 +18,23 @@ Each ``run(run_dir, *, ...)`` opens the run directory, checks that the stages it
 (:mod:`cxrbio.artifacts`) with a stamp per unit (:mod:`cxrbio.freshness`), and returns a typed
 result. ``progress`` takes :class:`cxrbio.progress.ProgressEvent`s. The ``cxrbio`` command is a
 thin shell over these functions.
+
+Stages are imported on first use (``stages.train`` imports :mod:`cxrbio.stages.train` alone), so
+training runs where the analysis's libraries (plotly, shap, umap, pyradiomics) are not installed.
 """
 
-from cxrbio.stages import analyze, demo, embed, evaluate, lungs_removed, masks, radiomics, report, scan, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cxrbio.stages import analyze, demo, embed, evaluate, lungs_removed, masks, radiomics, report, scan, train
 
 __all__ = ["analyze", "demo", "embed", "evaluate", "lungs_removed", "masks", "radiomics", "report", "scan", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return importlib.import_module(f"cxrbio.stages.{name}")
+    raise AttributeError(f"module 'cxrbio.stages' has no attribute {name!r}")

@@ -24,6 +24,7 @@ import numpy as np
 from cxrbio import freshness
 from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.errors import CxrbioError, DataError
+from cxrbio.models import saving
 from cxrbio.progress import Progress, ProgressEvent, counter, say, silent
 from cxrbio.rundir import open_run
 
@@ -126,7 +127,7 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
         folder.mkdir(parents=True, exist_ok=True)
         per_fold = {}
         for fold in folds:
-            model = keras.models.load_model(run_.path("train_fold", strategy=strategy, fold=fold) / "model.keras",
+            model = saving.load_model(run_.path("train_fold", strategy=strategy, fold=fold) / "model.keras",
                                             compile=False)
             per_fold[fold] = fold_predictions(model, images)
             atomic_write_parquet(folder / f"fold-{fold}.parquet",
