@@ -39,7 +39,8 @@ def simulate_run(root: Path, images: int, folds: int, features: int, seed: int) 
     patient_fold = rng.integers(0, folds, patients.max() + 1)
     manifest = pd.DataFrame({
         "image_id": [f"img-{i:06d}" for i in range(images)], "path": [f"/simulated/{i}.png" for i in range(images)],
-        "label": [PAPER_CLASSES[c] for c in y], "patient_id": [f"p{p}" for p in patients], "source": "simulated",
+        "label": [PAPER_CLASSES[c] for c in y], "patient_id": [f"p{p}" for p in patients],
+        "fold_group": [f"p{p}" for p in patients], "source": "simulated",
         "fold": patient_fold[patients], "included": True, "width": 200, "height": 200,
     })
     manifest.to_parquet(run.manifest, index=False)
