@@ -149,7 +149,6 @@ def test_jax_backend_trains_and_embeds_without_tensorflow_and_its_models_load_on
     assert len(list((root / "embeddings" / "scratch").glob("fold-*.parquet"))) == 3
     # The JAX-trained network, augmentation layer included, loads and predicts here on TensorFlow.
     from cxrbio.models.layers import AUGMENT_LAYER
-
     from cxrbio.models.saving import load_model
 
     model = load_model(summaries[0].parent / "model.keras", compile=False)
