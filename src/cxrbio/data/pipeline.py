@@ -85,23 +85,37 @@ def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed):
     import tensorflow as tf
 
     angle_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    max_angle = config.rotation_degrees * math.pi / 180.0
-    max_shift = config.shift_pixels * size / config.reference_size
+    max_angle, max_shift = augmentation_bounds(config.rotation_degrees, config.shift_pixels, config.reference_size, size)
     angles = tf.random.stateless_uniform([batch], angle_seed, -max_angle, max_angle)
     shifts = tf.random.stateless_uniform([batch, 2], shift_seed, -max_shift, max_shift)
     return transforms_for(angles, shifts[:, 0], shifts[:, 1], size)
+
+
+def augmentation_bounds(rotation_degrees: float, shift_pixels: float, reference_size: int,
+                        size: int) -> tuple[float, float]:
+    """(largest angle in radians, largest shift in px at ``size``): the shift is given at ``reference_size``."""
+    return rotation_degrees * math.pi / 180.0, shift_pixels * size / reference_size
+
+
+def projective_rows(angles, shift_x, shift_y, size: int, ops):  # noqa: ANN001, ANN201 - tensors of ``ops``
+    """(B, 8) projective rows: output pixel p samples the input at R(p - c - t) + c.
+
+    ``ops``: any namespace with cos, sin, zeros_like and stack (``tensorflow`` for the tf.data path,
+    ``keras.ops`` for the in-model layer of :mod:`cxrbio.models.augment`): one matrix for both.
+    """
+    c = (size - 1) / 2.0
+    cos, sin = ops.cos(angles), ops.sin(angles)
+    a2 = c - cos * (c + shift_x) - sin * (c + shift_y)
+    b2 = c + sin * (c + shift_x) - cos * (c + shift_y)
+    zeros = ops.zeros_like(angles)
+    return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
 
 
 def transforms_for(angles, shift_x, shift_y, size: int):  # noqa: ANN001 - tf tensors
     import tensorflow as tf
 
     angles, shift_x, shift_y = (tf.cast(t, tf.float32) for t in (angles, shift_x, shift_y))
-    c = (size - 1) / 2.0
-    cos, sin = tf.cos(angles), tf.sin(angles)
-    a2 = c - cos * (c + shift_x) - sin * (c + shift_y)
-    b2 = c + sin * (c + shift_x) - cos * (c + shift_y)
-    zeros = tf.zeros_like(angles)
-    return tf.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
+    return projective_rows(angles, shift_x, shift_y, size, tf)
 
 
 def apply_transforms(images, transforms):  # noqa: ANN001 - tf tensors

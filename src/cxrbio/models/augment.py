@@ -16,26 +16,17 @@ the start of every epoch, so a resumed fold draws the same transforms as an unin
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 
+from cxrbio.data.pipeline import augmentation_bounds, projective_rows
 from cxrbio.models.layers import AUGMENT_LAYER
 
 
 def transform_rows(angles: Any, shift_x: Any, shift_y: Any, size: int) -> Any:
-    """(B, 8) projective rows: output pixel p samples the input at R(p - c - t) + c.
-
-    The same matrix as :func:`cxrbio.data.pipeline.transforms_for`, in backend-neutral ops.
-    """
-    ops = keras.ops
-    c = (size - 1) / 2.0
-    cos, sin = ops.cos(angles), ops.sin(angles)
-    a2 = c - cos * (c + shift_x) - sin * (c + shift_y)
-    b2 = c + sin * (c + shift_x) - cos * (c + shift_y)
-    zeros = ops.zeros_like(angles)
-    return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
+    """(B, 8) projective rows in backend-neutral ops: :func:`cxrbio.data.pipeline.projective_rows`."""
+    return projective_rows(angles, shift_x, shift_y, size, keras.ops)
 
 
 @keras.saving.register_keras_serializable(package="cxrbio")
@@ -57,8 +48,7 @@ class RotateShift(keras.layers.Layer):
             return images
         ops = keras.ops
         batch, size = ops.shape(images)[0], int(images.shape[1])
-        max_angle = self.rotation_degrees * math.pi / 180.0
-        max_shift = self.shift_pixels * size / self.reference_size
+        max_angle, max_shift = augmentation_bounds(self.rotation_degrees, self.shift_pixels, self.reference_size, size)
         angles = keras.random.uniform((batch,), -max_angle, max_angle, seed=self.seed_generator)
         shifts = keras.random.uniform((batch, 2), -max_shift, max_shift, seed=self.seed_generator)
         rows = transform_rows(angles, shifts[:, 0], shifts[:, 1], size)
