@@ -128,13 +128,11 @@ def _saliency_shares(models: dict[int, object], run: object, strategy: str, fold
     return share, area
 
 
-def pointing_game(run_root: Path, strategy: str, passing_only: bool = False, per_dim: int = 16) -> None:
+def pointing_game(run_root: Path, strategy: str) -> None:
     """Saliency share inside the lesions over the lesions' area share (1 = no better than spread evenly).
 
-    Without ``passing_only``: the audited dims, on their audit images that carry the disease's lesion.
-    With it: every fold dim of every passing candidate, on up to ``per_dim`` of that fold's held-out
-    images of the candidate's disease (the audit's images are the dim's most active ones, which need
-    not be of the disease).
+    The audited dims, on their audit images that carry the disease's lesion. The passing candidates'
+    own pointing game, on held-out images of their disease, is in :func:`candidate_evidence`.
     """
     import numpy as np
     import pandas as pd
@@ -143,32 +141,20 @@ def pointing_game(run_root: Path, strategy: str, passing_only: bool = False, per
     from cxrbio.training import load_training_data
 
     run, cfg = open_run(run_root)
-    folder = run.path("analysis", strategy=strategy)
+    dims = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
     lesions = lesion_masks(run.root, cfg.data.image_size)
     data = load_training_data(run, cfg, cache="disk")
     images = {i: data.images[k] for k, i in enumerate(data.manifest["image_id"])}
-    if passing_only:
-        candidates = pd.read_parquet(folder / "candidates.parquet")
-        passing = candidates.loc[candidates["passed"].astype(bool), ["class", "feature"]]
-        dims = pd.read_parquet(folder / "confirmation.parquet").merge(passing, on=["class", "feature"])
-        held_out = {f.fold: set(data.manifest["image_id"].to_numpy()[f.test]) for f in data.folds}
-        labels = dict(zip(data.manifest["image_id"], data.manifest["label"]))
-        which = f"every fold dim of the passing candidates, up to {per_dim} held-out images of the disease each"
-    else:
-        dims = pd.read_parquet(folder / "audit_dims.parquet")
-        which = f"up to {cfg.analysis.audit_dims} audited dims per fold, on their audit images"
-    print(f"\nPointing game ({strategy}): saliency share inside the disease's lesion masks, {which}")
+    print(f"\nPointing game ({strategy}): saliency share inside the disease's lesion masks, up to "
+          f"{cfg.analysis.audit_dims} audited dims per fold, on their audit images")
     print(f"{'class':<10} {'dims':>4} {'images':>6} {'lesion share':>13} {'lesion area':>12} {'enrichment':>11}")
     models: dict[int, object] = {}
     for cls, findings in FINDING_OF_CLASS.items():
         part = dims[dims["class"] == cls]
         share, area = [], []
         for item in part.itertuples():
-            if passing_only:
-                ids = sorted(i for i in held_out[int(item.fold)] if labels[i] == cls)[:per_dim]
-            else:
-                ids = item.images.split("|")
-            s, a = _saliency_shares(models, run, strategy, int(item.fold), str(item.dim), ids, images, lesions, findings)
+            s, a = _saliency_shares(models, run, strategy, int(item.fold), str(item.dim), item.images.split("|"),
+                                    images, lesions, findings)
             share += s
             area += a
         if share:
@@ -481,7 +467,6 @@ def main() -> None:
         for strategy in strategies:
             if kind in PLANTED:
                 pointing_game(out, strategy)
-                pointing_game(out, strategy, passing_only=True)
                 candidate_physics(out, strategy)
                 candidate_evidence(out, strategy)
             shortcut_report(out, strategy, title, kind="shortcut" if marker else "site" if site else None)
