@@ -99,18 +99,17 @@ class Bench:
 
         from cxrbio import backend
         from cxrbio.data.pipeline import make_dataset
+        from cxrbio.training import feature_dataset
 
         rows = np.arange(self.args.images)
+        features = table
+        if table is not None and backend.uses_tf_data():
+            import tensorflow as tf
+
+            features = tf.constant(table)  # one table for every epoch, as FoldTrainer does
 
         def epoch_data(seed: int) -> Any:
-            if table is not None:  # cached features
-                from cxrbio.training import feature_dataset
-
-                features = table
-                if backend.uses_tf_data():
-                    import tensorflow as tf
-
-                    features = tf.constant(table)
+            if features is not None:  # cached features
                 return feature_dataset(features, rows, self.labels, batch, shuffle_seed=seed)
             return make_dataset(self.images, rows, self.labels, batch, training=True, augment=self.config.augment,
                                 seed=seed)
@@ -121,33 +120,32 @@ class Bench:
             model.fit(epoch_data(epoch + 1), epochs=1, verbose=0, shuffle=False)
         return self.args.images * self.args.epochs / (time.perf_counter() - started)
 
-    def embed_rate(self, model: Any, batch: int) -> float:
+    def predict_rate(self, model: Any, batch: int) -> tuple[float, Any]:
+        """(images/s of model.predict over every image after one pass that compiles, its outputs)."""
         import numpy as np
 
         from cxrbio.data.pipeline import make_dataset
+
+        rows = np.arange(self.args.images)
+        model.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
+        started = time.perf_counter()
+        outputs = model.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
+        return self.args.images / (time.perf_counter() - started), outputs
+
+    def embed_rate(self, model: Any, batch: int) -> float:
         from cxrbio.embed import embedding_model
 
-        embedder = embedding_model(model)
-        rows = np.arange(self.args.images)
-        embedder.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
-        started = time.perf_counter()
-        embedder.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
-        return self.args.images / (time.perf_counter() - started)
+        return self.predict_rate(embedding_model(model), batch)[0]
 
     def cached_offshelf(self, precision: str, batch: int) -> tuple[float, float]:
         """(frozen pass images/s, head training images/s on the cached features)."""
         import numpy as np
 
-        from cxrbio.data.pipeline import make_dataset
         from cxrbio.training import frozen_and_trainable, make_optimizer
 
         model = self.build("offshelf", precision)
         frozen, trainable = frozen_and_trainable(model, "offshelf")
-        rows = np.arange(self.args.images)
-        frozen.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
-        started = time.perf_counter()
-        features = frozen.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
-        frozen_rate = self.args.images / (time.perf_counter() - started)
+        frozen_rate, features = self.predict_rate(frozen, batch)
         trainable.compile(optimizer=make_optimizer(self.config), loss="sparse_categorical_crossentropy")
         head_rate = self.train_rate(trainable, batch, table=np.asarray(features, np.float32))
         return frozen_rate, head_rate
