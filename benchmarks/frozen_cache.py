@@ -34,12 +34,13 @@ def main() -> None:
 
     import pandas as pd
 
+    from cxrbio import backend
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.models.weights import WeightsUnavailable, load_backbone
     from cxrbio.rundir import RunDir
     from cxrbio.stages import scan
-    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data, read_predictions
+    from cxrbio.training import FoldTrainer, load_training_data, read_predictions
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -59,7 +60,7 @@ def main() -> None:
                 "train.learning_rate": 1e-3, "train.early_stopping_patience": 0, "train.strategies": ["offshelf"],
                 "train.augment_frozen": frozen,
             })
-            configure_tensorflow(config)
+            backend.configure(config)
             run_dir = root / ("run-" + ("aug" if frozen else "cache"))
             scan.run(run_dir, data=root / "phantom", config=config)
             run = RunDir(run_dir)

@@ -34,20 +34,21 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
+    from cxrbio import backend
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
     from cxrbio.rundir import RunDir
     from cxrbio.stages import scan
-    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data, make_optimizer, split_fold
+    from cxrbio.training import FoldTrainer, load_training_data, make_optimizer, split_fold
 
     config = load_config(None, {
         "data.image_size": args.size, "folds.k": 2, "model.alpha": args.alpha, "train.batch_size": args.batch,
         "train.epochs": args.epochs, "train.early_stopping_patience": 0, "train.strategies": ["scratch"],
         "train.deterministic": False,
     })
-    configure_tensorflow(config)
+    backend.configure(config)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_phantom(root / "phantom", per_class=max(2, args.images // 7), size=args.size, seed=0)

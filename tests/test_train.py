@@ -65,10 +65,11 @@ def test_leave_one_source_out_folds(scanned_run):
 
 
 def test_interrupted_fold_resumes_to_the_same_result(scanned_run, tmp_path):
-    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data
+    from cxrbio import backend
+    from cxrbio.training import FoldTrainer, load_training_data
 
     cfg = tiny_config()
-    configure_tensorflow(cfg)
+    backend.configure(cfg)
     straight = copy_run(scanned_run, tmp_path / "straight")
     broken = copy_run(scanned_run, tmp_path / "broken")
     data = load_training_data(straight, cfg)
@@ -151,13 +152,14 @@ def test_ray_executor_matches_in_process(scanned_run, tmp_path):
 
 def frozen_cache_setup(scanned_run, tmp_path, strategy):
     """A weights file made here, a config with the frozen-feature cache on, and the run's data."""
+    from cxrbio import backend
     from cxrbio.models.weights import load_backbone
-    from cxrbio.training import configure_tensorflow, load_training_data
+    from cxrbio.training import load_training_data
 
     weights = tmp_path / "backbone.weights.h5"
     load_backbone(32, 0.35, None).save_weights(weights)
     cfg = tiny_config(model__weights=str(weights), train__augment_frozen=False, train__strategies=[strategy])
-    configure_tensorflow(cfg)
+    backend.configure(cfg)
     run = copy_run(scanned_run, tmp_path / "run")
     return weights, cfg, run, load_training_data(run, cfg)
 
@@ -241,10 +243,11 @@ def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_ru
 
 def test_checkpoints_can_be_sparse_and_resume_is_still_exact(scanned_run, tmp_path):
     """With checkpoints every few epochs, a kill loses the epochs since; they are recomputed identically."""
-    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data
+    from cxrbio import backend
+    from cxrbio.training import FoldTrainer, load_training_data
 
     cfg = tiny_config(train__epochs=4, train__checkpoint_seconds=3600)  # only after the last epoch
-    configure_tensorflow(cfg)
+    backend.configure(cfg)
     straight = copy_run(scanned_run, tmp_path / "straight")
     data = load_training_data(straight, cfg)
     FoldTrainer(straight, cfg, data, "scratch", data.folds[2]).train()

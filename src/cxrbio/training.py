@@ -95,13 +95,6 @@ def reseed_generators(model: Any, seed: int) -> None:
         state.assign(np.array([(seed + 104729 * (i + 1)) % (2**31 - 1), 0], dtype=state.dtype))
 
 
-def configure_tensorflow(config: Config) -> None:
-    """Set up the active Keras backend for training (the name predates JAX support)."""
-    from cxrbio import backend
-
-    backend.configure(config)
-
-
 def make_optimizer(config: Config, steps_per_epoch: int = 1) -> Any:
     import keras
 

@@ -49,8 +49,9 @@ def _reporter(report: Progress, task: str) -> Callable[[int, int], None]:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size: int | None = None,
         force: bool = False, progress: Progress | None = None) -> EmbedResult:
     """Export the embeddings of every trained fold of the chosen (default: all trained) strategies."""
+    from cxrbio import backend
     from cxrbio.quiet import initialise_tensorflow
-    from cxrbio.training import configure_tensorflow, load_training_data
+    from cxrbio.training import load_training_data
 
     started = time.perf_counter()
     report = progress or silent
@@ -69,7 +70,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
             f"no trained folds for {', '.join(unknown)} in {run.root}; trained: {', '.join(trained)}.",
             fix=f"train them first ('cxrbio train --out {run.root} --strategies {','.join(unknown)}') or drop them.",
         )
-    configure_tensorflow(config)
+    backend.configure(config)
     data = load_training_data(run, config, cache="disk")
     result.images = len(data.manifest)
     tree = config.model_dump(mode="json")

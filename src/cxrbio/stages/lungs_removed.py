@@ -46,16 +46,17 @@ def read_result(run: Any, strategy: str) -> dict[str, Any] | None:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool = False,
         progress: Progress | None = None) -> LungsRemovedResult:
     """Train the lungs-removed folds of each strategy (resuming), then compare them with the normal models."""
+    from cxrbio import backend
     from cxrbio.quiet import initialise_tensorflow
     from cxrbio.stages.train import resolve_strategies, strategy_complete
-    from cxrbio.training import FoldTrainer, configure_tensorflow, load_training_data, read_predictions
+    from cxrbio.training import FoldTrainer, load_training_data, read_predictions
 
     started = time.perf_counter()
     report = progress or silent
     initialise_tensorflow()
     run_, config = open_run(run_dir)
     names = resolve_strategies(config, strategies or list(DEFAULT_STRATEGIES))
-    configure_tensorflow(config)
+    backend.configure(config)
     data = load_training_data(run_, config, progress=lambda d, t: report(ProgressEvent("decode + letterbox", d, t)))
     for name in names:
         if not strategy_complete(run_, config, name, data):

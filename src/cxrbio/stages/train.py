@@ -154,8 +154,9 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
     ``executor``: local with one worker (default) trains in this process with per-epoch progress;
     more workers, or Ray, train one fold per task from the run's disk cache.
     """
+    from cxrbio import backend
     from cxrbio.quiet import initialise_tensorflow
-    from cxrbio.training import configure_tensorflow, load_training_data
+    from cxrbio.training import load_training_data
 
     report = progress or silent
     initialise_tensorflow()  # before anything imports it: keeps its C++ start-up notices off the screen
@@ -180,7 +181,7 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
     active = [n for n in names if n not in result.skipped]
     for name in active:  # weights that were missing before may be here now
         run.path("train_skipped", strategy=name).unlink(missing_ok=True)
-    configure_tensorflow(config)
+    backend.configure(config)
     # Tasks in other processes read the letterboxed images from the run's disk cache, built here once.
     data_for_run = load_training_data(run, config, cache=None if runner.in_process else "disk",
                                       progress=lambda d, t: report(ProgressEvent("decode + letterbox", d, t)))
@@ -246,12 +247,12 @@ def _train(jobs: list[tuple[str, int]], run: RunDir, config: Config, data: Train
 def train_fold_task(task: tuple[str, dict[str, Any], str, int]) -> tuple[str, int, str]:
     """Body of one task in another process: load the run's data from its disk cache and train one fold."""
     from cxrbio import backend
-    from cxrbio.training import configure_tensorflow, load_training_data
+    from cxrbio.training import load_training_data
 
     run_dir, config_json, strategy, fold = task
     backend.limit_threads()
     config = Config.model_validate(config_json)
-    configure_tensorflow(config)
+    backend.configure(config)
     run = RunDir(run_dir)
     data = load_training_data(run, config, cache="disk")
     target = next(f for f in data.folds if f.fold == fold)
