@@ -44,8 +44,14 @@ def test_matching_recovers_a_known_permutation_of_units():
     assert set(none["fold"]) == {0}
 
 
-def synthetic_study(*, folds=4, patients_per_class=24, noise_dims=60, planted_shift=1.2, seed=0, images=2):
-    """Per fold: patients of 3 classes, each with ``images`` images; dim 'e0000' of every fold model is shifted up in B."""
+def synthetic_study(*, folds=4, patients_per_class=24, noise_dims=60, planted_shift=1.2, seed=0, images=2,
+                    shifts=None, leaned=(), control=None):
+    """Per fold: patients of 3 classes, each with ``images`` images; dim 'e0000' of every fold model is shifted up in B.
+
+    ``shifts``: {(dim index, class index): shift} planted besides; ``leaned``: (dim index, class index)
+    pairs the head leans on as well; ``control``: a class index whose image-level contrasts go into
+    the effects (``auc_control``), as the pipeline gives them.
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for fold in range(folds):
@@ -64,13 +70,21 @@ def synthetic_study(*, folds=4, patients_per_class=24, noise_dims=60, planted_sh
         patient_effect = {p: rng.normal(size=len(dims)) for p in manifest.loc[ids, "patient_id"].unique()}
         values = np.stack([patient_effect[p] for p in manifest.loc[ids, "patient_id"]]) + rng.normal(0, 0.5, (len(ids), len(dims)))
         values[:, 0] += planted_shift * (y == 1)
+        for (dim, c), shift in (shifts or {}).items():
+            values[:, dim] += shift * (y == c)
         tables[fold] = confirmation.patient_table(fold, ids, values, dims, manifest, {})
         importance = rng.uniform(0, 1, (len(dims), 3))
         importance[0, 1] = 5.0  # the head leans on the planted dim for B
+        for dim, c in leaned:
+            importance[dim, c] = 5.0
+        contrasts = confirmation.control_effects(fold, values, y, dims, CLASSES, control)
         for c, cls in enumerate(CLASSES):
             auc = association.stats.mannwhitneyu(values[y == c], values[y != c], axis=0)[0] / ((y == c).sum() * (y != c).sum())
             shap_rows.append(pd.DataFrame({"fold": fold, "class": cls, "dim": dims, "mean_abs_shap": importance[:, c]}))
-            effect_rows.append(pd.DataFrame({"fold": fold, "class": cls, "dim": dims, "auc": auc}))
+            effect = pd.DataFrame({"fold": fold, "class": cls, "dim": dims, "auc": auc})
+            if control is not None:
+                effect = effect.merge(contrasts, on=["fold", "class", "dim"], how="left")
+            effect_rows.append(effect)
     matched = matching.MatchedFeatures(0, list(range(folds)), pd.DataFrame({f: dims for f in range(folds)},
                                                                            index=[f"f{j:04d}" for j in range(len(dims))]),
                                        pd.DataFrame(1.0, index=[f"f{j:04d}" for j in range(len(dims))],
@@ -138,6 +152,70 @@ def test_the_audit_gate_fails_flagged_and_unaudited_features_when_it_is_on():
     planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
     assert not planted["passed"] and "audit" in planted["failed_gates"]
     assert "audit (not audited)" in gated[gated["feature"] != "f0000"]["failed_gates"].iloc[0]
+
+
+def _gated_with_control(control, **study):
+    matched, tables, shap, effects = synthetic_study(control=control, **study)
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=20, level=0.95, seed=0, control=control)
+    settings = SimpleNamespace(**{**vars(GATES), "gate_control": True})
+    no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
+    return confirmation.gate(result.combined, no_acquisition, None, settings,
+                             control=CLASSES[control] if control is not None else None), result
+
+
+def test_another_class_detector_is_no_marker_of_a_class_without_a_difference_from_the_controls():
+    # e0000 detects B. For A it is lower than the rest only because the rest holds B; A and the
+    # controls (C) do not differ. e0001 is lower in A than in both (a normal structure A hides).
+    # The head leans on both for A.
+    study = dict(shifts={(1, 0): -1.2}, leaned=[(0, 0), (1, 0)], seed=4)
+    without, _ = _gated_with_control(None, **study)
+    b_for_a = without[(without["class"] == "A") & (without["feature"] == "f0000")].iloc[0]
+    assert b_for_a["passed"] and b_for_a["auc"] < 0.4  # one-vs-rest alone lets B's detector pass for A
+    gated, result = _gated_with_control(2, **study)
+    chosen_for_a = result.per_fold[result.per_fold["class"] == "A"]
+    b_detector = gated[(gated["class"] == "A") & (gated["feature"] == "f0000")]
+    # Not selected (its effect against the controls on the other folds is not on its side), or stopped.
+    assert b_detector.empty or (not b_detector["passed"].iloc[0] and "control" in b_detector["failed_gates"].iloc[0])
+    assert (chosen_for_a["feature"] == "f0000").sum() < len(result.per_fold["fold"].unique())
+    hidden = gated[(gated["class"] == "A") & (gated["feature"] == "f0001")].iloc[0]
+    assert hidden["passed"] and hidden["auc_control"] < 0.3 and hidden["q_control"] < 0.05
+    planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
+    assert planted["passed"] and planted["auc_control"] > 0.7
+    # The control gate does not apply to the controls themselves.
+    assert gated.loc[gated["class"] == "C", "gate_control"].astype(bool).all()
+
+
+def test_a_feature_never_compared_with_the_controls_does_not_pass():
+    combined = pd.DataFrame({"class": ["A", "C"], "feature": ["f0000", "f0000"], "folds_tested": 2, "folds_agree": 2,
+                             "expected_direction": 1, "auc": 0.9, "auc_low": 0.8, "auc_high": 1.0, "z": 5.0, "p": 1e-6,
+                             "q": 1e-6, "n_patients": 40, "auc_control": np.nan, "z_control": np.nan,
+                             "p_control": np.nan, "q_control": np.nan})
+    no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
+    settings = SimpleNamespace(**{**vars(GATES), "gate_control": True})
+    gated = confirmation.gate(combined, no_acquisition, None, settings, control="C").set_index("class")
+    assert not gated.loc["A", "passed"] and gated.loc["A", "failed_gates"] == "control (not tested)"
+    assert gated.loc["C", "passed"]
+    ungated = confirmation.gate(combined, no_acquisition, None, settings, control=None)
+    assert ungated["passed"].all() and "gate_control" not in ungated
+
+
+def test_a_control_class_absent_from_the_data_is_noted_at_its_default_and_refused_when_named():
+    from cxrbio.analysis.pipeline import control_class
+    from cxrbio.config import Config
+    from cxrbio.errors import ConfigError
+
+    def inputs(classes, **analysis):
+        return SimpleNamespace(classes=classes, config=Config.model_validate({"analysis": analysis}))
+
+    summary = SimpleNamespace(notes=[])
+    assert control_class(inputs(["COVID-19", "Normal"]), "scratch", summary) == 1
+    assert control_class(inputs(["COVID-19", "Pneumonia"]), "scratch", summary) is None
+    assert any("no class 'Normal'" in n and "analysis.control_class" in n for n in summary.notes)
+    with pytest.raises(ConfigError, match="analysis.control_class is 'Healthy'"):
+        control_class(inputs(["COVID-19", "Pneumonia"], control_class="Healthy"), "scratch", summary)
+    assert control_class(inputs(["COVID-19", "Normal"], control_class=None), "scratch", summary) is None
+    assert control_class(inputs(["COVID-19", "Normal"], gate_control=False), "scratch", summary) is None
 
 
 def test_partialled_descriptors_drop_class_mediated_correlation():

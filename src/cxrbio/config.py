@@ -341,6 +341,13 @@ class AnalysisConfig(StrictModel):
                                 "in at least this many folds (at most folds.k).")
     gate_audit: bool = Field(True, description="Gate: no audited dim of the feature flagged a likely shortcut (a feature "
                              "whose dims were not audited does not pass).")
+    control_class: str | None = Field(
+        "Normal", min_length=1, description="The control class (healthy controls): a disease's candidate must also "
+        "differ from its patients, on the side it was predicted. Absent from the data: the default is noted (and the "
+        "control gate not run), any other name refused; null: no control gate.")
+    gate_control: bool = Field(True, description="Gate: the disease's patients differ from the control class's on the "
+                               "predicted side (BH q below gate_q within strategy and class); a feature that could not be "
+                               "compared (too few controls in every tested fold) does not pass.")
     shap_max_images: int = Field(400, ge=1, description="Out-of-fold images explained per fold (a stratified sample above it).")
     descriptors: int = Field(3, ge=1, description="Radiomics descriptors named per candidate dim.")
     stability_top: int = Field(10, ge=1, description="Descriptors per (fold, class) compared across folds.")

@@ -147,6 +147,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     if settings.gate_min_folds > len(folds):
         raise ConfigError(f"analysis.gate_min_folds is {settings.gate_min_folds} but {strategy} has {len(folds)} fold "
                           f"model(s): no feature could pass; set analysis.gate_min_folds to at most {len(folds)}.")
+    control = control_class(inputs, strategy, summary)
     rad_values, rad_names, rad_ids, _ = inputs.radiomics_space
     rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
     targets = patient_targets(inputs)
@@ -164,6 +165,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         with timed(summary.timings, "stats"):
             tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
             collected["tests"].append(tests.assign(fold=fold.fold))
+            collected["control_effects"].append(confirmation.control_effects(
+                fold.fold, values, fold.y_test, kept, inputs.classes, control, settings.min_group))
             summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
         model = saving.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
                                         compile=False)
@@ -212,11 +215,14 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     shap_table = frames["attribution"].rename(columns={"feature": "dim"})
     tests = frames["tests"]
     effects = tests[tests["test"] == "mannwhitney"][["fold", "class", "feature", "auc"]].rename(columns={"feature": "dim"})
+    if control is not None and "control_effects" in frames:
+        effects = effects.merge(frames.pop("control_effects"), on=["fold", "class", "dim"], how="left")
+    frames.pop("control_effects", None)
     with timed(summary.timings, "confirmation"):
         confirmed = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap_table), effects,
                                          inputs.classes, top=settings.top_k, min_patients=settings.confirm_min_patients,
                                          resamples=settings.confirm_bootstrap, level=inputs.config.evaluation.level,
-                                         seed=settings.seed)
+                                         seed=settings.seed, control=control)
         summary.notes += [f"{strategy}: {n}" for n in confirmed.notes]
         acquisition = confirmation.acquisition_tests(confirmed.per_fold, tables, inputs.classes)
     audit_summary = None
@@ -229,7 +235,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
             descriptor_tables = feature_descriptors(inputs, folds, confirmed.per_fold, rad_values, rad_names, rad_row)
     gate_settings = settings if ("audit" in parts and audit_images is not None and settings.audit_dims) \
         else settings.model_copy(update={"gate_audit": False})
-    ranking = confirmation.gate(confirmed.combined, acquisition, audit_summary, gate_settings)
+    ranking = confirmation.gate(confirmed.combined, acquisition, audit_summary, gate_settings,
+                                control=inputs.classes[control] if control is not None else None)
     ranking = describe_candidates(ranking, descriptor_tables, confirmed.per_fold, shap_table, frames.get("audit_dims"),
                                   settings.descriptors)
     frames.update(matching=matched.table(), confirmation=confirmed.per_fold, power=confirmed.power,
@@ -242,6 +249,22 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     passed = ranking.groupby("class")["passed"].sum() if not ranking.empty else pd.Series(dtype=int)
     say(f"{strategy}: {len(ranking)} (class, feature) pairs tested, {int(passed.sum())} passed every gate")
     return ranking
+
+
+def control_class(inputs: AnalysisInputs, strategy: str, summary: AnalysisSummary) -> int | None:
+    """The control class's index, or None (said in the notes); a control class set in the config but absent is refused."""
+    settings = inputs.config.analysis
+    name = settings.control_class
+    if name is None or not settings.gate_control:
+        return None
+    if name in inputs.classes:
+        return inputs.classes.index(name)
+    if name != type(settings).model_fields["control_class"].default:  # a class named on purpose, not the default
+        raise ConfigError(f"analysis.control_class is {name!r} but the run's classes are {', '.join(inputs.classes)}: "
+                          "set it to the class of the healthy controls, or to null to run without a control gate.")
+    summary.notes.append(f"{strategy}: no class {name!r} in the data, so candidates are not compared with controls "
+                         "(the control gate is not run; set analysis.control_class to the healthy controls' class).")
+    return None
 
 
 def patient_targets(inputs: AnalysisInputs) -> dict[str, pd.Series]:

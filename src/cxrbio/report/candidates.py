@@ -39,6 +39,8 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
             "auc_ci": f"[{number(row.get('auc_low'))}, {number(row.get('auc_high'))}]",
             "q": p_value(row.get("q")), "q_key": sort_key(row.get("q")),
             "folds": f"{int(row['folds_agree'])}/{int(row['folds_tested'])}",
+            "auc_control": number(row.get("auc_control")), "auc_control_key": sort_key(row.get("auc_control")),
+            "q_control": p_value(row.get("q_control")),
             "patients": int(row.get("n_patients") or 0),
             "acquisition": p_value(row.get("acquisition_p_adjusted")), "acquisition_key": sort_key(row.get("acquisition_p_adjusted")),
             "descriptors": str(row.get("descriptors") or "–"),
@@ -168,7 +170,8 @@ def _failed_counts(frame: pd.DataFrame) -> str:
 def gate_settings(contents: RunContents) -> dict[str, Any]:
     """The gates as configured before the analysis: printed with every candidate table."""
     settings = contents.config.analysis
-    return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit,
+    control = settings.control_class if settings.gate_control and settings.control_class in contents.classes else None
+    return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit, "control": control,
             "margin": settings.shortcut_margin, "top_k": settings.top_k, "match_min_rho": settings.match_min_rho,
             "min_patients": settings.confirm_min_patients, "folds": contents.config.folds.k}
 
