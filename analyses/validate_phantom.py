@@ -228,15 +228,21 @@ def candidate_physics(run_root: Path, strategy: str) -> None:
           f"planted property: {', '.join(described) or 'none'}")
 
 
+def of_family(name: str, family: tuple[str, ...]) -> bool:
+    """A radiomics feature of a planted family: intensity and size on the image itself (or its wavelet
+    low band), not on LoG edge maps; texture on any image type."""
+    return name.endswith(family) and (family is TEXTURE or name.startswith(("original_", "wavelet-LL_")))
+
+
 def physics_hits(descriptors: object, cls: str, feature: str, direction: int) -> list[tuple[str, str, float]]:
     """(planted property, its strongest significant descriptor, rho) for each property of the disease found."""
+    import numpy as np
+
     out = []
     for what, family, sign in PHYSICS.get(cls, []):
         d = descriptors[(descriptors["class"] == cls) & (descriptors["feature_id"] == feature)  # type: ignore[index]
                         & (descriptors["q"] < 0.05)]  # type: ignore[index]
-        # intensity and size on the image itself (or its wavelet low band), not on LoG edge maps
-        plain = d["feature"].str.startswith(("original_", "wavelet-LL_")) if family is not TEXTURE else True
-        d = d[d["feature"].str.endswith(family) & plain]
+        d = d[np.array([of_family(name, family) for name in d["feature"]], dtype=bool)]
         d = d[d["rho"] * direction * sign > 0]
         if not d.empty:
             best = d.reindex(d["rho"].abs().sort_values(ascending=False).index).iloc[0]
@@ -255,7 +261,7 @@ def severities(run_root: Path) -> dict[str, float]:
     return {by_name[Path(p).name]: float(v) for p, v in zip(table["path"], table["severity"]) if Path(p).name in by_name}
 
 
-def physics_ceiling(run_root: Path, cls: str, severity: dict[str, float]) -> str:
+def physics_ceiling(features: object, labels: dict[str, str], cls: str, severity: dict[str, float]) -> str:
     """How well the radiomics of the planted property track the finding's severity within the disease.
 
     The partialled descriptors can only name what varies within a class: when no radiomics feature
@@ -263,20 +269,14 @@ def physics_ceiling(run_root: Path, cls: str, severity: dict[str, float]) -> str
     described by it, however well it reads the finding.
     """
     import numpy as np
-    import pandas as pd
     from scipy import stats
 
-    from cxrbio.rundir import RunDir
-
-    run = RunDir(run_root)
-    features = pd.read_parquet(run.path("radiomics")).set_index("image_id")
-    labels = run.read_manifest().set_index("image_id")["label"]
-    ids = [i for i in features.index if labels.get(i) == cls and i in severity]
+    ids = [i for i in features.index if labels.get(i) == cls and i in severity]  # type: ignore[attr-defined]
     parts = []
     for what, family, sign in PHYSICS.get(cls, []):
-        columns = [c for c in features.columns if c.endswith(family)
-                   and (family is TEXTURE or c.startswith(("original_", "wavelet-LL_")))]
-        rho = np.array([stats.spearmanr([severity[i] for i in ids], features.loc[ids, c])[0] for c in columns])
+        columns = [c for c in features.columns if of_family(c, family)]  # type: ignore[attr-defined]
+        rho = np.array([stats.spearmanr([severity[i] for i in ids], features.loc[ids, c])[0]  # type: ignore[attr-defined]
+                        for c in columns])
         rho = np.where(np.isfinite(rho), rho, 0.0) * sign
         best = int(np.argmax(rho))
         parts.append(f"{what}: {columns[best]} rho {sign * rho[best]:+.2f}")
@@ -310,6 +310,7 @@ def candidate_evidence(run_root: Path, strategy: str, per_dim: int = 16, bar: fl
     per_fold = pd.read_parquet(folder / "confirmation.parquet")
     lesions = lesion_masks(run.root, cfg.data.image_size)
     severity = severities(run.root)
+    radiomics = pd.read_parquet(run.path("radiomics")).set_index("image_id")
     data = load_training_data(run, cfg, cache="disk")
     images = {i: data.images[k] for k, i in enumerate(data.manifest["image_id"])}
     held_out = {f.fold: set(data.manifest["image_id"].to_numpy()[f.test]) for f in data.folds}
@@ -343,7 +344,7 @@ def candidate_evidence(run_root: Path, strategy: str, per_dim: int = 16, bar: fl
             for name, value in (("energy", energy), ("hits", hits_ratio)):
                 if hits and value >= bar and cls not in met[name]:
                     met[name].append(cls)
-        print(f"{'':<10} severity within {cls} vs the planted radiomics: {physics_ceiling(run.root, cls, severity)}")
+        print(f"{'':<10} severity within {cls} vs the planted radiomics: {physics_ceiling(radiomics, labels, cls, severity)}")
     for name, what in (("energy", "saliency energy"), ("hits", "hit rate")):
         print(f"  {len(met[name])} of {len(FINDING_OF_CLASS)} diseases have a passing candidate with the planted physics "
               f"in its descriptors and a pointing game ({what}) of at least {bar}x: {', '.join(met[name]) or 'none'}")

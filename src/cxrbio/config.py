@@ -371,6 +371,12 @@ class AnalysisConfig(StrictModel):
         "model reaches this is marked unreliable (Adebayo et al. 2018). Measured: trained scratch models on five "
         "phantoms 0.27-0.70 (medians 0.43-0.57); a map that ignores the weights 1.0 (README, Validation).")
 
+    def active_control(self, classes: list[str] | tuple[str, ...]) -> str | None:
+        """The control class the control gate compares with, or None (gate off, unset, or not a class of the run)."""
+        if self.gate_control and self.control_class is not None and self.control_class in classes:
+            return self.control_class
+        return None
+
     @model_validator(mode="before")
     @classmethod
     def _retired(cls, values: Any) -> Any:

@@ -246,8 +246,6 @@ def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray]
 
 def _combine_control(part: pd.DataFrame) -> dict[str, float]:
     """The comparison with the controls over the folds where it ran: Stouffer z, weighted AUC, two-sided p."""
-    if "z_control" not in part:
-        return {"auc_control": np.nan, "z_control": np.nan, "p_control": np.nan}
     ran = part[np.isfinite(part["z_control"].to_numpy(float)) & (part["n_control"] > 0)]
     if ran.empty:
         return {"auc_control": np.nan, "z_control": np.nan, "p_control": np.nan}
@@ -308,8 +306,6 @@ def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame 
     frame = combined.copy()
     use_control = control is not None and bool(getattr(settings, "gate_control", False))
     if use_control:
-        if "q_control" not in frame:
-            frame["auc_control"] = frame["q_control"] = np.nan
         same_side = np.sign(frame["auc_control"].astype(float) - 0.5) == frame["expected_direction"]
         outcome = np.where(frame["q_control"].notna(), (frame["q_control"] < settings.gate_q) & same_side, np.nan)
         frame["gate_control"] = np.where(frame["class"] == control, True, outcome)

@@ -153,6 +153,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     targets = patient_targets(inputs)
     every = np.sort(inputs.manifest.index.to_numpy())  # every model embeds every image: matching uses them all
     collected: dict[str, list[pd.DataFrame]] = defaultdict(list)
+    contrasts: list[pd.DataFrame] = []  # each class against the controls, per fold (selection only; not written)
     tables: dict[int, confirmation.PatientTable] = {}
     live: dict[int, tuple[list[str], np.ndarray]] = {}
     for fold in folds:
@@ -165,8 +166,9 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         with timed(summary.timings, "stats"):
             tests, notes = class_tests(values, fold.y_test, kept, inputs.classes, settings.min_group)
             collected["tests"].append(tests.assign(fold=fold.fold))
-            collected["control_effects"].append(confirmation.control_effects(
-                fold.fold, values, fold.y_test, kept, inputs.classes, control, settings.min_group))
+            if control is not None:
+                contrasts.append(confirmation.control_effects(fold.fold, values, fold.y_test, kept, inputs.classes,
+                                                              control, settings.min_group))
             summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
         model = saving.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
                                         compile=False)
@@ -215,9 +217,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     shap_table = frames["attribution"].rename(columns={"feature": "dim"})
     tests = frames["tests"]
     effects = tests[tests["test"] == "mannwhitney"][["fold", "class", "feature", "auc"]].rename(columns={"feature": "dim"})
-    if control is not None and "control_effects" in frames:
-        effects = effects.merge(frames.pop("control_effects"), on=["fold", "class", "dim"], how="left")
-    frames.pop("control_effects", None)
+    if contrasts:
+        effects = effects.merge(pd.concat(contrasts, ignore_index=True), on=["fold", "class", "dim"], how="left")
     with timed(summary.timings, "confirmation"):
         confirmed = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap_table), effects,
                                          inputs.classes, top=settings.top_k, min_patients=settings.confirm_min_patients,
@@ -254,11 +255,12 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
 def control_class(inputs: AnalysisInputs, strategy: str, summary: AnalysisSummary) -> int | None:
     """The control class's index, or None (said in the notes); a control class set in the config but absent is refused."""
     settings = inputs.config.analysis
+    active = settings.active_control(inputs.classes)
+    if active is not None:
+        return inputs.classes.index(active)
     name = settings.control_class
     if name is None or not settings.gate_control:
         return None
-    if name in inputs.classes:
-        return inputs.classes.index(name)
     if name != type(settings).model_fields["control_class"].default:  # a class named on purpose, not the default
         raise ConfigError(f"analysis.control_class is {name!r} but the run's classes are {', '.join(inputs.classes)}: "
                           "set it to the class of the healthy controls, or to null to run without a control gate.")

@@ -170,8 +170,8 @@ def _failed_counts(frame: pd.DataFrame) -> str:
 def gate_settings(contents: RunContents) -> dict[str, Any]:
     """The gates as configured before the analysis: printed with every candidate table."""
     settings = contents.config.analysis
-    control = settings.control_class if settings.gate_control and settings.control_class in contents.classes else None
-    return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit, "control": control,
+    return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit,
+            "control": settings.active_control(contents.classes),
             "margin": settings.shortcut_margin, "top_k": settings.top_k, "match_min_rho": settings.match_min_rho,
             "min_patients": settings.confirm_min_patients, "folds": contents.config.folds.k}
 
