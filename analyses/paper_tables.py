@@ -114,7 +114,7 @@ def binary_table(title: str, m: dict, published: tuple[int, int, int, int] | Non
 def print_tables(run_dir: Path, console: Console) -> None:
     metrics = load_metrics(run_dir)
     if not metrics:
-        console.print(f"{run_dir} has no metrics/*.json; run 'cxrbio train --out {run_dir}' first.")
+        console.print(f"{run_dir} has no metrics/*.json; run 'cxrbio train {run_dir}' first.")
         raise SystemExit(2)
     done = {k: v for k, v in metrics.items() if v.get("status") == "done"}
     console.print(metrics_table("Table 1. Off-the-shelf features", ["offshelf"], metrics))
@@ -127,7 +127,7 @@ def print_tables(run_dir: Path, console: Console) -> None:
     console.print(metrics_table("Table 4. Fine-tuning the top N blocks", finetunes, metrics))
     console.print(metrics_table("Table 5. Training from scratch", ["scratch"], metrics))
     if "scratch" in done:
-        seven = done["scratch"]["classes"] == PAPER_CLASSES
+        seven = tuple(done["scratch"]["classes"]) == PAPER_CLASSES
         console.print(confusion_table("Table 6. 7-class confusion, from scratch", done["scratch"], PUBLISHED_TABLE_6 if seven else None))
         if "binary" in done["scratch"]["pooled"]:
             console.print(binary_table("Table 7. 2-class confusion, from scratch", done["scratch"], PUBLISHED_BINARY["scratch"]))

@@ -28,7 +28,8 @@ def simulate_run(root: Path, images: int, folds: int, features: int, seed: int) 
     import pandas as pd
 
     from cxrbio import freshness
-    from cxrbio.config import PAPER_CLASSES, load_config, save_config
+    from cxrbio.config import load_config, save_config
+    from cxrbio.paper import PAPER_CLASSES
     from cxrbio.rundir import RunDir
 
     rng = np.random.default_rng(seed)
@@ -65,10 +66,11 @@ def simulate_fold(root: Path, fold: int, dims: int, seed: int, model_config) -> 
     import pyarrow.parquet as pq
 
     from cxrbio import freshness
-    from cxrbio.config import PAPER_CLASSES, load_config
+    from cxrbio.config import load_config
     from cxrbio.embed import embedding_columns
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
+    from cxrbio.paper import PAPER_CLASSES
     from cxrbio.rundir import RunDir
     from cxrbio.training import register_fold_model
 
@@ -100,8 +102,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=753)
     args = parser.parse_args()
 
+    from cxrbio.backend import initialise_tensorflow
     from cxrbio.config import load_config
-    from cxrbio.quiet import initialise_tensorflow
     from cxrbio.rundir import RunDir
     from cxrbio.stages import analyze
 

@@ -59,8 +59,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from cxrbio.comparisons import compare_strategies
-    from cxrbio.config import PAPER_CLASSES
     from cxrbio.metrics import strategy_metrics
+    from cxrbio.paper import PAPER_CLASSES
 
     classes = list(PAPER_CLASSES)
     predictions = {f"s{k}": simulated_predictions(args.images, args.folds, classes, 0.5 + 0.05 * k, seed=k)

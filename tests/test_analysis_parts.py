@@ -6,7 +6,8 @@ import pytest
 
 from cxrbio.analysis import association, stability
 from cxrbio.analysis.inputs import clean_columns, stratified_sample
-from cxrbio.analysis.stats import class_tests, fdr, rank_auc
+from cxrbio.analysis.stats import class_tests, rank_auc
+from cxrbio.multiple_testing import benjamini_hochberg
 
 CLASSES = ["A", "B", "C"]
 
@@ -57,7 +58,7 @@ def test_constant_and_non_finite_columns_are_dropped_with_reasons():
 
 
 def test_fdr_ignores_missing_p_values():
-    q = fdr(np.array([0.01, np.nan, 0.04]))
+    q = benjamini_hochberg(np.array([0.01, np.nan, 0.04]))
     assert np.isnan(q[1]) and q[0] == pytest.approx(0.02) and q[2] == pytest.approx(0.04)
 
 

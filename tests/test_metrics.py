@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cxrbio.config import PAPER_CLASSES
 from cxrbio.metrics import paper_metrics
+from cxrbio.paper import PAPER_CLASSES
 from tests.helpers import synthetic_predictions
 
 CLASSES = list(PAPER_CLASSES)
@@ -263,7 +263,7 @@ def test_per_class_intervals_come_from_the_patient_bootstrap():
 
 
 def test_holm_adjusts_known_p_values():
-    from cxrbio.comparisons import holm
+    from cxrbio.multiple_testing import holm
 
     # Sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.02, 0.03, 0.06, 0.06.
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -291,7 +291,7 @@ def test_strategy_comparisons_pair_on_patients_and_adjust_across_pairs():
     assert gap["difference"]["balanced_accuracy"]["estimate"] > 0.2
     assert np.isfinite(gap["difference"]["macro_auroc"]["estimate"])
     raw = [p["nadeau_bengio"]["p"] for p in result["pairs"]]
-    from cxrbio.comparisons import holm
+    from cxrbio.multiple_testing import holm
 
     assert [p["nadeau_bengio"]["p_holm"] for p in result["pairs"]] == pytest.approx(holm(raw), nan_ok=True)
     assert "image-level" in result["secondary"] and "p_holm" in gap["mcnemar"]

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrbio.config import PAPER_CLASSES
 from cxrbio.data.phantom import FINDINGS, generate_phantom, parse_shortcut
 from cxrbio.errors import DataError
+from cxrbio.paper import PAPER_CLASSES
 
 
 def load(path):

@@ -19,7 +19,11 @@ cxrbio's model code is Keras 3 and runs on TensorFlow (the default) or JAX (``KE
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
+
+from cxrbio.quiet import ExpectedRetracing, native_stderr_captured
 
 TENSORFLOW = "tensorflow"
 
@@ -37,7 +41,6 @@ def configured_name() -> str:
     ``KERAS_BACKEND`` first, then ``backend`` in ``$KERAS_HOME/keras.json`` (``~/.keras``), else TensorFlow.
     """
     import json
-    import os
     from pathlib import Path
 
     if os.environ.get("KERAS_BACKEND"):
@@ -81,8 +84,6 @@ def configure(config: Any) -> None:
 
     active = name()
     if active == TENSORFLOW:
-        from cxrbio.quiet import initialise_tensorflow
-
         initialise_tensorflow()
         import tensorflow as tf
 
@@ -91,8 +92,6 @@ def configure(config: Any) -> None:
     elif active == "jax" and config.train.deterministic:
         # XLA's GPU kernels are deterministic with this flag; on CPU they already are. It must be set
         # before JAX compiles anything, so a process that wants it sets it early (benchmarks do).
-        import os
-
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_gpu_deterministic_ops" not in flags:
             os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_deterministic_ops=true").strip()
@@ -109,3 +108,24 @@ def limit_threads() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     # JAX/XLA sizes its CPU thread pool when it starts; a task sets XLA_FLAGS before that if it must.
+
+
+def initialise_tensorflow() -> None:
+    """Import TensorFlow and touch its devices once, quietly (later calls cost nothing).
+
+    Nothing on another Keras backend (``KERAS_BACKEND=jax``): those processes never import TensorFlow.
+    """
+    if configured_name() != TENSORFLOW:
+        return
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, ExpectedRetracing) for f in tf_logger.filters):
+        tf_logger.addFilter(ExpectedRetracing())
+    if os.environ.get("CXRBIO_TF_VERBOSE"):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        return
+    with native_stderr_captured():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()

@@ -26,21 +26,10 @@ import pandas as pd
 
 from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
 from cxrbio.metrics import mcnemar_test, nadeau_bengio_ttest
+from cxrbio.multiple_testing import holm
 
 #: Paired differences reported per pair, with their bootstrap intervals.
 DIFFERENCES = ("accuracy", "balanced_accuracy", "macro_auroc")
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-adjusted p-values (NaN entries stay NaN and do not count towards the family)."""
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full(len(p), np.nan)
-    finite = np.isfinite(p)
-    if finite.any():
-        adjusted[finite] = multipletests(p[finite], method="holm")[1]
-    return adjusted.tolist()
 
 
 def _aligned(predictions: dict[str, pd.DataFrame]) -> tuple[list[str], dict[str, pd.DataFrame]]:
@@ -88,7 +77,7 @@ def compare_strategies(predictions: dict[str, pd.DataFrame], classes: list[str],
             "mcnemar": mcnemar_test((pa["true"] == pa["predicted"]).to_numpy(), (pb["true"] == pb["predicted"]).to_numpy()),
         })
     for family in ("nadeau_bengio", "mcnemar"):
-        for pair, adjusted in zip(pairs, holm([pair[family]["p"] for pair in pairs])):
+        for pair, adjusted in zip(pairs, holm([pair[family]["p"] for pair in pairs]).tolist()):
             pair[family]["p_holm"] = adjusted
             pair[family]["significant"] = bool(adjusted < alpha) if np.isfinite(adjusted) else False
     return {

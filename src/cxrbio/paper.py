@@ -7,7 +7,9 @@ predicted, columns actual). Table 2's matrix is garbled in the text we have, so 
 
 from __future__ import annotations
 
-PAPER_CLASSES = ["COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal"]
+#: The seven classes of the study, in the order of its confusion matrices (Tables 2 and 6): the one definition
+#: (the config's default ``data.classes`` and the phantom's classes are this tuple).
+PAPER_CLASSES: tuple[str, ...] = ("COVID-19", "Edema", "Effusion", "Emphysema", "Fibrosis", "Pneumonia", "Normal")
 
 # strategy: (2-class acc, 7-class acc, sensitivity, specificity) in %, None = not reported
 PUBLISHED_METRICS: dict[str, tuple[float | None, float | None, float | None, float | None]] = {

@@ -1,8 +1,9 @@
-"""Keep TensorFlow's C++ start-up chatter out of cxrbio's output, without hiding real errors.
+"""Keep native libraries' start-up chatter out of cxrbio's output, without hiding real errors.
 
 TensorFlow 2.21 prints oneDNN/CUDA notices to file descriptor 2 before its logging is
-configured, so TF_CPP_MIN_LOG_LEVEL cannot silence them. While TensorFlow initialises we send
-descriptor 2 to a temporary file; if initialisation fails, what it wrote is replayed.
+configured, so TF_CPP_MIN_LOG_LEVEL cannot silence them. While TensorFlow initialises
+(:func:`cxrbio.backend.initialise_tensorflow`) descriptor 2 goes to a temporary file; if
+initialisation fails, what it wrote is replayed. This module knows nothing of Keras backends.
 """
 
 from __future__ import annotations
@@ -37,31 +38,8 @@ def native_stderr_captured() -> Iterator[None]:
                 sys.stderr.write(sink.read().decode("utf-8", errors="replace"))
 
 
-class _ExpectedRetracing(logging.Filter):
+class ExpectedRetracing(logging.Filter):
     """cxrbio loads one model per fold: one trace each is expected, and TensorFlow's advice is noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "triggered tf.function retracing" not in record.getMessage()
-
-
-def initialise_tensorflow() -> None:
-    """Import TensorFlow and touch its devices once, quietly (later calls cost nothing).
-
-    Nothing on another Keras backend (``KERAS_BACKEND=jax``): those processes never import TensorFlow.
-    """
-    from cxrbio.backend import TENSORFLOW, configured_name
-
-    if configured_name() != TENSORFLOW:
-        return
-    tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _ExpectedRetracing) for f in tf_logger.filters):
-        tf_logger.addFilter(_ExpectedRetracing())
-    if os.environ.get("CXRBIO_TF_VERBOSE"):
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        return
-    with native_stderr_captured():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()

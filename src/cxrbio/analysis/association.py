@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxrbio.analysis.stats import fdr, standardised_ranks
+from cxrbio.analysis.stats import standardised_ranks
+from cxrbio.multiple_testing import benjamini_hochberg
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,4 +143,4 @@ def partial_descriptors(parts: list[tuple[np.ndarray, np.ndarray]], feature_name
         df = max(1, n - 2 - n_covariates)
         t = rho * np.sqrt(df / np.maximum(1e-12, 1 - rho**2))
     p = 2 * stats.t.sf(np.abs(t), df=df)
-    return pd.DataFrame({"feature": feature_names, "rho": rho, "p": p, "q": fdr(p)})
+    return pd.DataFrame({"feature": feature_names, "rho": rho, "p": p, "q": benjamini_hochberg(p)})

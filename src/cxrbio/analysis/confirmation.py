@@ -44,8 +44,9 @@ import pandas as pd
 from scipy import stats
 
 from cxrbio.analysis.matching import MatchedFeatures
-from cxrbio.analysis.stats import fdr, mann_whitney, rank_auc
+from cxrbio.analysis.stats import mann_whitney, rank_auc
 from cxrbio.confounding.source_probe import UNKNOWN
+from cxrbio.multiple_testing import benjamini_hochberg
 
 
 @dataclass
@@ -239,8 +240,8 @@ def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray]
     combined = pd.DataFrame(out)
     combined["q"] = combined["q_control"] = np.nan
     for _, index in combined.groupby("class").groups.items():
-        combined.loc[index, "q"] = fdr(combined.loc[index, "p"].to_numpy())
-        combined.loc[index, "q_control"] = fdr(combined.loc[index, "p_control"].to_numpy(float))
+        combined.loc[index, "q"] = benjamini_hochberg(combined.loc[index, "p"].to_numpy())
+        combined.loc[index, "q_control"] = benjamini_hochberg(combined.loc[index, "p_control"].to_numpy(float))
     return combined[columns]
 
 

@@ -11,18 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
+
+from cxrbio.multiple_testing import benjamini_hochberg
 
 TEST_COLUMNS = ["feature", "test", "class", "n_class", "n_rest", "statistic", "p", "q", "auc"]
-
-
-def fdr(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values; NaN p-values stay NaN and do not count."""
-    q = np.full(len(p), np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
-    return q
 
 
 def standardised_ranks(values: np.ndarray) -> np.ndarray:
@@ -89,7 +81,7 @@ def class_tests(values: np.ndarray, y: np.ndarray, names: list[str], classes: li
     table = pd.concat(frames, ignore_index=True)
     table["q"] = np.nan
     for _, index in table.groupby(["test", "class"]).groups.items():
-        table.loc[index, "q"] = fdr(table.loc[index, "p"].to_numpy())
+        table.loc[index, "q"] = benjamini_hochberg(table.loc[index, "p"].to_numpy())
     if "auc" not in table:
         table["auc"] = np.nan
     return table[TEST_COLUMNS], notes

@@ -83,7 +83,8 @@ def audit_covariates(manifest: pd.DataFrame, classes: list[str], *, listed: list
                      alpha: float = 0.05) -> CovariateAudit:
     """Test each covariate column against the label (included images); BH over the covariates."""
     from scipy import stats
-    from statsmodels.stats.multitest import multipletests
+
+    from cxrbio.multiple_testing import benjamini_hochberg
 
     audit = CovariateAudit()
     labels = manifest["label"].astype(str)
@@ -118,10 +119,10 @@ def audit_covariates(manifest: pd.DataFrame, classes: list[str], *, listed: list
         audit.rows.append({"covariate": column, "kind": kind, "test": test, "statistic": float(statistic), "p": float(p),
                            "images": int(present.sum()), "sentence": sentence})
     if audit.rows:
-        q = multipletests([r["p"] for r in audit.rows], method="fdr_bh")[1]
+        q = benjamini_hochberg([r["p"] for r in audit.rows])
         for row, value in zip(audit.rows, q):
             row["q"] = float(value)
-            row["significant"] = bool(value < alpha)
+            row["significant"] = bool(value < alpha)  # NaN (a test that could not run) is never significant
     if "full_labels" in manifest.columns:
         several = manifest["full_labels"].astype(str).str.contains("|", regex=False)
         if several.any():

@@ -28,7 +28,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 #: while with 256 bits resized JPEG copies differ by <= 4, distinct real patients by >= 76 and
 #: distinct phantom patients by >= 24 (docs/data.md).
 HASH_SIZE = 16
-HASH_WORDS = HASH_SIZE * HASH_SIZE // 64
 
 
 def perceptual_hash(pixels: np.ndarray) -> str:

@@ -45,8 +45,8 @@ from PIL import Image
 from scipy import ndimage
 
 from cxrbio.atomic import atomic_write_text
-from cxrbio.config import PAPER_CLASSES
 from cxrbio.errors import DataError
+from cxrbio.paper import PAPER_CLASSES
 
 PHANTOM_VERSION = 3  # 3: ground-truth body masks (masks/body/)
 

@@ -69,7 +69,7 @@ def confusion(result: StrategyResults, classes: list[str]) -> dict[str, Any]:
     metrics = result.metrics or {}
     pooled = metrics["pooled"]
     matrix = pooled["confusion"]  # rows true, columns predicted
-    with_paper = result.name == "scratch" and classes == PAPER_CLASSES
+    with_paper = result.name == "scratch" and tuple(classes) == PAPER_CLASSES
     rows = []
     for p, name in enumerate(classes):
         cells = []
