@@ -24,6 +24,8 @@ from cxrbio.errors import CxrbioError
 
 #: Version of the run-directory layout; a folder without ``run.json`` predates layout 2.
 LAYOUT_VERSION = 2
+#: Folder of the run directory holding one stamp per completed unit (:mod:`cxrbio.freshness`).
+STAMPS = "stamps"
 #: The analysis unit of the radiomics space (``analysis/radiomics/``), beside one per strategy.
 RADIOMICS_SPACE = "radiomics"
 
@@ -47,7 +49,9 @@ class Artifact:
     also has is bound to the same value, a field it lacks means "every unit" (an analysis of a
     strategy depends on every fold's embeddings of that strategy). ``settings`` are the config
     key prefixes that shape the result (``ignore`` lists keys under them that do not).
-    Artifacts without a stamp (``stamped=False``) are parts of a stamped unit or caches.
+    ``files`` names the kind of files *outside* the run a unit reads (:mod:`cxrbio.file_inputs`:
+    ``weights``, ``masks``, ``radiomics_params``, ``external_data``); their content is part of
+    the fingerprint. Artifacts without a stamp (``stamped=False``) are parts of a stamped unit or caches.
     """
 
     name: str
@@ -58,6 +62,7 @@ class Artifact:
     inputs: tuple[str, ...] = ()
     settings: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    files: str | None = None
     stamped: bool = True
     folder: bool = False
     cache: bool = False  # content-keyed and safe to delete; may be rebuilt by any stage that reads it
@@ -75,8 +80,8 @@ class Artifact:
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
-    Stage("scan", "cxrbio data scan DATA --out {run}", (), "data set -> manifest, config, folds"),
-    Stage("train", "cxrbio train --out {run}", ("scan",), "cross-validated training, metrics"),
+    Stage("scan", "cxrbio data scan DATA {run}", (), "data set -> manifest, config, folds"),
+    Stage("train", "cxrbio train {run}", ("scan",), "cross-validated training, metrics"),
     Stage("embed", "cxrbio embed {run}", ("train",), "GAP embeddings per fold model"),
     Stage("masks", "cxrbio masks {run}", ("scan",), "lung masks"),
     Stage("radiomics", "cxrbio radiomics {run}", ("masks",), "pyradiomics features"),
@@ -86,7 +91,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("evaluate", "cxrbio evaluate {run} --data EXTERNAL", ("train",),
           "the fold models on an external data set: metrics and the drop from internal"),
     Stage("report", "cxrbio report {run}", (), "the HTML report (written outside the run)"),
-    Stage("demo", "cxrbio demo --out {run}", (), "the phantom data set of the demo"),
+    Stage("demo", "cxrbio demo {run}", (), "the phantom data set of the demo"),
 )}
 
 #: Config keys that change what no stage computes (where files go, speed, names).
@@ -113,7 +118,7 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
              folder=True, cache=True),
     Artifact("train_fold", "train/{strategy}/fold-{fold}", "train", 2,
              "trained fold models (model.keras, history.csv, predictions.parquet, validation.parquet, summary.json)",
-             inputs=("manifest",), settings=_TRAINING, ignore=_NEVER, folder=True),
+             inputs=("manifest",), settings=_TRAINING, ignore=_NEVER, files="weights", folder=True),
     Artifact("train_skipped", "train/{strategy}/SKIPPED", "train", 1, "skip notes (why a strategy was not trained)",
              stamped=False),
     Artifact("metrics", "metrics/{strategy}.json", "train", 3, "metrics (a strategy's, over its folds)",
@@ -125,14 +130,14 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
              settings=("data.image_size",)),
     Artifact("masks", "masks/masks.parquet", "masks", 2,
              "lung and body masks (masks.parquet: where each came from)",
-             inputs=("manifest",), settings=("data.image_size", "masks")),
+             inputs=("manifest",), settings=("data.image_size", "masks"), files="masks"),
     Artifact("mask_file", "masks/{image_id}.png", "masks", 1, "lung mask files (letterboxed frame)",
              stamped=False),
     Artifact("body_file", "masks/body/{image_id}.png", "masks", 1, "body mask files (letterboxed frame, lungs included)",
              stamped=False),
     Artifact("radiomics", "radiomics/features.parquet", "radiomics", 2,
              "radiomics features (status.parquet beside them)", inputs=("manifest", "masks"),
-             settings=("data.image_size", "radiomics"), ignore=_NEVER),
+             settings=("data.image_size", "radiomics"), ignore=_NEVER, files="radiomics_params"),
     Artifact("radiomics_status", "radiomics/status.parquet", "radiomics", 1, "radiomics status (per image: ok / failed / no mask)",
              stamped=False),
     # strategy = "radiomics" is the analysis of the radiomics space (no embeddings bind to it).
@@ -145,13 +150,15 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
              stamped=False),
     Artifact("lungs_removed_fold", "lungs-removed/{strategy}/fold-{fold}", "lungs_removed", 1,
              "lungs-removed fold models (trained like train/, on images with the centre blacked out)",
-             inputs=("manifest",), settings=(*_TRAINING, "confounding.lungs_removed_box"), ignore=_NEVER, folder=True),
+             inputs=("manifest",), settings=(*_TRAINING, "confounding.lungs_removed_box"), ignore=_NEVER, files="weights",
+             folder=True),
     Artifact("lungs_removed", "lungs-removed/{strategy}.json", "lungs_removed", 1,
              "lungs-removed result (per class: AUROC and sensitivity without the centre, beside the normal model's)",
              inputs=("lungs_removed_fold", "train_fold"),
              settings=("data.classes", "evaluation", "confounding.lungs_removed_box"), ignore=_NEVER),
     Artifact("external_manifest", "external/{name}/manifest.parquet", "evaluate", 1,
-             "external data set's manifest (scanned with the run's config)", settings=("data",), ignore=_NEVER),
+             "external data set's manifest (scanned with the run's config)", settings=("data",), ignore=_NEVER,
+             files="external_data"),
     Artifact("external_predictions", "external/{name}/{strategy}", "evaluate", 1,
              "external predictions (every fold model's and the ensemble's)", stamped=False, folder=True),
     Artifact("external_metrics", "external/{name}/{strategy}.json", "evaluate", 1,
@@ -160,12 +167,6 @@ ARTIFACTS: dict[str, Artifact] = {a.name: a for a in (
     Artifact("phantom", "phantom", "demo", 1, "phantom data set of the demo (generator parameters in its stamp)",
              folder=True),
 )}
-
-
-def stage_of(name: str) -> Stage:
-    if name not in STAGES:
-        raise KeyError(f"no stage {name!r}; stages: {', '.join(STAGES)}")
-    return STAGES[name]
 
 
 def command_for(stage: str, run: Any, **extra: str) -> str:

@@ -5,11 +5,15 @@ an analysis) it writes, last, a stamp: ``stamps/<artifact path>.json``. The stam
 
 * ``fingerprint``: a hash of what the unit was made from: the artifact's schema version, the
   cxrbio version, the config values that shape it (declared in :mod:`cxrbio.artifacts`), the
-  stage's options (a mask folder, the analysis parts), and the ``digest`` of every input unit;
+  stage's options (a mask folder, the analysis parts), the ``digest`` of every input unit, and
+  the *content* digest of every file outside the run it reads (``files``: a weights file, mask
+  files, the radiomics parameter file, an external data set; :mod:`cxrbio.file_inputs`), so a
+  file replaced in place makes the unit stale and a ``touch`` does not (:mod:`cxrbio.digests`);
 * ``digest``: the identity of what was written (a content hash where one is cheap, e.g. the
   model file, else a fresh token), which downstream fingerprints use;
-* ``settings``, ``options``, ``inputs``: the parts of the fingerprint in the clear, so a stale
-  unit can say *why* it is stale ("train.learning_rate: 0.0001 -> 0.001");
+* ``settings``, ``options``, ``inputs``, ``files``: the parts of the fingerprint in the clear, so a
+  stale unit can say *why* it is stale ("train.learning_rate: 0.0001 -> 0.001", "model.weights
+  changed: /data/backbone.weights.h5");
 * ``info``: what the stage wants to keep about the unit (e.g. a fold's best epoch).
 
 A unit is fresh when its stamp exists and its fingerprint equals the one today's inputs and
@@ -28,13 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxrbio import __version__
-from cxrbio.artifacts import ARTIFACTS, Artifact, settings_values
+from cxrbio.artifacts import ARTIFACTS, STAMPS, Artifact, settings_values
 from cxrbio.atomic import atomic_write_text
+from cxrbio.digests import MISSING, file_digests
+from cxrbio.file_inputs import outside_files
 
 if TYPE_CHECKING:
     from cxrbio.rundir import RunDir
 
-STAMPS = "stamps"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Expected:
     settings: dict[str, Any]
     options: dict[str, Any]
     inputs: dict[str, str]
+    files: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> {path: content digest}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Stamp:
     inputs: dict[str, str]
     written: str
     info: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, str]] = field(default_factory=dict)  # outside files read: label -> {path: digest}
 
 
 @dataclass(frozen=True)
@@ -122,9 +129,13 @@ def expected(run: RunDir, artifact: str, config_tree: dict[str, Any], unit: dict
     options = dict(options or {})
     settings = settings_values(declared, config_tree)
     inputs = {label: stamp.digest for label, stamp in input_units(run.root, declared, unit).items()}
-    fingerprint = _hash({"artifact": artifact, "schema": declared.schema, "cxrbio": __version__, "unit": unit,
-                         "settings": settings, "options": options, "inputs": inputs})
-    return Expected(artifact, unit, fingerprint, settings, options, inputs)
+    files = {label: file_digests(paths) for label, paths in
+             outside_files(declared.files, run, config_tree, unit, options).items()}
+    payload = {"artifact": artifact, "schema": declared.schema, "cxrbio": __version__, "unit": unit,
+               "settings": settings, "options": options, "inputs": inputs}
+    if files:  # units that read no outside file keep the fingerprint they always had
+        payload["files"] = files
+    return Expected(artifact, unit, _hash(payload), settings, options, inputs, files)
 
 
 def status(run: RunDir, want: Expected) -> Status:
@@ -148,7 +159,28 @@ def explain(stamp: Stamp, want: Expected) -> str:
     changed = sorted(k for k in set(stamp.inputs) | set(want.inputs) if stamp.inputs.get(k) != want.inputs.get(k))
     if changed:
         reasons.append("inputs changed: " + ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else ""))
+    reasons += file_changes(stamp.files, want.files)
     return "; ".join(reasons) or "made from other inputs"
+
+
+def file_changes(recorded: dict[str, dict[str, str]], today: dict[str, dict[str, str]]) -> list[str]:
+    """'model.weights changed: /x/b.weights.h5' per label whose outside files differ from those recorded."""
+    reasons = []
+    for label in sorted(set(recorded) | set(today)):
+        before, now = recorded.get(label, {}), today.get(label, {})
+        if before == now:
+            continue
+        if not before:
+            reasons.append(f"{label}: content not recorded (made by a cxrbio that recorded only paths)")
+            continue
+        missing = sorted(p for p, d in now.items() if d == MISSING)
+        edited = sorted(p for p in now if p in before and before[p] != now[p] and now[p] != MISSING)
+        listed = sorted(set(now) ^ set(before))
+        for kind, paths in (("changed", edited), ("missing", missing), ("now other files", listed)):
+            if paths:
+                shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+                reasons.append(f"{label} {kind}: {shown}")
+    return reasons
 
 
 def write_stamp(run: RunDir, want: Expected, digest: str | None = None, info: dict[str, Any] | None = None) -> Stamp:
@@ -156,7 +188,7 @@ def write_stamp(run: RunDir, want: Expected, digest: str | None = None, info: di
     stamp = Stamp(artifact=want.artifact, unit=want.unit, schema=ARTIFACTS[want.artifact].schema, cxrbio=__version__,
                   fingerprint=want.fingerprint, digest=digest or secrets.token_hex(16), settings=want.settings,
                   options=want.options, inputs=want.inputs,
-                  written=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), info=dict(info or {}))
+                  written=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), info=dict(info or {}), files=want.files)
     atomic_write_text(stamp_path(run.root, want.artifact, want.unit), json.dumps(asdict(stamp), indent=1, default=str))
     return stamp
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from cxrbio import __version__
-from cxrbio.artifacts import ARTIFACTS, LAYOUT_VERSION, missing_error
+from cxrbio.artifacts import ARTIFACTS, LAYOUT_VERSION, STAMPS, missing_error
 from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config, load_config
 from cxrbio.errors import CxrbioError
@@ -105,14 +105,14 @@ def check_layout(run: RunDir) -> None:
             raise CxrbioError(
                 f"{run.root} has run-directory layout {layout}; this cxrbio ({__version__}) reads layout {LAYOUT_VERSION}.",
                 fix=f"use the cxrbio release that made it, or re-run into a new folder: "
-                    f"cxrbio data scan DATA --out NEW_RUN --config {run.config}, then the later stages.")
+                    f"cxrbio data scan DATA NEW_RUN --config {run.config}, then the later stages.")
         return
     if run.config.is_file() or run.manifest.is_file():
         raise CxrbioError(
             f"{run.root} was made by a cxrbio release before layout {LAYOUT_VERSION} (it has no run.json); its "
             "files do not record what they were made from, so this release cannot judge or reuse them.",
             fix=f"re-run from the scan into a new folder (the old one is left as it is): cxrbio data scan DATA "
-                f"--out NEW_RUN --config {run.config}, then cxrbio train/embed/masks/radiomics/analyze on NEW_RUN.")
+                f"NEW_RUN --config {run.config}, then cxrbio train/embed/masks/radiomics/analyze on NEW_RUN.")
 
 
 def open_run(run_dir: str | Path) -> tuple[RunDir, Config]:
@@ -120,13 +120,13 @@ def open_run(run_dir: str | Path) -> tuple[RunDir, Config]:
     run = RunDir(run_dir)
     if not run.root.is_dir():
         raise CxrbioError(f"{run_dir} does not exist.",
-                          fix="pass the folder given to 'cxrbio data scan --out' or 'cxrbio demo --out'.")
+                          fix="pass a run directory made by 'cxrbio data scan DATA RUN_DIR' or 'cxrbio demo RUN_DIR'.")
     check_layout(run)
     if not run.config.is_file() or not run.manifest.is_file():
         raise CxrbioError(
             f"{run_dir} is not a cxrbio run directory (it has no config.yaml and manifest.parquet).",
-            fix="pass the folder given to 'cxrbio data scan --out' or 'cxrbio demo --out', "
-            "or create one with 'cxrbio data scan DATA --out RUN_DIR'.",
+            fix="pass a run directory made by 'cxrbio data scan DATA RUN_DIR' or 'cxrbio demo RUN_DIR', "
+            "or create one with 'cxrbio data scan DATA RUN_DIR'.",
         )
     return run, load_config(run.config)
 
@@ -136,8 +136,6 @@ def supersede(run: RunDir, relative_paths: list[str], reason: str) -> Path | Non
 
     Nothing is deleted: a user who forced a change can still open what was there before.
     """
-    from cxrbio.freshness import STAMPS
-
     existing = [p for p in dict.fromkeys(relative_paths) if (run.root / p).exists()]
     stamps = [f"{STAMPS}/{p}.json" for p in relative_paths if (run.root / STAMPS / f"{p}.json").exists()]
     stamp_dirs = [f"{STAMPS}/{p}" for p in relative_paths if (run.root / STAMPS / p).is_dir()]

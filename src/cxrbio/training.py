@@ -24,7 +24,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,8 +33,10 @@ from cxrbio import freshness
 from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config
 from cxrbio.data.folds import TestFold, inner_validation_split, outer_folds
+from cxrbio.digests import file_digest
 from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER, GAP_LAYER, HEAD_LAYERS, PREPROCESS_LAYER
+from cxrbio.models.weights import weights_file
 from cxrbio.rundir import RunDir
 
 STAGE = "train"
@@ -195,8 +196,10 @@ def frozen_features(run: RunDir, config: Config, data: TrainingData, frozen: Any
     from cxrbio.data.pipeline import cache_key, make_dataset
 
     tag = split_layer(strategy) or "gap"
+    source = weights_file(config.model.weights)  # a file's content, not its path: a replaced file is another cache
+    weights = config.model.weights if source is None else f"{config.model.weights}#{file_digest(source)}"
     key = hashlib.sha256(
-        f"{cache_key(data.manifest, config.data.image_size)}|{config.model.alpha}|{config.model.weights}|{tag}"
+        f"{cache_key(data.manifest, config.data.image_size)}|{config.model.alpha}|{weights}|{tag}"
         f"{'|' + data.variant if data.variant else ''}".encode())
     path = run.cache / f"frozen-{tag}-{key.hexdigest()[:16]}.npy"
     if path.is_file():
@@ -386,7 +389,9 @@ class FoldTrainer:
             model.load_weights(self.out / state["best_weights"])
         predictions = self.predict(model)
         atomic_write_parquet(self.out / "predictions.parquet", predictions)
-        validation_predictions(self.run, self.config, self.data, self.strategy, self.fold, model=model, folder=self.out)
+        _fit, validation, _test = split_fold(self.data, self.fold, self.config)
+        atomic_write_parquet(self.out / VALIDATION_PREDICTIONS, predict_rows(model, self.data, validation, self.fold.fold,
+                                                                             self.config))
         atomic_write_text(self.out / "history.csv", pd.DataFrame(state["history"]).to_csv(index=False))
         atomic_write(self.out / "model.keras", model.save)
         summary = {k: state[k] for k in ("best_epoch", "best_val_loss", "fit_images", "val_images")}
@@ -430,24 +435,13 @@ def predict_rows(model: Any, data: TrainingData, rows: np.ndarray, fold: int, co
 VALIDATION_PREDICTIONS = "validation.parquet"
 
 
-def validation_predictions(run: RunDir, config: Config, data: TrainingData, strategy: str, fold: TestFold,
-                           model: Any = None, folder: Path | None = None) -> pd.DataFrame:
-    """The fold model's predictions on the inner validation split it early-stopped on (never its test fold).
+def read_validation_predictions(run: RunDir, strategy: str, folds: list[int]) -> pd.DataFrame:
+    """The fold models' predictions on the inner validation patients they early-stopped on (never a test fold).
 
-    Written beside the model at the end of training; a fold trained before cxrbio wrote them
-    gets them here, once, from its model.keras.
+    Written beside each model when its training finishes (temperature scaling fits on them).
     """
-    folder = folder or fold_dir(run, strategy, fold.fold)
-    path = folder / VALIDATION_PREDICTIONS
-    if path.is_file():
-        return pd.read_parquet(path)
-    if model is None:
-
-        model = saving.load_model(folder / "model.keras", compile=False)
-    _fit, validation, _test = split_fold(data, fold, config)
-    frame = predict_rows(model, data, validation, fold.fold, config)
-    atomic_write_parquet(path, frame)
-    return frame
+    return pd.concat([pd.read_parquet(fold_dir(run, strategy, f) / VALIDATION_PREDICTIONS) for f in folds],
+                     ignore_index=True)
 
 
 def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 from cxrbio.errors import CxrbioError
 from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER
+from cxrbio.rundir import RunDir
 
 
 class WeightsUnavailable(CxrbioError):
@@ -74,18 +75,24 @@ def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: 
     return backbone
 
 
+def weights_file(weights: str | None) -> Path | None:
+    """The file a weights setting reads (a weights file, or the model of ``run:RUN_DIR/STRATEGY[/fold-K]``);
+    None for random or ImageNet weights (Keras checks the downloaded file's hash itself)."""
+    if weights is None or weights == "imagenet":
+        return None
+    if weights.startswith("run:"):
+        spec = Path(weights[len("run:"):].rstrip("/"))
+        fold = 0
+        if spec.name.startswith("fold-") and spec.name[5:].isdigit():
+            fold, spec = int(spec.name[5:]), spec.parent
+        return RunDir(spec.parent).path("train_fold", strategy=spec.name, fold=fold) / "model.keras"
+    return Path(weights).expanduser()
+
+
 def _backbone_from_run(source: str, make) -> Any:  # noqa: ANN001
     """Copy the backbone weights of an earlier run's trained model into a fresh backbone."""
-
-    spec = source[len("run:"):].rstrip("/")
-    parts = Path(spec)
-    fold = 0
-    if parts.name.startswith("fold-") and parts.name[5:].isdigit():
-        fold, parts = int(parts.name[5:]), parts.parent
-    from cxrbio.rundir import RunDir
-
-    run_dir, strategy = parts.parent, parts.name
-    model_path = RunDir(run_dir).path("train_fold", strategy=strategy, fold=fold) / "model.keras"
+    model_path = weights_file(source)
+    assert model_path is not None
     if not model_path.is_file():
         raise WeightsUnavailable(
             f"{source}: no trained model at {model_path}.",

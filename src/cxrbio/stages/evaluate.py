@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cxrbio import freshness
+from cxrbio.artifacts import command_for
 from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.errors import CxrbioError, DataError
 from cxrbio.models import saving
@@ -60,13 +61,13 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
     """Scan ``data`` as the run would, apply every complete strategy's fold models, write metrics and the drop."""
     import keras
 
+    from cxrbio.backend import initialise_tensorflow
     from cxrbio.data.folds import outer_folds
     from cxrbio.data.pipeline import build_image_cache
     from cxrbio.data.privacy import load_or_create_salt
-    from cxrbio.data.scan import build_manifest
+    from cxrbio.data.scan import build_manifest, manifest_digest
     from cxrbio.executors import make_executor
     from cxrbio.external import COMPARED, drop_intervals, external_metrics, fold_predictions, prediction_frame
-    from cxrbio.quiet import initialise_tensorflow
     from cxrbio.training import read_predictions, trained_folds
 
     started = time.perf_counter()
@@ -86,7 +87,14 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
     if incomplete or not chosen:
         listed = ", ".join(incomplete) or "no strategy"
         raise CxrbioError(f"{listed}: not trained on every fold of {run_.root} (evaluate applies all fold models).",
-                          fix=f"run 'cxrbio train --out {run_.root}' first.")
+                          fix=f"run '{command_for('train', run_.root)}' first.")
+    tree = config.model_dump(mode="json")
+    for strategy in chosen:
+        for fold in folds:
+            state = freshness.status(run_, freshness.expected(run_, "train_fold", tree, {"strategy": strategy, "fold": fold}))
+            if not state.fresh:
+                raise CxrbioError(f"{strategy} fold {fold} is stale ({state.reason}): evaluate would apply a model made "
+                                  "from other inputs.", fix=f"run '{command_for('train', run_.root)}' first (it retrains stale folds).")
     scan_config = config.model_copy(update={"data": config.data.model_copy(
         update={"drop_unknown_labels": drop_unknown or config.data.drop_unknown_labels})})
     salt = load_or_create_salt(run_.salt) if config.data.privacy.pseudonymize_patients else None
@@ -112,10 +120,10 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
     if shared_images or shared_patients:
         result.notes.append(f"{len(shared_images)} external images are byte-identical to run images and "
                             f"{len(shared_patients)} patient ids occur in both: the external set is not independent")
-    tree = config.model_dump(mode="json")
-    manifest_want = freshness.expected(run_, "external_manifest", tree, {"name": name}, options={"data": str(data)})
     atomic_write_parquet(run_.output(STAGE, "external_manifest", name=name), manifest)
-    freshness.write_stamp(run_, manifest_want, info={"data": str(data), "images": len(included)})
+    # Judged after writing: the fingerprint covers the content of the images the manifest lists.
+    manifest_want = freshness.expected(run_, "external_manifest", tree, {"name": name}, options={"data": str(data)})
+    freshness.write_stamp(run_, manifest_want, digest=manifest_digest(manifest), info={"data": str(data), "images": len(included)})
     say(progress, f"external set '{name}': {len(included)} images, {included['patient_id'].nunique()} patients")
     images = build_image_cache(included, config.data.image_size, "memory", None, None,
                                lambda d, t: report(ProgressEvent("decode + letterbox", d, t)))
