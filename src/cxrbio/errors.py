@@ -30,3 +30,7 @@ class DataError(CxrbioError):
 
 class ImageReadError(CxrbioError):
     """One image that cannot be decoded; scanning records it as a QC flag instead."""
+
+
+class ImageTooLarge(ImageReadError):
+    """An image with more pixels than the configured limit (``data.qc.max_pixels``); its pixels were never decoded."""

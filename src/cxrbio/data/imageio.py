@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cxrbio.errors import ImageReadError
+from cxrbio.errors import ImageReadError, ImageTooLarge
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -74,14 +74,28 @@ def looks_like_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or (path.suffix == "" and is_dicom_file(path))
 
 
-def read_image(path: str | Path) -> DecodedImage:
-    """Decode ``path``; raises :class:`ImageReadError` naming the file when it cannot."""
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> DecodedImage:
+    """Decode ``path``; raises :class:`ImageReadError` naming the file when it cannot.
+
+    ``max_pixels``: refuse (:class:`ImageTooLarge`) an image with more pixels, judged from its header
+    before any pixel is decoded; the scan passes ``data.qc.max_pixels``, later readers None (the scan
+    admitted their images). PIL's own decompression-bomb limit is replaced by this one.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: file does not exist.", fix="correct the path or remove the entry.")
     if is_dicom_file(path):
-        return _read_dicom(path)
-    return _read_raster(path)
+        return _read_dicom(path, max_pixels)
+    return _read_raster(path, max_pixels)
+
+
+def _check_size(path: Path, width: int, height: int, frames: int, max_pixels: int | None) -> None:
+    pixels = int(width) * int(height) * max(1, int(frames))
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageTooLarge(
+            f"{path}: {width} x {height} px{f' x {frames} frames' if frames > 1 else ''} ({pixels / 1e6:.1f} MP) exceeds "
+            f"data.qc.max_pixels ({max_pixels / 1e6:.1f} MP); not decoded.",
+            fix="downsample it, or raise data.qc.max_pixels if it is a real radiograph.")
 
 
 def _rescale(values: np.ndarray) -> np.ndarray:
@@ -95,11 +109,18 @@ def _rescale(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low)
 
 
-def _read_raster(path: Path) -> DecodedImage:
+def _read_raster(path: Path, max_pixels: int | None) -> DecodedImage:
+    limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            Image.MAX_IMAGE_PIXELS = None  # PIL's bomb check at open() is replaced by max_pixels, judged from the header
+            try:
+                opened = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            with opened:
+                _check_size(path, *opened.size, 1, max_pixels)  # only the first frame is decoded
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
                 fmt = (opened.format or path.suffix.lstrip(".")).lower()
@@ -109,7 +130,7 @@ def _read_raster(path: Path) -> DecodedImage:
         raise ImageReadError(
             f"{path}: not an image file PIL can read.", fix="remove it from the data or convert it to PNG."
         ) from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(
             f"{path}: image is corrupt or truncated ({error}).", fix="re-export the image or remove it."
         ) from None
@@ -131,14 +152,18 @@ def _read_raster(path: Path) -> DecodedImage:
                         stored_mode=stored_mode, jpeg_quality=quality, compressed=fmt in ("jpeg", "mpo", "webp"))
 
 
-def _read_dicom(path: Path) -> DecodedImage:
+def _read_dicom(path: Path, max_pixels: int | None) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         dataset = pydicom.dcmread(path)
+        _check_size(path, int(getattr(dataset, "Columns", 0) or 0), int(getattr(dataset, "Rows", 0) or 0),
+                    int(getattr(dataset, "NumberOfFrames", 1) or 1), max_pixels)
         raw = dataset.pixel_array
+    except ImageTooLarge:
+        raise
     except InvalidDicomError:
         raise ImageReadError(f"{path}: not a valid DICOM file.", fix="remove it or re-export it.") from None
     except Exception as error:  # pydicom raises many types for missing handlers and bad data

@@ -233,6 +233,7 @@ def _discover_csv(csv_path: Path, config: DataConfig) -> Discovery:
     empty_paths = frame["path"] == ""
     if empty_paths.any():
         raise DataError(f"{frame.loc[empty_paths, 'row'].iloc[0]}: empty path.", fix="fill in the path or remove the row.")
+    notes.extend(_paths_outside(raw["path"].str.strip(), frame["row"], base))
     if "patient_id" in raw:
         frame["patient_raw"] = raw["patient_id"].str.strip().replace("", None)
     else:
@@ -246,6 +247,30 @@ def _discover_csv(csv_path: Path, config: DataConfig) -> Discovery:
     frame["source"] = assign_sources(frame, config, column=column if "source" in raw else None, subfolder=None,
                                      where=str(csv_path), notes=notes)
     return Discovery("csv", base, frame, notes)
+
+
+def _paths_outside(given: pd.Series, rows: pd.Series, base: Path) -> list[str]:
+    """Notes naming CSV paths that are absolute, or relative but leading out of the CSV's folder (``../``).
+
+    Both are read (a CSV may rightly point at images elsewhere), but a user sharing a CSV, or
+    reading one from elsewhere, should see which rows reach outside its folder. The check is on the
+    path as written (normalised, symlinks not followed): a symlinked image folder inside is not named.
+    """
+    absolute, escaping = [], []
+    for text, row in zip(given, rows):
+        if not text:
+            continue
+        if Path(text).expanduser().is_absolute():
+            absolute.append(f"{row}: {text}")
+        elif os.path.normpath(text).split(os.sep)[0] == os.pardir:
+            escaping.append(f"{row}: {text} -> {os.path.normpath(base / text)}")
+    notes = []
+    for found, what in ((escaping, "lead outside the CSV's folder"), (absolute, "are absolute")):
+        if found:
+            shown = "; ".join(found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+            notes.append(f"{len(found)} CSV path(s) {what} ({base}): {shown}. They are read as given; check that they "
+                         "are the images you meant.")
+    return notes
 
 
 def _index_images(root: Path) -> dict[str, Path]:

@@ -15,6 +15,8 @@ QC_OK = "ok"
 QC_LOW_CONTRAST = "low_contrast"
 QC_UNREADABLE = "unreadable"
 QC_MISSING = "missing"
+QC_TOO_LARGE = "too_large"  # more pixels than data.qc.max_pixels (read from the header; never decoded)
+QC_LABEL_CONFLICT = "label_conflict"  # the same radiograph (exact or near duplicate) filed under several classes
 
 
 def contrast_spread(pixels: np.ndarray) -> float:

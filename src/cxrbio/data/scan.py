@@ -24,8 +24,16 @@ from cxrbio.data.imageio import read_image
 from cxrbio.data.layouts import Discovery, discover
 from cxrbio.data.preprocess import letterbox_geometry
 from cxrbio.data.privacy import pseudonym
-from cxrbio.data.qc import QC_LOW_CONTRAST, QC_MISSING, QC_OK, QC_UNREADABLE, contrast_spread
-from cxrbio.errors import DataError, ImageReadError
+from cxrbio.data.qc import (
+    QC_LABEL_CONFLICT,
+    QC_LOW_CONTRAST,
+    QC_MISSING,
+    QC_OK,
+    QC_TOO_LARGE,
+    QC_UNREADABLE,
+    contrast_spread,
+)
+from cxrbio.errors import DataError, ImageReadError, ImageTooLarge
 from cxrbio.executors import Executor, LocalExecutor
 from cxrbio.parallel import imap_jobs
 
@@ -44,12 +52,14 @@ class ScanResult:
     fold_error: DataError | None = None
 
 
-def inspect_image(path: str, size: int) -> dict[str, Any]:
+def inspect_image(path: str, size: int, max_pixels: int | None = None) -> dict[str, Any]:
     """Everything the manifest needs from one file; problems become a QC status, not an exception."""
     if not os.path.isfile(path):
         return {"qc_status": QC_MISSING, "qc_reason": "file does not exist"}
     try:
-        decoded = read_image(path)
+        decoded = read_image(path, max_pixels=max_pixels)
+    except ImageTooLarge as error:
+        return {"qc_status": QC_TOO_LARGE, "qc_reason": error.message.split(": ", 1)[-1]}
     except ImageReadError as error:
         return {"qc_status": QC_UNREADABLE, "qc_reason": error.message.split(": ", 1)[-1]}
     geometry = letterbox_geometry(decoded.height, decoded.width, size)
@@ -75,7 +85,7 @@ def inspect_image(path: str, size: int) -> dict[str, Any]:
     }
 
 
-def _inspect_star(args: tuple[str, int]) -> dict[str, Any]:
+def _inspect_star(args: tuple[str, int, int]) -> dict[str, Any]:
     return inspect_image(*args)
 
 
@@ -142,6 +152,35 @@ def _duplicates(frame: pd.DataFrame, max_distance: int, notes: list[str]) -> Non
         )
 
 
+def _label_conflicts(frame: pd.DataFrame, policy: str, notes: list[str]) -> None:
+    """The same radiograph (an exact or near duplicate group) filed under several classes: named, and with
+    ``policy`` 'exclude' every copy is kept out of training (a contradictory label is a data error, and
+    keeping either copy would pick a side at random)."""
+    readable = frame[frame["dup_group"] >= 0]
+    spanning = readable.groupby("dup_group")["label"].nunique()
+    groups = spanning[spanning > 1].index
+    if not len(groups):
+        return
+    members = frame[frame["dup_group"].isin(groups) & (frame["dup_group"] >= 0)]
+    described = []
+    for _group, rows in members.groupby("dup_group", sort=True):
+        copies = " ~ ".join(f"{row} ({label})" for row, label in zip(rows["row"], rows["label"]))
+        described.append(copies)
+        if policy == "exclude":
+            for index, label in zip(rows.index, rows["label"]):
+                others = sorted(set(rows["label"]) - {label})
+                if frame.at[index, "qc_status"] == QC_OK:
+                    frame.at[index, "qc_status"] = QC_LABEL_CONFLICT
+                    frame.at[index, "qc_reason"] = f"the same image is also filed as {', '.join(others)}"
+                frame.at[index, "included"] = False
+    shown = "; ".join(described[:5]) + (f"; and {len(described) - 5} more" if len(described) > 5 else "")
+    action = ("all their copies are kept out of training (data.duplicates.label_conflicts: exclude; 'keep' trains on "
+              "them as filed)") if policy == "exclude" else ("kept in training as filed (data.duplicates.label_conflicts: "
+                                                              "keep): the model sees one radiograph with two labels")
+    notes.append(f"{len(members)} images in {len(described)} duplicate groups carry different labels: {shown}; {action}. "
+                 "Correct the labels, or remove the wrong copy.")
+
+
 def _fold_groups(frame: pd.DataFrame) -> pd.Series:
     """A patient's images and all images near-duplicate to them form one fold group.
 
@@ -192,7 +231,7 @@ def build_manifest(
     frame = discovery.frame
     size = config.data.image_size
     runner = executor or LocalExecutor()
-    jobs = [(p, size) for p in frame["path"].tolist()]
+    jobs = [(p, size, config.data.qc.max_pixels) for p in frame["path"].tolist()]
     inspected = pd.DataFrame(list(runner.map(_inspect_star, jobs, progress, min_jobs=PARALLEL_THRESHOLD, chunksize=16)),
                              index=frame.index)
     frame = pd.concat([frame, inspected], axis=1)
@@ -211,13 +250,15 @@ def build_manifest(
     frame.loc[low, "qc_reason"] = [
         f"contrast spread {c:.3f} < {config.data.qc.min_contrast}" for c in frame.loc[low, "qc_contrast"]
     ]
-    excluded_statuses = {QC_UNREADABLE, QC_MISSING} | ({QC_LOW_CONTRAST} if config.data.qc.exclude_low_contrast else set())
+    excluded_statuses = {QC_UNREADABLE, QC_MISSING, QC_TOO_LARGE} | (
+        {QC_LOW_CONTRAST} if config.data.qc.exclude_low_contrast else set())
     frame["included"] = ~frame["qc_status"].isin(excluded_statuses)
-    if not frame["included"].any():
-        raise DataError(f"every image in {data} failed QC (unreadable, missing or low contrast).", fix="check the data.")
-
     frame["patient_raw"] = _fill_patients(frame, notes)
     _duplicates(frame, config.data.duplicates.near_duplicate_max_distance, notes)
+    _label_conflicts(frame, config.data.duplicates.label_conflicts, notes)
+    if not frame["included"].any():
+        raise DataError(f"every image in {data} failed QC (unreadable, missing, too large, low contrast or filed "
+                        "under two classes).", fix="check the data.")
     frame["fold_group"] = _fold_groups(frame)
     frame["image_id"] = _image_ids(frame["path"], discovery.root)
     if frame["image_id"].duplicated().any():
