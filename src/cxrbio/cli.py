@@ -26,9 +26,24 @@ from cxrbio.errors import CxrbioError
 from cxrbio.progress import ProgressEvent
 from cxrbio.rundir import RunDir
 
+GRAMMAR = """Every command takes the run directory (or data folder) as an argument:
+
+  cxrbio data phantom FOLDER
+  cxrbio data scan DATA RUN_DIR
+  cxrbio train RUN_DIR
+  cxrbio embed | masks | radiomics | analyze | lungs-removed | status RUN_DIR
+  cxrbio evaluate RUN_DIR --data EXTERNAL
+  cxrbio report RUN_DIR [--html FILE]
+  cxrbio demo [RUN_DIR]
+
+--force recomputes a stage's outputs although they are up to date, moving the old ones to RUN_DIR/superseded-<time>/. \
+--reconfigure (scan, train) adopts a --config that differs from the run's, moving what the changed keys shape aside.
+
+The older forms (--out on phantom, scan, train and demo; report --out FILE; demo --report FILE) still work and print a deprecation line."""
+
 app = typer.Typer(
     name="cxrbio",
-    help="Candidate image biomarkers of lung disease in chest X-rays.",
+    help="Candidate image biomarkers of lung disease in chest X-rays.\n\n" + GRAMMAR,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,6 +54,35 @@ config_app = typer.Typer(help="A run's config: show it, or compare two runs' (or
 app.add_typer(config_app, name="config")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: the form used still works, and the one to use instead."""
+    err_console.print(f"[yellow]deprecated:[/] {old} still works; use {new}", soft_wrap=True)
+
+
+def run_dir_argument(given: Path | None, old_out: Path | None, command: str, new_form: str, *,
+                     default: Path | None = None) -> Path:
+    """The run directory from the positional argument, or from the deprecated ``--out`` (said once)."""
+    if old_out is not None:
+        if given is not None and given != old_out:
+            raise CxrbioError(f"two run directories given: {given} and --out {old_out}.",
+                              fix=f"give it once, as an argument: {new_form}.")
+        deprecated(f"'{command} --out RUN_DIR'", f"'{new_form}'")
+        return old_out
+    if given is None:
+        if default is not None:
+            return default
+        raise CxrbioError(f"{command} needs the run directory.", fix=f"{new_form}.")
+    return given
+
+
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="Recompute this stage's outputs although they are up to date; the old ones move to "
+         "RUN_DIR/superseded-<time>/.")]
+ReconfigureOption = Annotated[bool, typer.Option(
+    "--reconfigure", help="Adopt a --config that differs from the run's: every result the changed keys shape (and "
+         "everything made from those) moves to RUN_DIR/superseded-<time>/ and the run's config.yaml is replaced.")]
 
 
 
@@ -191,7 +235,8 @@ AddressOption = Annotated[str | None, typer.Option("--address", help="Ray: 'auto
 @data_app.command("phantom")
 @user_errors
 def data_phantom(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the phantom data set into.")],
+    folder: Annotated[Path | None, typer.Argument(
+        metavar="FOLDER", help="Folder to write the phantom data set into.", show_default=False)] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 40,
     size: Annotated[int, typer.Option("--size", help="Image height in px (width varies 82-100%).")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same images.")] = 0,
@@ -207,10 +252,22 @@ def data_phantom(
     severity: Annotated[str, typer.Option(
         "--severity", help="LOW,HIGH: the range of each finding's severity (0.3,1.0 grades the findings within "
              "each disease).")] = "0.7,1.0",
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
-    """Generate phantom chest X-rays with planted findings and their ground-truth masks."""
+    """Generate phantom chest X-rays with planted findings and their ground-truth masks.
+
+    cxrbio data phantom FOLDER [--per-class N] [--size PX] [--seed S] [--severity LOW,HIGH] ...
+    """
     from cxrbio.data.phantom import generate_phantom, parse_severity, parse_shortcut
     from cxrbio.progress import counter
+
+    if old_out is not None:
+        if folder is not None and folder != old_out:
+            raise CxrbioError(f"two folders given: {folder} and --out {old_out}.", fix="give it once, as an argument.")
+        deprecated("'cxrbio data phantom --out FOLDER'", "'cxrbio data phantom FOLDER'")
+    out = folder or old_out
+    if out is None:
+        raise CxrbioError("cxrbio data phantom needs the folder to write into.", fix="cxrbio data phantom FOLDER.")
 
     target = parse_shortcut(shortcut)
     with ShowProgress() as show:
@@ -228,8 +285,10 @@ def data_phantom(
 @data_app.command("scan")
 @user_errors
 def data_scan(
-    data: Annotated[Path, typer.Argument(help="Folder of class sub-folders, a CSV (path,label,...), Data_Entry_2017.csv or metadata.csv.")],
-    out: Annotated[Path, typer.Option("--out", help="Run directory to create (or re-scan).")],
+    data: Annotated[Path, typer.Argument(
+        metavar="DATA", help="Folder of class sub-folders, a CSV (path,label,...), Data_Entry_2017.csv or metadata.csv.")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        metavar="RUN_DIR", help="Run directory to create (or re-scan).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML config of a new run (default: the study's protocol).")] = None,
     k: Annotated[int | None, typer.Option("--k", help="Number of folds (overrides folds.k).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Letterbox size (overrides data.image_size).")] = None,
@@ -241,14 +300,20 @@ def data_scan(
     workers: WorkersOption = None,
     address: AddressOption = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Re-scan a run that has later results, or with another config (what changes is moved "
-             "aside).")] = False,
+        "--force", help="Scan again although later stages have results; if the manifest changes, the old one and "
+             "every result made from it move to RUN_DIR/superseded-<time>/.")] = False,
+    reconfigure: ReconfigureOption = False,
     old_folds: Annotated[str | None, typer.Option("--folds", hidden=True)] = None,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
-    """Scan a data set: labels, patients, QC, duplicates and folds into RUN_DIR/manifest.parquet."""
+    """Scan a data set: labels, patients, QC, duplicates and folds into RUN_DIR/manifest.parquet.
+
+    cxrbio data scan DATA RUN_DIR [--config FILE] [--k K] [--size PX] [--force] [--reconfigure]
+    """
     from cxrbio.config import load_config
     from cxrbio.stages import scan
 
+    out = run_dir_argument(run_dir, old_out, "cxrbio data scan DATA", "cxrbio data scan DATA RUN_DIR")
     if old_folds is not None:
         raise CxrbioError("'cxrbio data scan --folds' is now --k (the number of folds); --folds names fold numbers "
                           "in 'cxrbio train'.", fix=f"use --k {old_folds}.")
@@ -264,7 +329,7 @@ def data_scan(
     started = time.perf_counter()
     with ShowProgress() as show:
         result = scan.run(out, data=data, config=cfg, layout=layout, executor=_executor(executor, workers, address),
-                          force=force, progress=show)
+                          force=force, reconfigure=reconfigure, progress=show)
     print_scan_summary(result, load_config(RunDir(out).config), out, time.perf_counter() - started)
     if result.superseded is not None:
         console.print(f"[yellow]the manifest changed[/]: earlier results moved to {result.superseded}", soft_wrap=True)
@@ -275,9 +340,10 @@ def data_scan(
 @app.command("train")
 @user_errors
 def train_command(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        metavar="RUN_DIR", help="Run directory (scanned, or new with --data).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="YAML config: a new run's; on an existing run it must equal the run's own (or --force).")] = None,
+        "--config", help="YAML config: a new run's; on an existing run it must equal the run's own (or --reconfigure).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Data folder or CSV; scanned when the run has no manifest.")] = None,
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated, e.g. scratch,offshelf,finetune-3.")] = None,
     folds: Annotated[str | None, typer.Option("--folds", help="Comma-separated fold numbers to train (default: all).")] = None,
@@ -290,27 +356,33 @@ def train_command(
     skip_unavailable: Annotated[bool, typer.Option(
         "--skip-unavailable", help="Mark strategies whose pretrained weights are unreachable as skipped.")] = False,
     force: Annotated[bool, typer.Option(
-        "--force", help="With a --config that differs from the run's: move what the changed keys shape aside and "
-             "start those stages over.")] = False,
+        "--force", help="Retrain the chosen folds although they are up to date; the old fold models move to "
+             "RUN_DIR/superseded-<time>/ (and the embeddings and analyses made from them go stale).")] = False,
+    reconfigure: ReconfigureOption = False,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
-    """Train MobileNetV2 with each strategy under cross-validation; write models, predictions and metrics."""
+    """Train MobileNetV2 with each strategy under cross-validation; write models, predictions and metrics.
+
+    cxrbio train RUN_DIR [--strategies S,..] [--folds K,..] [--config FILE --reconfigure] [--force]
+    """
     from cxrbio.stages import train
 
+    out = run_dir_argument(run_dir, old_out, "cxrbio train", "cxrbio train RUN_DIR")
     runner = _executor(executor, workers if workers is not None else (1 if executor == "local" else None), address, gpus_per_task)
     with ShowProgress() as show:
         result = train.run(out, data=data, config=_given_config(config), strategies=_csv_list(strategies),
                            folds=_fold_numbers(folds), executor=runner, skip_unavailable=skip_unavailable,
-                           force=force, progress=show)
+                           force=force, reconfigure=reconfigure, progress=show)
     print_metrics_table(result.metrics, out, result.seconds)
 
 
 @app.command("embed")
 @user_errors
 def embed_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory with trained models.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory with trained models.")],
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every trained strategy).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per forward pass (default: train.batch_size).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rewrite embeddings that are up to date.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Export each fold model's global-average-pooling embedding of every image (out-of-fold rows marked)."""
     from cxrbio.stages import embed
@@ -325,7 +397,7 @@ def print_embed_summary(summary: Any, run_dir: Path) -> None:
         console.print(f"[yellow]{escape(strategy)} was skipped in training[/]: {escape(reason)}", soft_wrap=True)
     for strategy, folds in summary.missing_folds.items():
         console.print(f"[yellow]{strategy}: folds {folds} are not trained[/]; its out-of-fold set is incomplete "
-                      f"(run 'cxrbio train --out {run_dir} --strategies {strategy}').", soft_wrap=True)
+                      f"(run 'cxrbio train {run_dir} --strategies {strategy}').", soft_wrap=True)
     for strategy, dims in summary.dims.items():
         console.print(f"{strategy}: {summary.images} images x {dims} dims, one out-of-fold row each "
                       f"-> {RunDir(run_dir).path('embeddings', strategy=strategy, fold=0).parent}")
@@ -335,14 +407,14 @@ def print_embed_summary(summary: Any, run_dir: Path) -> None:
 @app.command("masks")
 @user_errors
 def masks_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory (scanned).")],
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks, named like the images.")] = None,
     source: Annotated[str | None, typer.Option(
         "--source", help="auto, folder, column, segment or content (default: masks.source).")] = None,
     executor: ExecutorOption = "local",
     workers: WorkersOption = None,
     address: AddressOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Redo masks that are up to date.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Lung-field masks for every image: yours, the data set's, or the built-in segmentation (with QC)."""
     from cxrbio.stages import masks as masks_stage
@@ -376,12 +448,12 @@ def print_masks_summary(result: Any, run_dir: Path) -> None:
 @app.command("radiomics")
 @user_errors
 def radiomics_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (scanned).")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory (scanned).")],
     executor: ExecutorOption = "local",
     workers: WorkersOption = None,
     address: AddressOption = None,
     masks: Annotated[Path | None, typer.Option("--masks", help="Folder of your lung masks (used to make the masks first).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Extract again although the features are up to date.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """pyradiomics features of every image inside its lung mask (2-D, cached, parallel)."""
     from cxrbio.stages import radiomics
@@ -423,13 +495,13 @@ def print_radiomics_summary(result: Any, run_dir: Path) -> None:
 @app.command("analyze")
 @user_errors
 def analyze_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory with embeddings and radiomics.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory with embeddings and radiomics.")],
     strategies: Annotated[str | None, typer.Option("--strategies", help="Comma-separated (default: every embedded strategy).")] = None,
     top: Annotated[int | None, typer.Option("--top", help="Candidate dims per fold and class (default: analysis.top_k).")] = None,
     no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the saliency audit and the lungs-blanked test.")] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", help="A config whose analysis/report sections are used (the rest must equal the run's).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Redo analyses whose inputs are unchanged.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Rank candidate biomarker dims per disease: SHAP, tests, radiomics association, stability, UMAP, shortcut audit."""
     from cxrbio.stages import analyze
@@ -461,10 +533,10 @@ def print_analysis_summary(summary: Any, run_dir: Path, top: int | None) -> None
 @app.command("lungs-removed")
 @user_errors
 def lungs_removed_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory with the strategy trained.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory with the strategy trained.")],
     strategies: Annotated[str | None, typer.Option(
         "--strategies", help="Comma-separated strategies to retrain (default: scratch).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Retrain folds that are up to date.")] = False,
+    force: ForceOption = False,
 ) -> None:
     """Retrain with the centre of every image blacked out (opt-in, as long as training): is there signal outside the lungs?"""
     from cxrbio.stages import lungs_removed
@@ -502,7 +574,7 @@ def print_lungs_removed(name: str, found: dict[str, Any]) -> None:
 @app.command("evaluate")
 @user_errors
 def evaluate_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory with trained strategies.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory with trained strategies.")],
     data: Annotated[Path, typer.Option("--data", help="External data set: a folder or CSV, as for 'cxrbio data scan'.")],
     name: Annotated[str | None, typer.Option("--name", help="Name of the set under RUN/external/ (default: its folder's).")] = None,
     strategies: Annotated[str | None, typer.Option(
@@ -543,30 +615,48 @@ def print_external(result: Any) -> None:
 @app.command("report")
 @user_errors
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (any stage done; what is missing is listed in the report).")],
-    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: reports/<run name>.html).")] = None,
+    run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="Run directory (any stage done; what is missing is listed in the report).")],
+    html: Annotated[Path | None, typer.Option("--html", help="HTML file to write (default: reports/<run name>.html).")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="A config whose report section is used (the rest must equal the run's).")] = None,
+    thumbnails: Annotated[bool | None, typer.Option(
+        "--thumbnails/--no-thumbnails", help="Embed X-ray thumbnails in the saliency gallery (default: "
+             "report.thumbnails). --no-thumbnails: no patient pixels in the file (burned-in names and dates cannot "
+             "travel with it); every figure is still drawn.", show_default=False)] = None,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
-    """One self-contained HTML report of a run: data, Tables 1-7, candidates per disease, radiomics, limitations."""
+    """One self-contained HTML report of a run: data, Tables 1-7, candidates per disease, radiomics, limitations.
+
+    cxrbio report RUN_DIR [--html FILE] [--no-thumbnails]
+    """
     from cxrbio.stages import report
 
+    if old_out is not None:
+        if html is not None and html != old_out:
+            raise CxrbioError(f"two report files given: --html {html} and --out {old_out}.", fix="give --html FILE once.")
+        deprecated("'cxrbio report RUN_DIR --out FILE'", "'cxrbio report RUN_DIR --html FILE'")
+        html = old_out
+    out = html
     started = time.perf_counter()
     with ShowProgress() as show:
-        result = report.run(run_dir, out=out, config=_given_config(config), progress=show)
+        result = report.run(run_dir, out=out, config=_given_config(config), thumbnails=thumbnails, progress=show)
     print_report_summary(result, time.perf_counter() - started)
 
 
 def print_report_summary(result: Any, seconds: float) -> None:
     for item in result.missing:
         console.print(f"[yellow]missing[/] {escape(item.what)}: run '{escape(item.command)}'", soft_wrap=True)
+    if result.thumbnails:
+        console.print("[yellow]note[/] the report embeds X-ray thumbnails: burned-in names and dates travel with it; "
+                      "--no-thumbnails (report.thumbnails: false) writes one with no patient pixels.", soft_wrap=True)
     console.print(f"Report: {result.path} ({result.size_bytes / 1e6:.1f} MB, {seconds:.1f} s); "
                   "open it in any browser, no network needed.", soft_wrap=True)
 
 
 @config_app.command("show")
 @user_errors
-def config_show(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+def config_show(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory.")]) -> None:
     """Print the config a run was made with (its config.yaml) and the history of its changes."""
     from cxrbio.config import config_to_yaml
     from cxrbio.rundir import open_run
@@ -611,7 +701,7 @@ def _diff_frame(changes: list[tuple[str, Any, Any]]) -> Any:
 
 @app.command("status")
 @user_errors
-def status_command(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+def status_command(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory.")]) -> None:
     """Each stage's units: fresh, stale (and why) or missing; what to run next."""
     import pandas as pd
 
@@ -628,15 +718,25 @@ def status_command(run_dir: Annotated[Path, typer.Argument(help="Run directory."
 @app.command("demo")
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run directory of the demo.")] = Path("runs/demo"),
+    run_dir: Annotated[Path | None, typer.Argument(metavar="RUN_DIR", help="Run directory of the demo [default: runs/demo].",
+                                                   show_default=False)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Config (default: configs/demo.yaml).")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
-    report_out: Annotated[Path | None, typer.Option("--report", help="HTML report (default: reports/<run name>.html).")] = None,
+    report_out: Annotated[Path | None, typer.Option("--html", help="HTML report (default: reports/<run name>.html).")] = None,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    old_report: Annotated[Path | None, typer.Option("--report", hidden=True)] = None,
 ) -> None:
-    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze, report."""
+    """The pipeline on the built-in phantom data: generate, scan, train, embed, masks, radiomics, analyze, report.
+
+    cxrbio demo [RUN_DIR] [--config FILE] [--per-class N] [--html FILE]
+    """
     from cxrbio.config import load_config
     from cxrbio.stages import demo as demo_stage
 
+    out = run_dir_argument(run_dir, old_out, "cxrbio demo", "cxrbio demo RUN_DIR", default=Path("runs/demo"))
+    if old_report is not None:
+        deprecated("'cxrbio demo --report FILE'", "'cxrbio demo --html FILE'")
+        report_out = report_out or old_report
     started = time.perf_counter()
 
     def printed(stage: str, result: Any) -> None:

@@ -5,7 +5,8 @@ A later stage given ``--config`` compares it with the run's own:
 * the same, or different only in sections that shape no stored model (``analysis`` and
   ``report``, for the stages that read them): the stage runs with the run's config and those
   sections from the file; its results record the settings they were made with;
-* different elsewhere: refused, listing the differing keys, unless ``force``, which moves every
+* different elsewhere: refused, listing the differing keys, unless ``reconfigure`` (``--reconfigure`` on
+  ``cxrbio data scan`` and ``cxrbio train``), which moves every
   artifact the changed keys shape, and everything computed from those, to ``superseded-<time>/``
   (nothing is deleted), then writes the new config and notes the change in ``run.json``. This
   works per artifact, not per stage: an ``evaluation`` key moves the metrics, which ``cxrbio
@@ -61,7 +62,7 @@ def affected_by(keys: list[str]) -> tuple[set[str], set[str]]:
     return artifacts, {ARTIFACTS[a].stage for a in artifacts}
 
 
-def reconfigure(run: RunDir, given: Config, changed: list[tuple[str, Any, Any]]) -> list[str]:
+def apply_reconfiguration(run: RunDir, given: Config, changed: list[tuple[str, Any, Any]]) -> list[str]:
     """Move aside what the changed keys invalidate, write ``given`` as the run's config; the stages affected."""
     keys = [k for k, _, _ in changed]
     artifacts, affected = affected_by(keys)
@@ -73,10 +74,10 @@ def reconfigure(run: RunDir, given: Config, changed: list[tuple[str, Any, Any]])
 
 
 def resolve(run: RunDir, given: Config | None, *, stage: str,
-            force: bool = False) -> tuple[Config, list[tuple[str, Any, Any]]]:
+            reconfigure: bool = False) -> tuple[Config, list[tuple[str, Any, Any]]]:
     """(the config ``stage`` would run with, the changes that need a reconfiguration); changes nothing.
 
-    Raises when ``given`` differs from the run's config in keys ``stage`` may not change, unless ``force``.
+    Raises when ``given`` differs from the run's config in keys ``stage`` may not change, unless ``reconfigure``.
     """
     current = load_config(run.config)
     if given is None:
@@ -88,19 +89,20 @@ def resolve(run: RunDir, given: Config | None, *, stage: str,
         if not changes:
             return current, []
         return current.model_copy(update={section: getattr(given, section) for section in free}), []
-    if not force:
+    if not reconfigure:
         shaped = sorted(affected_by([k for k, _, _ in blocking])[1])
         raise ConfigError(
             f"{run.root} was made with another config ({describe(blocking)}); these keys shape what "
             f"{', '.join(shaped)} made.",
-            fix=f"drop --config to use the run's own ('cxrbio config show {run.root}'), use a new --out, or add "
-                "--force to move everything those keys shape to superseded-<time>/ and redo it.")
+            fix=f"drop --config to use the run's own ('cxrbio config show {run.root}'), use a new RUN_DIR, or add "
+                "--reconfigure (cxrbio data scan, cxrbio train) to move everything those keys shape to "
+                "superseded-<time>/ and redo it.")
     return given, blocking
 
 
-def adopt(run: RunDir, given: Config | None, *, stage: str, force: bool = False) -> Config:
-    """The config ``stage`` runs with on an existing run, given an optional ``--config`` (reconfigures if forced)."""
-    config, blocking = resolve(run, given, stage=stage, force=force)
+def adopt(run: RunDir, given: Config | None, *, stage: str, reconfigure: bool = False) -> Config:
+    """The config ``stage`` runs with on an existing run, given an optional ``--config`` (changes the run's if ``reconfigure``)."""
+    config, blocking = resolve(run, given, stage=stage, reconfigure=reconfigure)
     if blocking:
-        reconfigure(run, config, blocking)
+        apply_reconfiguration(run, config, blocking)
     return config

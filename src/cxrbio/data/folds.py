@@ -93,7 +93,7 @@ def outer_folds(included: pd.DataFrame, scheme: str) -> list[TestFold]:
     if (folds < 0).any():
         raise DataError(
             "the manifest has no folds (a class had too few patients when it was scanned).",
-            fix="re-scan with fewer folds: cxrbio data scan DATA --out RUN_DIR --k K --force.",
+            fix="re-scan with fewer folds: cxrbio data scan DATA RUN_DIR --k K --reconfigure.",
         )
     return [TestFold(int(k), f"fold {int(k)}", folds == k) for k in sorted(np.unique(folds))]
 

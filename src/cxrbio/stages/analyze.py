@@ -2,7 +2,8 @@
 
 Each analysed space (a strategy's embeddings, or ``radiomics``) is one unit with a stamp whose
 fingerprint covers its inputs (embeddings of every fold, radiomics, masks, manifest) and the
-analysis settings and parts. A fresh unit is kept (``force`` redoes it). Analysis settings may
+analysis settings and parts. A fresh unit is kept (``force`` redoes it, moving the old one to
+``superseded-<time>/``). Analysis settings may
 differ from the run's config (a ``config`` that differs only in ``analysis``/``report``;
 :mod:`cxrbio.runconfig`): every result records, in its stamp, the settings it was made with,
 and the report shows them.
@@ -24,7 +25,7 @@ from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config
 from cxrbio.errors import ConfigError, CxrbioError
 from cxrbio.progress import Progress, say
-from cxrbio.rundir import open_run
+from cxrbio.rundir import open_run, supersede
 from cxrbio.timing import timed
 
 
@@ -43,7 +44,7 @@ def require_tensorflow_backend() -> None:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | None = None, audit: bool = True,
         config: Config | None = None, force: bool = False, progress: Progress | None = None) -> AnalysisSummary:
     """Analyse the run's embedded strategies (default: all) and its radiomics space."""
-    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.backend import initialise_tensorflow
 
     if top is not None and top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}.")
@@ -73,8 +74,14 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
     def message(text: str) -> None:
         say(progress, text)
 
+    def set_aside_if_forced(space: str, fresh: bool) -> None:
+        if force and fresh:
+            supersede(run, [freshness.unit_label("analysis", {"strategy": space})], reason="forced (--force)")
+
     want = unit(RADIOMICS)
-    if force or not freshness.status(run, want).fresh:
+    fresh = freshness.status(run, want).fresh
+    if force or not fresh:
+        set_aside_if_forced(RADIOMICS, fresh)
         summary.candidates[RADIOMICS] = analyze_radiomics(inputs, summary, message)
         freshness.write_stamp(run, want, info={"settings_differ_from_run": effective.analysis != own.analysis})
     else:
@@ -83,10 +90,12 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
     audit_images = None
     for strategy in chosen:
         want = unit(strategy)
-        if not force and freshness.status(run, want).fresh:
+        fresh = freshness.status(run, want).fresh
+        if fresh and not force:
             summary.skipped.append(strategy)
             summary.candidates[strategy] = pd.read_parquet(run.path("analysis", strategy=strategy) / "candidates.parquet")
             continue
+        set_aside_if_forced(strategy, fresh)
         if "audit" in parts and audit_images is None:
             from cxrbio.analysis.audit import load_audit_images
 

@@ -3,7 +3,7 @@
 Generates the phantom into ``RUN/phantom`` (kept while its stamp says it has these parameters),
 then calls the other stages' entry points in order. Every stage reuses what is fresh, so a second
 run of the demo redoes only the report. The demo's config (default ``configs/demo.yaml``) is the
-run's; a different one re-configures the run (``force``: what it changes is moved aside).
+run's; a different one re-configures the run (``reconfigure``: what it changes is moved aside).
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def run(run_dir: str | Path = "runs/demo", *, config: Config | None = None, per_
             freshness.write_stamp(run, want)
     with timed(out.timings, "scan"):
         if not fresh or freshness.read_stamp(run.root, "manifest", {}) is None:
-            result = scan.run(run.root, data=phantom, config=config, force=True, progress=progress)
+            result = scan.run(run.root, data=phantom, config=config, force=True, reconfigure=True, progress=progress)
             done("scan", result)
             if result.fold_error is not None:
                 raise result.fold_error
     with timed(out.timings, "train"):
-        done("train", train.run(run.root, config=config, skip_unavailable=True, force=True, progress=progress))
+        done("train", train.run(run.root, config=config, skip_unavailable=True, reconfigure=True, progress=progress))
     with timed(out.timings, "embed"):
         done("embed", embed.run(run.root, progress=progress))
     with timed(out.timings, "masks"):

@@ -1,7 +1,7 @@
 """Stage ``embed``: each trained fold model's GAP embedding of every included image (docs/embeddings.md).
 
 A fold whose embeddings' stamp is fresh is kept (the stamp covers the fold model's digest, so a
-retrained fold is re-exported); ``force`` rewrites them all. A fold that is not trained, or
+retrained fold is re-exported); ``force`` rewrites them all, moving the old ones to ``superseded-<time>/``. A fold that is not trained, or
 whose model is stale, is reported and left out; its strategy's out-of-fold set is then
 incomplete and the analysis refuses it with the command that fixes it.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from cxrbio import freshness
-from cxrbio.artifacts import missing_error
+from cxrbio.artifacts import command_for, missing_error
 from cxrbio.embed import export_fold, read_out_of_fold
 from cxrbio.errors import DataError
 from cxrbio.progress import Progress, ProgressEvent, say, silent
-from cxrbio.rundir import open_run
+from cxrbio.rundir import open_run, supersede
 from cxrbio.training import trained_folds
 
 STAGE = "embed"
@@ -50,7 +50,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
         force: bool = False, progress: Progress | None = None) -> EmbedResult:
     """Export the embeddings of every trained fold of the chosen (default: all trained) strategies."""
     from cxrbio import backend
-    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.backend import initialise_tensorflow
     from cxrbio.training import load_training_data
 
     started = time.perf_counter()
@@ -68,7 +68,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
     if unknown:
         raise DataError(
             f"no trained folds for {', '.join(unknown)} in {run.root}; trained: {', '.join(trained)}.",
-            fix=f"train them first ('cxrbio train --out {run.root} --strategies {','.join(unknown)}') or drop them.",
+            fix=f"train them first ('{command_for('train', run.root, strategies=','.join(unknown))}') or drop them.",
         )
     backend.configure(config)
     data = load_training_data(run, config, cache="disk")
@@ -84,10 +84,13 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
                     else f"{strategy} fold {fold.fold}: model is stale ({model_state.reason})")
                 continue
             want = freshness.expected(run, "embeddings", tree, unit)
-            if not force and freshness.status(run, want).fresh:
+            fresh = freshness.status(run, want).fresh
+            if fresh and not force:
                 result.up_to_date.setdefault(strategy, []).append(fold.fold)
                 say(progress, f"{strategy} fold {fold.fold}: up to date")
                 continue
+            if fresh:
+                supersede(run, [freshness.unit_label("embeddings", unit)], reason="forced (--force)")
             dims = export_fold(run.path("train_fold", **unit) / "model.keras", run.output(STAGE, "embeddings", **unit),
                                data, np.asarray(fold.test, bool), batch_size or config.train.batch_size,
                                progress=_reporter(report, f"{strategy} fold {fold.fold}"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrbio import freshness
+from cxrbio.artifacts import command_for
 from cxrbio.atomic import atomic_write_text
 from cxrbio.confounding.lungs_removed import compare, removed_images, variant_name
 from cxrbio.errors import CxrbioError
@@ -38,16 +39,11 @@ class LungsRemovedResult:
     seconds: float = 0.0
 
 
-def read_result(run: Any, strategy: str) -> dict[str, Any] | None:
-    path = run.path("lungs_removed", strategy=strategy)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool = False,
         progress: Progress | None = None) -> LungsRemovedResult:
     """Train the lungs-removed folds of each strategy (resuming), then compare them with the normal models."""
     from cxrbio import backend
-    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.backend import initialise_tensorflow
     from cxrbio.stages.train import resolve_strategies, strategy_complete
     from cxrbio.training import FoldTrainer, load_training_data, read_predictions
 
@@ -62,7 +58,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool
         if not strategy_complete(run_, config, name, data):
             raise CxrbioError(f"{name} is not trained on every fold of {run_.root}: the lungs-removed models are "
                               "compared with it on the same images.",
-                              fix=f"run 'cxrbio train --out {run_.root} --strategies {name}' first.")
+                              fix=f"run '{command_for('train', run_.root, strategies=name)}' first.")
     fraction = config.confounding.lungs_removed_box
     data.images = removed_images(data.images, data.manifest, config.data.image_size, fraction)
     data.variant = variant_name(fraction)

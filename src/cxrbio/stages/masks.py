@@ -6,7 +6,8 @@ score, or the whole content area. Beside each, a body (thorax outline) mask for 
 audit: given (``masks.body_column``) or segmented. Writes ``masks/<image_id>.png``,
 ``masks/body/<image_id>.png`` and the table
 ``masks/masks.parquet`` (the manifest is never edited). A fresh stamp means the masks were made
-from today's manifest with today's settings and options: nothing is redone (``force`` redoes all).
+from today's manifest with today's settings and options: nothing is redone (``force`` redoes all,
+moving the old masks to ``superseded-<time>/``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cxrbio.errors import CxrbioError
 from cxrbio.executors import Executor, make_executor
 from cxrbio.masks import MASK_COLUMNS, NO_MASK, SEGMENTATION_VERSION, WHOLE_CONTENT, build_mask, plan_masks, read_mask_table
 from cxrbio.progress import Progress, counter
-from cxrbio.rundir import open_run
+from cxrbio.rundir import open_run, supersede
 
 STAGE = "masks"
 SOURCES = ("auto", "folder", "column", "segment", "content")
@@ -60,8 +61,11 @@ def run(run_dir: str | Path, *, folder: str | Path | None = None, source: str | 
                "segmentation_version": SEGMENTATION_VERSION}
     want = freshness.expected(run, "masks", config.model_dump(mode="json"), options=options)
     table = read_mask_table(run)
-    if not force and table is not None and freshness.status(run, want).fresh:
+    fresh = table is not None and freshness.status(run, want).fresh
+    if table is not None and fresh and not force:
         return MasksResult(_described(table, included), True, time.perf_counter() - started)
+    if fresh:
+        supersede(run, [freshness.unit_label("masks", {}).split("/", 1)[0]], reason="forced (--force)")
     jobs = plan_masks(run, config, included, folder_text, source)
     runner = executor or make_executor("local")
     rows = list(runner.map(build_mask, jobs, counter(progress, "lung masks"), min_jobs=64, chunksize=8))

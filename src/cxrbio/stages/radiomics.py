@@ -34,7 +34,7 @@ from cxrbio.radiomics import (
     params_path,
     plan_jobs,
 )
-from cxrbio.rundir import open_run
+from cxrbio.rundir import open_run, supersede
 
 STAGE = "radiomics"
 
@@ -44,7 +44,7 @@ def run(run_dir: str | Path, *, executor: Executor | None = None, masks: str | P
     """Features of every included image with a mask -> radiomics/features.parquet + status.parquet.
 
     Kept as it is when its stamp is fresh (same manifest, masks, parameters); ``force`` extracts again
-    (from the feature cache where it can).
+    (from the feature cache where it can), moving the old features to ``superseded-<time>/``.
     """
     from cxrbio.stages import masks as masks_stage
 
@@ -56,7 +56,10 @@ def run(run_dir: str | Path, *, executor: Executor | None = None, masks: str | P
     made = masks_stage.run(run.root, folder=masks, executor=runner if runner.kind == "local" else None, progress=progress)
     want = freshness.expected(run, "radiomics", config.model_dump(mode="json"),
                               options={"parameters": key, "parameter_file": str(parameter_file)})
-    if not force and freshness.status(run, want).fresh:
+    fresh = freshness.status(run, want).fresh
+    if fresh and force:
+        supersede(run, [freshness.unit_label("radiomics", {}).split("/", 1)[0]], reason="forced (--force)")
+    elif fresh:
         return RadiomicsResult(pd.read_parquet(run.path("radiomics")), pd.read_parquet(run.path("radiomics_status")),
                                time.perf_counter() - started, up_to_date=True, masks=made)
     manifest = with_masks(run.read_manifest(), run)

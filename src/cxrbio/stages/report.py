@@ -21,12 +21,19 @@ STAGE = "report"
 
 
 def run(run_dir: str | Path, *, out: str | Path | None = None, config: Config | None = None,
-        progress: Progress | None = None) -> ReportResult:
-    """Write the report; returns its path, size and what the run lacks."""
+        thumbnails: bool | None = None, progress: Progress | None = None) -> ReportResult:
+    """Write the report; returns its path, size and what the run lacks.
+
+    ``thumbnails``: embed X-ray thumbnails in the saliency gallery (None: ``report.thumbnails``); False
+    writes a file with no patient pixels.
+    """
 
     report = progress or silent
-    run, _own = open_run(run_dir)
+    run, own = open_run(run_dir)
     effective = runconfig.adopt(run, config, stage=STAGE) if config is not None else None
+    if thumbnails is not None:
+        base = effective or own
+        effective = base.model_copy(update={"report": base.report.model_copy(update={"thumbnails": thumbnails})})
     from cxrbio.report.build import SECTION_BUILDERS
 
     built = iter(range(1, len(SECTION_BUILDERS) + 1))

@@ -2,10 +2,10 @@
 
 The stage that creates a run: it writes ``config.yaml`` (every later stage reads it),
 ``run.json`` (layout version, where the data came from) and ``manifest.parquet`` with its stamp.
-Re-scanning an existing run with another config is refused unless ``force``
-(:mod:`cxrbio.runconfig`); re-scanning one whose later stages have results needs ``force`` too,
-and then moves those results aside only if the new manifest differs from the old one. A failed
-scan writes nothing.
+Re-scanning an existing run with another config is refused unless ``reconfigure``
+(:mod:`cxrbio.runconfig`); re-scanning one whose later stages have results needs ``force`` (or
+``reconfigure``), and a manifest that then differs from the old one is moved aside with every result
+made from it. A failed scan writes nothing.
 """
 
 from __future__ import annotations
@@ -51,11 +51,13 @@ def _later_results(run: RunDir) -> bool:
 
 
 def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, layout: str | None = None,
-        executor: Executor | None = None, force: bool = False, progress: Progress | None = None) -> ScanStageResult:
+        executor: Executor | None = None, force: bool = False, reconfigure: bool = False,
+        progress: Progress | None = None) -> ScanStageResult:
     """Scan ``data`` into ``run_dir`` (created if needed); returns the manifest and notes.
 
     ``config``: a new run's config (default: the study's protocol); on an existing run it must
-    equal the run's own unless ``force``. The manifest is written even when folds cannot be
+    equal the run's own unless ``reconfigure``. ``force``: scan again although later stages have
+    results (moved aside if the manifest changes). The manifest is written even when folds cannot be
     drawn (``fold_error`` says why; the CLI prints the summary and then the error).
     """
 
@@ -64,9 +66,9 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
     blocking: list = []
     if existing:
         check_layout(run)
-        config, blocking = runconfig.resolve(run, config, stage=STAGE, force=force)
+        config, blocking = runconfig.resolve(run, config, stage=STAGE, reconfigure=reconfigure)
     config = config or load_config(None)
-    if existing and _later_results(run) and not force:
+    if existing and _later_results(run) and not (force or reconfigure):
         raise DataError(
             f"{run.root} already holds results of later stages; a new manifest could orphan them.",
             fix="scan into a new run directory, or pass --force (results are moved aside only if the manifest changes).")
@@ -77,7 +79,7 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
     scanned = build_manifest(data, config, salt=salt, layout=layout, executor=executor or make_executor("local"),
                              progress=counter(progress, STAGE))
     if blocking:  # only now that the new manifest exists: a failed scan changes nothing
-        runconfig.reconfigure(run, config, blocking)
+        runconfig.apply_reconfiguration(run, config, blocking)
     digest = manifest_digest(scanned.manifest)
     previous = freshness.read_stamp(run.root, "manifest", {})
     unchanged = previous is not None and previous.digest == digest
@@ -120,7 +122,7 @@ def write_acquisition(run: RunDir, config: Config, manifest: pd.DataFrame) -> Ac
     included = manifest[manifest["included"]].reset_index(drop=True)
     result = acquisition_baseline(included, list(config.data.classes), image_size=config.data.image_size,
                                   scheme=config.folds.scheme, permutations=settings.permutations, seed=settings.seed,
-                                  min_auroc=settings.min_auroc, alpha=settings.alpha)
+                                  min_auroc=settings.min_auroc, alpha=settings.alpha, trees=settings.forest_trees)
     want = freshness.expected(run, "acquisition", config.model_dump(mode="json"))
     atomic_write_text(run.output(STAGE, "acquisition"), json.dumps(result.to_json(), indent=1, allow_nan=True))
     freshness.write_stamp(run, want)

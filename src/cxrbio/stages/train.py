@@ -1,7 +1,8 @@
 """Stage ``train``: every strategy x fold of a run, then each strategy's metrics and the comparisons.
 
-Reads the run's config (a ``config`` that differs is refused unless ``force``:
+Reads the run's config (a ``config`` that differs is refused unless ``reconfigure``:
 :mod:`cxrbio.runconfig`) and manifest (a run without one is scanned first from ``data``).
+``force`` retrains folds that are up to date, moving the old ones to ``superseded-<time>/``.
 Pretrained weights must be reachable, or ``skip_unavailable`` marks those strategies skipped in
 every output. A fold whose stamp is fresh is skipped; an interrupted one resumes from its last
 checkpoint (:class:`cxrbio.training.FoldTrainer`). After training, ``metrics/<strategy>.json`` per
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cxrbio import freshness, runconfig
+from cxrbio.artifacts import command_for
 from cxrbio.atomic import atomic_write_text
 from cxrbio.comparisons import compare_strategies
 from cxrbio.config import Config, load_config
@@ -29,7 +31,7 @@ from cxrbio.models.strategies import Strategy
 from cxrbio.models.weights import WeightsUnavailable, load_backbone
 from cxrbio.progress import Progress, ProgressEvent, say, silent
 from cxrbio.rundir import RunDir, check_layout, supersede
-from cxrbio.training import STAGE, FoldTrainer, TrainingData, read_predictions
+from cxrbio.training import STAGE, FoldTrainer, TrainingData, read_predictions, read_validation_predictions
 
 EpochLogs = dict[str, float]
 
@@ -83,18 +85,14 @@ def strategy_complete(run: RunDir, config: Config, strategy: str, data: Training
 
 def write_strategy_metrics(run: RunDir, config: Config, strategy: str, data: TrainingData) -> dict[str, Any]:
     """metrics/<strategy>.json: per fold, pooled, fold means, patient-bootstrap intervals, calibration."""
-    import pandas as pd
-
-    from cxrbio.training import validation_predictions
-
     predictions = read_predictions(run, strategy)
     if len(predictions) != len(data.manifest):
         raise DataError(f"{strategy}: {len(predictions)} out-of-fold predictions for {len(data.manifest)} images.",
-                        fix=f"re-run 'cxrbio train --out {run.root}'.")
+                        fix=f"re-run '{command_for('train', run.root)}'.")
     evaluation = config.evaluation
     validation = None
     if evaluation.temperature_scaling:
-        validation = pd.concat([validation_predictions(run, config, data, strategy, f) for f in data.folds], ignore_index=True)
+        validation = read_validation_predictions(run, strategy, [f.fold for f in data.folds])
     sources = data.manifest.set_index("image_id")["source"]
     metrics = strategy_metrics(predictions, data.classes, config.data.positive_class, {f.fold: f.name for f in data.folds},
                                n_boot=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level,
@@ -148,14 +146,15 @@ def _ensure_manifest(run: RunDir, config: Config, data: str | Path | None, execu
 
 def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config | None = None,
         strategies: list[str] | None = None, folds: list[int] | None = None, executor: Executor | None = None,
-        skip_unavailable: bool = False, force: bool = False, progress: Progress | None = None) -> TrainResult:
+        skip_unavailable: bool = False, force: bool = False, reconfigure: bool = False,
+        progress: Progress | None = None) -> TrainResult:
     """Train the run's strategies (default: the config's) on its folds (default: all); returns their metrics.
 
     ``executor``: local with one worker (default) trains in this process with per-epoch progress;
     more workers, or Ray, train one fold per task from the run's disk cache.
     """
     from cxrbio import backend
-    from cxrbio.quiet import initialise_tensorflow
+    from cxrbio.backend import initialise_tensorflow
     from cxrbio.training import load_training_data
 
     report = progress or silent
@@ -164,10 +163,10 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
     runner = executor or make_executor("local", workers=1)
     if run.config.is_file():
         check_layout(run)
-        config = runconfig.adopt(run, config, stage=STAGE, force=force)
+        config = runconfig.adopt(run, config, stage=STAGE, reconfigure=reconfigure)
     elif data is None:
         raise CxrbioError(f"{run.root} is not a scanned run and no --data was given.",
-                          fix=f"run 'cxrbio data scan DATA --out {run.root}' first, or pass --data DATA.")
+                          fix=f"run '{command_for('scan', run.root)}' first, or pass --data DATA.")
     else:
         config = config or load_config(None)
     _ensure_manifest(run, config, data, runner, progress)
@@ -197,13 +196,14 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
                 continue
             unit = {"strategy": strategy, "fold": fold.fold}
             state = freshness.status(run, freshness.expected(run, "train_fold", tree, unit))
-            if state.fresh:
+            if state.fresh and not force:
                 result.up_to_date.append((strategy, fold.fold))
                 continue
-            if state.state == "stale":
-                aside = supersede(run, [freshness.unit_label("train_fold", unit)], reason=f"stale: {state.reason}")
-                say(progress, f"{strategy} fold {fold.fold} was made from other inputs ({state.reason}); "
-                              f"moved to {aside} and trained again.")
+            if state.state == "stale" or state.fresh:
+                why = "forced" if state.fresh else f"stale: {state.reason}"
+                aside = supersede(run, [freshness.unit_label("train_fold", unit)], reason=why)
+                say(progress, f"{strategy} fold {fold.fold} " + ("retrained (--force)" if state.fresh else
+                              f"was made from other inputs ({state.reason})") + f"; the old one moved to {aside}.")
             jobs.append((strategy, fold.fold))
     if result.up_to_date:
         say(progress, f"{len(result.up_to_date)} fold(s) already finished: skipped (resuming).")
