@@ -16,17 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cxrbio.atomic import atomic_write_text
 from cxrbio.errors import ConfigError
-
-#: The seven classes of the study, in the order of its confusion matrices (Tables 2 and 6).
-PAPER_CLASSES: tuple[str, ...] = (
-    "COVID-19",
-    "Edema",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Pneumonia",
-    "Normal",
-)
+from cxrbio.paper import PAPER_CLASSES
 
 #: Common spellings of the study's classes in public data sets and folder names.
 DEFAULT_LABEL_ALIASES: dict[str, str] = {
@@ -74,6 +64,10 @@ class QCConfig(StrictModel):
     exclude_low_contrast: bool = Field(
         True, description="Leave low-contrast images out of folds, as the study did."
     )
+    max_pixels: int = Field(
+        50_000_000, ge=1, description="Images with more pixels (width x height, read from the file's header) are QC "
+        "exclusions ('too_large'), never decoded: a decompression bomb of a few kB costs nothing. 50 MP is twice a "
+        "5,000 x 5,000 px detector and well under PIL's own bomb limit (about 179 MP), which this replaces.")
 
 
 class DuplicateConfig(StrictModel):
@@ -82,6 +76,9 @@ class DuplicateConfig(StrictModel):
     near_duplicate_max_distance: int = Field(
         12, ge=0, le=256, description="Largest Hamming distance of 256-bit pHashes called a near-duplicate."
     )
+    label_conflicts: Literal["exclude", "keep"] = Field(
+        "exclude", description="Exact or near duplicates filed under different classes: named by the scan either way; "
+        "exclude keeps every copy out of training (QC status 'label_conflict'), keep trains on them as filed.")
 
 
 class PrivacyConfig(StrictModel):
@@ -303,6 +300,8 @@ class ConfoundingConfig(StrictModel):
     """Checks of whether acquisition or source predicts the label (docs/confounding.md); fixed before analysis."""
 
     permutations: int = Field(1000, ge=99, description="Patient-grouped label permutations of each null.")
+    forest_trees: int = Field(300, ge=1, description="Trees of the acquisition baseline's random forest (scikit-learn "
+                              "RandomForestClassifier, min_samples_leaf=2, balanced class weights).")
     min_auroc: float = Field(
         0.7, gt=0.5, le=1.0, description="A class is named as separable by acquisition when its one-vs-rest AUROC "
         "reaches this (and its Holm-adjusted permutation p is below alpha). Measured: at most 0.61 over 28 "
@@ -400,6 +399,11 @@ class ReportConfig(StrictModel):
     table_rows: int = Field(30, ge=1, description="Candidate dims per disease in its sortable table (best first).")
     radiomics_features: int = Field(10, ge=1, description="Top radiomics features per disease in the baseline section.")
     thumbnail_px: int = Field(112, ge=32, le=512, description="Side of each embedded thumbnail, in pixels.")
+    thumbnails: bool = Field(
+        True, description="Embed X-ray thumbnails (the run's own images, under each saliency map) in the gallery. "
+        "Clinical X-rays often carry burned-in names and dates; false: the file holds no patient pixels at all (the "
+        "gallery draws each saliency map alone), every figure still drawn. Switch per report: cxrbio report "
+        "--no-thumbnails.")
     show_file_names: bool = Field(
         True, description="List QC exclusions and duplicates by their file name or CSV row; false: by image id only "
         "(set it before sharing a report whose file names carry identifiers).")

@@ -30,8 +30,7 @@ import pandas as pd
 
 from cxrbio.confounding.permutation import permutation_null
 
-#: Numeric and categorical acquisition properties, as manifest columns (older manifests lack some).
-NUMERIC = ("width", "height", "aspect", "bits", "padding", "jpeg_quality", "pixel_spacing", "compressed")
+#: Categorical acquisition properties, as manifest columns (older manifests lack some); one-hot encoded.
 CATEGORICAL = ("format", "stored_mode")
 #: Words for the report and the scan summary.
 DESCRIPTIONS = {"width": "image width", "height": "image height", "aspect": "aspect ratio", "bits": "bit depth",
@@ -95,7 +94,8 @@ def acquisition_features(manifest: pd.DataFrame, image_size: int) -> tuple[pd.Da
 
 
 def acquisition_baseline(manifest: pd.DataFrame, classes: list[str], *, image_size: int, scheme: str,
-                         permutations: int, seed: int, min_auroc: float, alpha: float) -> AcquisitionBaseline:
+                         permutations: int, seed: int, min_auroc: float, alpha: float,
+                         trees: int = 300) -> AcquisitionBaseline:
     """Train on the CNN's outer folds, predict each held-out fold, judge against the permutation null.
 
     ``manifest``: included images with labels, folds and fold groups. A class is named in the
@@ -104,11 +104,11 @@ def acquisition_baseline(manifest: pd.DataFrame, classes: list[str], *, image_si
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    from cxrbio.comparisons import holm
     from cxrbio.data.folds import outer_folds
     from cxrbio.errors import DataError
+    from cxrbio.multiple_testing import holm
 
-    classifier = "RandomForestClassifier(300 trees, min_samples_leaf=2, class_weight='balanced')"
+    classifier = f"RandomForestClassifier({trees} trees, min_samples_leaf=2, class_weight='balanced')"
     thresholds = {"min_auroc": min_auroc, "alpha": alpha}
     features, origin = acquisition_features(manifest, image_size)
     if features.empty:
@@ -130,7 +130,7 @@ def acquisition_baseline(manifest: pd.DataFrame, classes: list[str], *, image_si
         train = ~fold.test
         if len(np.unique(y[train])) < 2:
             continue
-        model = RandomForestClassifier(n_estimators=300, min_samples_leaf=2, class_weight="balanced", random_state=seed,
+        model = RandomForestClassifier(n_estimators=trees, min_samples_leaf=2, class_weight="balanced", random_state=seed,
                                        n_jobs=1).fit(x[train], y[train])
         predicted[fold.test] = model.predict(x[fold.test])
         probabilities[np.ix_(fold.test, model.classes_)] = model.predict_proba(x[fold.test])

@@ -31,6 +31,7 @@ class ReportResult:
     path: Path
     size_bytes: int
     missing: list[Missing]
+    thumbnails: bool = True  # whether X-ray pixels are embedded (burned-in text travels with the file)
 
 
 def default_report_path(run_dir: Path) -> Path:
@@ -84,7 +85,7 @@ def build_report(run_dir: Path, out: Path | None = None, progress: Callable[[str
     target = Path(out) if out is not None else default_report_path(run_dir)
     atomic_write_text(target, page)
     _readable_by_others(target)
-    return ReportResult(target, target.stat().st_size, contents.missing)
+    return ReportResult(target, target.stat().st_size, contents.missing, contents.config.report.thumbnails)
 
 
 def _readable_by_others(path: Path) -> None:

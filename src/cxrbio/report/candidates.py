@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.report.contents import RunContents, StrategyResults
+from cxrbio.report.figures import saliency_figure
 from cxrbio.report.formatting import number, p_value, sort_key
 from cxrbio.report.gallery import overlay, png_data_uri
 
@@ -58,6 +59,7 @@ class ImageSource:
         self.contents = contents
         self.paths = contents.manifest.set_index("image_id")["path"].to_dict()
         self.size = contents.config.data.image_size
+        self.thumbnails = contents.config.report.thumbnails  # False: no X-ray pixel is read into the report
         self.unreadable: list[str] = []
 
     def image(self, image_id: str) -> np.ndarray | None:
@@ -84,6 +86,7 @@ def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], di
     audit = result.analysis.get("audit_dims")
     if audit is None or count == 0:
         return []
+    slug = f"{_slug(result.name)}-{_slug(disease)}"
     tiles = []
     passing = frame.sort_values(["passed", "p"], ascending=[False, True])
     for _, row in passing.iterrows():
@@ -96,12 +99,16 @@ def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], di
         ids = [i for i in str(match.iloc[0]["images"]).split("|") if i]
         if not ids:
             continue
-        image = images.image(ids[0])
-        if image is None:
-            continue
         mask = images.mask(ids[0])
+        if images.thumbnails:
+            image = images.image(ids[0])
+            if image is None:
+                continue
+            drawn = {"src": png_data_uri(overlay(image, saliency, mask, px)), "figure": ""}
+        else:  # no patient pixels: the map alone, as a plotly heatmap (numbers, not an embedded picture)
+            drawn = {"src": "", "figure": saliency_figure(saliency, mask, f"saliency-{slug}-{len(tiles)}", px)}
         tiles.append({
-            "src": png_data_uri(overlay(image, saliency, mask, px)), "fold": int(match.iloc[0]["fold"]),
+            **drawn, "fold": int(match.iloc[0]["fold"]),
             "dim": str(match.iloc[0]["dim"]), "feature": str(row["feature"]), "passed": bool(row["passed"]),
             "lung_density": number(row.get("lung_density"), 2), "outside_ratio": number(row.get("outside_ratio"), 2),
             "unreliable": bool(match.iloc[0].get("map_unreliable", False)), "map_rho": number(match.iloc[0].get("map_rho"), 2),
@@ -191,4 +198,5 @@ def candidates_section(contents: RunContents) -> dict[str, Any]:
             strategies.append({"name": result.name, "panels": disease_panels(contents, result, images, maps)})
     return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
             "gallery_dims": contents.config.report.gallery_dims, "margin": contents.config.analysis.shortcut_margin,
+            "thumbnails": contents.config.report.thumbnails,
             "gates": gate_settings(contents)}

@@ -235,6 +235,6 @@ def confounding_section(contents: RunContents) -> dict[str, Any]:
         "blanked": blanked_rows(contents),
         "margin": contents.config.analysis.shortcut_margin,
         "sanity_max_rho": contents.config.analysis.sanity_max_rho,
-        "missing": None if found else "re-scan the data ('cxrbio data scan DATA --out RUN --force') for the acquisition "
+        "missing": None if found else "re-scan the data ('cxrbio data scan DATA RUN --force') for the acquisition "
                                       "baseline and the covariate audit",
     }

@@ -40,6 +40,29 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
+def saliency_figure(saliency: np.ndarray, mask: np.ndarray | None, element_id: str, px: int, cells: int = 40) -> str:
+    """A saliency map alone (no X-ray under it) as a heatmap, with the lung contour in cyan: the gallery's tile
+    when the report carries no patient pixels (``report.thumbnails: false``)."""
+    size = saliency.shape[0]
+    step = max(1, int(np.ceil(size / cells)))
+    cut = (size // step) * step
+    pooled = saliency[:cut, :cut].reshape(cut // step, step, cut // step, step).mean(axis=(1, 3))
+    figure = go.Figure(go.Heatmap(z=np.round(pooled, 3), colorscale="Hot", showscale=False, hoverinfo="skip"))
+    if mask is not None and mask.any():
+        from scipy import ndimage
+
+        small = mask[:cut, :cut].reshape(cut // step, step, cut // step, step).mean(axis=(1, 3)) > 0.5
+        edge = small & ~ndimage.binary_erosion(small)
+        rows, cols = np.nonzero(edge)
+        figure.add_trace(go.Scatter(x=cols, y=rows, mode="markers", marker={"size": 2, "color": "#00e5ff"},
+                                    hoverinfo="skip", showlegend=False))
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    figure.update_layout(width=px + 8, height=px + 8, margin={"l": 4, "r": 4, "t": 4, "b": 4}, plot_bgcolor="black")
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=element_id,
+                          config={"displayModeBar": False, "staticPlot": True})
+
+
 def embedding_figure(points: pd.DataFrame, classes: list[str], title: str, element_id: str,
                      panel_titles: dict[Any, str] | None = None) -> str:
     """UMAP scatter (WebGL), one panel per fold when ``points`` has a fold column, coloured by class."""

@@ -87,7 +87,7 @@ def provenance_section(contents: RunContents) -> dict[str, Any]:
         "folds": _frame_rows(summary.folds, "fold") if summary.folds is not None else None,
         "exclusions": exclusions, "duplicates": summary.duplicates, "duplicate_groups": groups[:50],
         "duplicate_groups_total": len(groups), "confounding": summary.confounding,
-        "masks": masks, "radiomics_status": radiomics,
+        "masks": masks, "radiomics_status": radiomics, "thumbnails": config.report.thumbnails,
         "config_yaml": config_to_yaml(config), "packages": package_versions(), "units": unit_summary(contents),
         "settings": [
             ("classes", ", ".join(config.data.classes)), ("image size", f"{config.data.image_size} px"),
