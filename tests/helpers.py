@@ -6,6 +6,7 @@ One module instead of test files importing each other's helpers.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,29 @@ featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation, JointEntro
 setting: {binWidth: 8, label: 1, additionalInfo: false}
 """
 
+#: What every test config sets unless the test is about it: the scan's acquisition baseline at its cheapest (one
+#: tree, the fewest permutations the config allows: 0.2 s a scan instead of 3.5 s) and radiomics in this process.
+#: Tests that judge the baseline's verdict or parallel extraction set their own values.
+FAST_CHECKS = {"confounding.permutations": 99, "confounding.forest_trees": 1, "radiomics.workers": 1}
+
+#: The acquisition baseline as a user's run has it (the config's defaults): for the tests that judge its verdict.
+JUDGED_CHECKS = {"confounding.permutations": 1000, "confounding.forest_trees": 300}
+
 #: The smallest network and data that still exercise every code path (embedding, analysis).
 EMBED_TINY = {"data.image_size": 32, "folds.k": 3, "model.alpha": 0.35, "model.dense_units": 8,
-              "model.batchnorm_momentum": 0.01, "train.strategies": ["scratch"], "train.batch_size": 16}
+              "model.batchnorm_momentum": 0.01, "train.strategies": ["scratch"], "train.batch_size": 16, **FAST_CHECKS}
 
-#: Training for seconds: 32 px, alpha 0.35, 3 epochs.
+#: :data:`EMBED_TINY` with the analysis at test scale (few resamples, a small audit, 2 patients confirm).
+ANALYSIS_TINY = {**EMBED_TINY, "analysis.permutations": 5, "analysis.bootstrap": 5, "analysis.audit_dims": 2,
+                 "analysis.audit_images": 4, "analysis.audit_controls": 2, "analysis.confirm_min_patients": 2}
+
+#: Training for seconds: 32 px, alpha 0.35, 3 epochs; no op determinism and one checkpoint (after the last epoch).
+#: The tests of determinism and of resuming set train.deterministic / train.checkpoint_seconds themselves.
 TRAIN_TINY = {
     "data.image_size": 32, "folds.k": 3, "model.alpha": 0.35, "model.dense_units": 16,
     "model.batchnorm_momentum": 0.9, "train.epochs": 3, "train.batch_size": 16,
-    "train.early_stopping_patience": 0, "train.strategies": ["scratch"], "train.checkpoint_seconds": 0,
+    "train.early_stopping_patience": 0, "train.strategies": ["scratch"], "train.checkpoint_seconds": 3600,
+    "train.deterministic": False, **FAST_CHECKS,
 }
 
 
@@ -44,6 +59,24 @@ def xray_like(height: int = 80, width: int = 64, seed: int = 0) -> np.ndarray:
 def write_png(path: Path, array: np.ndarray | None = None, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(xray_like(seed=seed) if array is None else array).save(path)
+    return path
+
+
+def write_huge_png(path: Path, width: int, height: int) -> Path:
+    """A valid all-black 1-bit greyscale PNG of ``width`` x ``height`` px, written without allocating its pixels
+    (30,000 x 30,000 px is about 110 kB on disk: a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
     return path
 
 
@@ -91,10 +124,10 @@ def write_dicom(
 
 
 def make_config(classes: list[str] | None = None, **overrides):
-    """Study defaults with 3 folds and 64 px, plus dotted-key overrides (what unit tests scan with)."""
+    """Study defaults with 3 folds, 64 px and :data:`FAST_CHECKS`, plus dotted-key overrides (what unit tests scan with)."""
     from cxrbio.config import load_config
 
-    values = {"folds.k": 3, "data.image_size": 64}
+    values = {"folds.k": 3, "data.image_size": 64, **FAST_CHECKS}
     if classes is not None:
         values["data.classes"] = classes
         values["data.positive_class"] = "COVID-19" if "COVID-19" in classes else None
@@ -111,6 +144,30 @@ def tiny_config(**extra):
     values = dict(TRAIN_TINY)
     values.update({k.replace("__", "."): v for k, v in extra.items()})
     return load_config(None, values)
+
+
+def copy_run(source: Path, target: Path):
+    """A copy of a shared run directory (session fixtures are read-only): the test writes into the copy."""
+    from cxrbio.rundir import RunDir
+
+    shutil.copytree(source, target)
+    return RunDir(target)
+
+
+def scanned_copy(source: Path, target: Path):
+    """A copy of a trained run with nothing after the scan: no fold models, no later results (to train again)."""
+    from cxrbio.artifacts import ARTIFACTS, STAMPS
+
+    run = copy_run(source, target)
+    for artifact in ARTIFACTS.values():
+        if artifact.stage not in ("scan", "demo") and not artifact.cache:
+            top = artifact.pattern.split("/", 1)[0]
+            for path in (target / top, target / STAMPS / top):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    return run
 
 
 def scanned(data: Path, root: Path, config):
@@ -161,7 +218,7 @@ def synthetic_predictions(n_folds: int = 3, per_fold: int = 60, accuracy: float 
     """
     import pandas as pd
 
-    from cxrbio.config import PAPER_CLASSES
+    from cxrbio.paper import PAPER_CLASSES
 
     classes = list(classes or PAPER_CLASSES)
     rng = np.random.default_rng(seed)

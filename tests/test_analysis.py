@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from cxrbio.cli import app
 from cxrbio.config import load_config
 from cxrbio.rundir import RunDir
-from tests.helpers import EMBED_TINY, FAST_PARAMS, scan, untrained_fold_models
 
 keras = pytest.importorskip("keras")
 
@@ -273,29 +272,19 @@ def ndimage_smooth(stack):
 
 
 @pytest.fixture(scope="module")
-def embedded_run(phantom_dir, tmp_path_factory):
-    """A scanned phantom run with untrained fold models of two strategies, embedded, with radiomics."""
-    root = tmp_path_factory.mktemp("analysis-run")
-    params = root / "params.yaml"
-    params.write_text(FAST_PARAMS)
-    config = load_config(None, {**EMBED_TINY, "radiomics.params": str(params), "analysis.permutations": 5,
-                                "analysis.bootstrap": 5, "analysis.audit_dims": 2, "analysis.audit_images": 4,
-                                "analysis.confirm_min_patients": 2})
-    scan(phantom_dir, config, root / "run")
-    run = RunDir(root / "run")
-    untrained_fold_models(run, config)
-    for command in (["embed", str(run.root)], ["radiomics", str(run.root)]):
-        result = CliRunner().invoke(app, command)
-        assert result.exit_code == 0, result.output
-    return run.root
-
-
-def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(embedded_run, tmp_path):
-    shutil.copytree(embedded_run, tmp_path / "run")
-    run = RunDir(tmp_path / "run")
-    result = CliRunner().invoke(app, ["analyze", str(run.root), "--top", "3"])
+def analysed_run(embedded_run, tmp_path_factory):
+    """A copy of the embedded run, analysed once (``cxrbio analyze --top 3``): (run directory, what analyze printed)."""
+    root = tmp_path_factory.mktemp("analysed") / "run"
+    shutil.copytree(embedded_run, root)
+    result = CliRunner().invoke(app, ["analyze", str(root), "--top", "3"])
     assert result.exit_code == 0, result.output
-    assert "Candidate features, scratch" in result.output and "Radiomics features" in result.output
+    return root, result.output
+
+
+def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(analysed_run):
+    root, output = analysed_run
+    run = RunDir(root)
+    assert "Candidate features, scratch" in output and "Radiomics features" in output
     for strategy in ("scratch", "finetune-2"):
         folder = run.root / "analysis" / strategy
         for name in ("attribution", "tests", "dropped", "cca", "stability", "umap", "matching", "confirmation", "power",
@@ -355,10 +344,35 @@ def test_analysis_settings_may_come_from_another_config_and_the_report_shows_the
     stamp = freshness.read_stamp(run.root, "analysis", {"strategy": "scratch"})
     assert stamp.settings["analysis.top_k"] == 2
     report = tmp_path / "r.html"
-    assert CliRunner().invoke(app, ["report", str(run.root), "--out", str(report)]).exit_code == 0
+    assert CliRunner().invoke(app, ["report", str(run.root), "--html", str(report)]).exit_code == 0
     page = report.read_text()
     assert "Analyses made with settings other than the run" in page and "analysis.top_k" in page
     training = other.read_text().replace("learning_rate: 0.0001", "learning_rate: 0.5")
     other.write_text(training)
     refused = CliRunner().invoke(app, ["analyze", str(run.root), "--config", str(other)])
     assert refused.exit_code == 2 and "train.learning_rate" in refused.output
+
+
+def test_a_report_without_thumbnails_holds_no_patient_pixels_and_still_draws_every_figure(analysed_run, tmp_path):
+    import re
+
+    run, _output = analysed_run
+    pages = {}
+    for name, switch in (("with", []), ("without", ["--no-thumbnails"])):
+        result = CliRunner().invoke(app, ["report", str(run), "--html", str(tmp_path / f"{name}.html"), *switch])
+        assert result.exit_code == 0, result.output
+        pages[name] = (tmp_path / f"{name}.html").read_text()
+        assert ("embeds X-ray thumbnails" in " ".join(result.output.split())) == (name == "with")
+    def own(page: str) -> str:  # the page without the plotly.js bundle (which carries icons of its own)
+        return "".join(part for part in re.split(r"(<script[^>]*>.*?</script>)", page, flags=re.S)
+                       if "plotly.js v" not in part)
+
+    with_pixels, without = own(pages["with"]), own(pages["without"])
+    assert "data:image/png;base64," in with_pixels and "burned into an X-ray" in with_pixels
+    assert "data:image" not in without and "base64" not in without and "<img" not in without
+    assert "This report holds no X-ray pixels" in without
+    figures = set(re.findall(r'<div id="([a-z0-9-]+)" class="plotly-graph-div"', with_pixels))
+    drawn = set(re.findall(r'<div id="([a-z0-9-]+)" class="plotly-graph-div"', without))
+    assert figures and figures <= drawn  # every figure of the report with thumbnails is drawn without them
+    tiles = with_pixels.count('<img src="data:image/png')
+    assert tiles and len([f for f in drawn - figures if f.startswith("saliency-")]) == tiles  # each tile, as a map

@@ -108,7 +108,7 @@ def test_a_fold_started_on_another_backend_is_not_resumed_here(phantom_dir, tmp_
 
 
 #: Runs in a child process on KERAS_BACKEND=jax with TensorFlow, pyradiomics, SimpleITK, Ray and shap
-#: made unimportable (as on a machine that has only JAX): scan, train, embed a tiny phantom.
+#: made unimportable (as on a machine that has only JAX): scan, train (2 folds), embed a tiny phantom.
 JAX_CHILD = textwrap.dedent("""
     import json, sys
     BLOCKED = {"tensorflow", "radiomics", "SimpleITK", "ray", "shap"}
@@ -124,7 +124,7 @@ JAX_CHILD = textwrap.dedent("""
     from cxrbio.stages import embed, train
 
     phantom, root = Path(sys.argv[1]), Path(sys.argv[2])
-    cfg = tiny_config(train__epochs=2)
+    cfg = tiny_config(train__epochs=2, folds__k=2)
     run = scanned(phantom, root, cfg)
     train.run(run.root)
     embed.run(run.root)
@@ -145,8 +145,8 @@ def test_jax_backend_trains_and_embeds_without_tensorflow_and_its_models_load_on
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"backend": "jax", "imported": []}
     summaries = sorted((root / "train" / "scratch").glob("fold-*/summary.json"))
-    assert len(summaries) == 3 and all(json.loads(p.read_text())["keras_backend"] == "jax" for p in summaries)
-    assert len(list((root / "embeddings" / "scratch").glob("fold-*.parquet"))) == 3
+    assert len(summaries) == 2 and all(json.loads(p.read_text())["keras_backend"] == "jax" for p in summaries)
+    assert len(list((root / "embeddings" / "scratch").glob("fold-*.parquet"))) == 2
     # The JAX-trained network, augmentation layer included, loads and predicts here on TensorFlow.
     from cxrbio.models.layers import AUGMENT_LAYER
     from cxrbio.models.saving import load_model

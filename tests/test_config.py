@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from cxrbio.config import PAPER_CLASSES, Config, load_config, save_config
+from cxrbio.config import Config, load_config, save_config
 from cxrbio.errors import ConfigError
+from cxrbio.paper import PAPER_CLASSES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -88,3 +89,11 @@ def test_label_matching_ignores_case_and_uses_aliases():
 def test_retired_audit_keys_get_an_error_that_names_them_and_the_new_margin():
     with pytest.raises(ConfigError, match="analysis.border_fraction is retired.*shortcut_margin"):
         load_config(None, {"analysis.border_fraction": 0.1})
+
+
+def test_the_judged_checks_of_the_tests_are_the_config_defaults():
+    from tests.helpers import JUDGED_CHECKS
+
+    defaults = load_config(None).confounding
+    assert JUDGED_CHECKS == {"confounding.permutations": defaults.permutations,
+                             "confounding.forest_trees": defaults.forest_trees}

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from cxrbio.cli import app
 from cxrbio.confounding.acquisition import acquisition_baseline, acquisition_features
 from cxrbio.confounding.permutation import permutation_null, rank_auroc
-from tests.helpers import make_config, scan, xray_like
+from tests.helpers import JUDGED_CHECKS, make_config, scan, xray_like
 
 CLASSES2 = ["Pneumonia", "Normal"]
 
@@ -43,14 +43,14 @@ def baseline_of(manifest: pd.DataFrame, config):
     c = config.confounding
     return acquisition_baseline(included, list(config.data.classes), image_size=config.data.image_size,
                                 scheme=config.folds.scheme, permutations=c.permutations, seed=c.seed,
-                                min_auroc=c.min_auroc, alpha=c.alpha)
+                                min_auroc=c.min_auroc, alpha=c.alpha, trees=c.forest_trees)
 
 
 def scan_warning(data, tmp_path, size: int) -> str:
     """`cxrbio data scan` of two class folders; asserts the confounding warning and returns the properties it names."""
     config = tmp_path / "two.yaml"
     config.write_text(f"data: {{classes: [Pneumonia, Normal], positive_class: null, image_size: {size}}}\nfolds: {{k: 3}}\n")
-    result = CliRunner().invoke(app, ["data", "scan", str(data), "--out", str(tmp_path / "run"), "--config", str(config)])
+    result = CliRunner().invoke(app, ["data", "scan", str(data), str(tmp_path / "run"), "--config", str(config)])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "confounding warning:" in text and "Acquisition alone separates Pneumonia" in text
@@ -68,7 +68,7 @@ def test_a_scan_of_classes_that_differ_only_in_export_warns_naming_the_metadata(
 
 
 def test_the_same_pool_exported_at_random_stays_at_its_null(tmp_path):
-    config = make_config(CLASSES2, **{"data.image_size": 32})
+    config = make_config(CLASSES2, **{"data.image_size": 32, **JUDGED_CHECKS})
     manifest = scan(pooled_classes(tmp_path / "data", confounded=False), config, tmp_path / "run").manifest
     result = baseline_of(manifest, config)
     assert result.status == "done" and result.flagged == []
@@ -127,7 +127,7 @@ def site_phantoms(tmp_path_factory):
 
 
 def test_site_confounded_phantom_names_the_site_classes_and_the_plain_one_names_none(site_phantoms, tmp_path):
-    config = make_config(**{"data.image_size": 64, "folds.k": 3})
+    config = make_config(**{"data.image_size": 64, "folds.k": 3, **JUDGED_CHECKS})
     sites = scan(site_phantoms / "sites", config, tmp_path / "sites").manifest
     plain = scan(site_phantoms / "plain", config, tmp_path / "plain").manifest
     assert set(sites["source"]) == {"phantom-site-a", "phantom-site-b"} and set(plain["source"]) == {"phantom"}
@@ -137,7 +137,7 @@ def test_site_confounded_phantom_names_the_site_classes_and_the_plain_one_names_
     assert clean.flagged == [] and max(row["auroc"] for row in clean.per_class) < 0.7
     # The report (of the scanned run) shows the baseline beside the strategies and names the classes.
     report = tmp_path / "sites.html"
-    result = CliRunner().invoke(app, ["report", str(tmp_path / "sites"), "--out", str(report)])
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "sites"), "--html", str(report)])
     assert result.exit_code == 0, result.output
     page = report.read_text()
     assert 'id="acquisition-card"' in page and "Acquisition alone separates" in page.split('id="limitations"')[1]
@@ -283,7 +283,7 @@ def test_analyze_probes_sources_in_every_space_and_the_report_shows_them(site_ph
     run = RunDir(tmp_path / "run")
     untrained_fold_models(run, config, strategies=("scratch",))
     for command in (["embed", str(run.root)], ["radiomics", str(run.root)], ["analyze", str(run.root), "--no-audit"],
-                    ["report", str(run.root), "--out", str(tmp_path / "r.html")]):
+                    ["report", str(run.root), "--html", str(tmp_path / "r.html")]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 0, result.output
     cnn = pd.read_parquet(run.root / "analysis" / "scratch" / "source_probe.parquet")

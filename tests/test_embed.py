@@ -16,31 +16,17 @@ from cxrbio.rundir import RunDir
 from cxrbio.stages import embed
 from cxrbio.training import register_fold_model
 from tests.helpers import EMBED_TINY as TINY
-from tests.helpers import fold_model, scan, untrained_fold_models
+from tests.helpers import copy_run, fold_model, scan, untrained_fold_models
 
 keras = pytest.importorskip("keras")
 
-@pytest.fixture(scope="module")
-def fake_trained_run(phantom_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("embed-run")
-    config = load_config(None, TINY)
-    scan(phantom_dir, config, root)
-    untrained_fold_models(RunDir(root), config)
-    return root
 
-
-def copy_run(src, dst):
-    shutil.copytree(src, dst)
-    return RunDir(dst)
-
-
-def test_embeddings_equal_a_direct_model_call_and_every_image_has_one_out_of_fold_row(fake_trained_run, tmp_path):
+def test_embeddings_equal_a_direct_model_call_and_every_image_has_one_out_of_fold_row(embedded_run):
+    """On the shared run that ``cxrbio embed`` exported (conftest: embedded_run; read only)."""
     from cxrbio.data.pipeline import load_letterboxed
     from cxrbio.embed import embedding_columns
 
-    run = copy_run(fake_trained_run, tmp_path / "run")
-    result = CliRunner().invoke(app, ["embed", str(run.root)])
-    assert result.exit_code == 0, result.output
+    run = RunDir(embedded_run)
     manifest = run.read_manifest()
     included = manifest[manifest["included"]]
     for strategy in ("scratch", "finetune-2"):
@@ -64,7 +50,7 @@ def test_embeddings_equal_a_direct_model_call_and_every_image_has_one_out_of_fol
 
 def test_current_embeddings_are_kept_and_a_changed_model_is_re_exported(fake_trained_run, tmp_path):
     run = copy_run(fake_trained_run, tmp_path / "run")
-    config = load_config(None, TINY)
+    config = load_config(run.config)
     first = embed.run(run.root, strategies=["scratch"])
     assert first.written == {"scratch": [0, 1, 2]} and first.dims == {"scratch": 1280}
     again = embed.run(run.root, strategies=["scratch"])
@@ -100,7 +86,8 @@ def test_a_run_without_trained_models_names_the_command_to_run(phantom_dir, tmp_
     config = load_config(None, TINY)
     scan(phantom_dir, config, tmp_path / "run")
     result = CliRunner().invoke(app, ["embed", str(tmp_path / "run")])
-    assert result.exit_code == 2 and "has no trained fold models" in result.output and "cxrbio train --out" in result.output
+    assert result.exit_code == 2 and "has no trained fold models" in result.output
+    assert f"cxrbio train {tmp_path / 'run'}" in " ".join(result.output.split())
     not_a_run = CliRunner().invoke(app, ["embed", str(tmp_path)])
     assert not_a_run.exit_code == 2 and "not a cxrbio run directory" in not_a_run.output
     untrained_fold_models(RunDir(tmp_path / "run"), config, strategies=("scratch",))

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cxrbio.cli import app
 from cxrbio.rundir import RunDir
-from tests.helpers import scanned, tiny_config
+from tests.helpers import copy_run, scanned, tiny_config
 
 
 def test_evaluate_refuses_an_untrained_run_and_a_missing_folder(phantom_dir, tmp_path):
@@ -19,31 +19,23 @@ def test_evaluate_refuses_an_untrained_run_and_a_missing_folder(phantom_dir, tmp
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
-@pytest.fixture(scope="module")
-def trained_run(phantom_dir, tmp_path_factory):
-    from cxrbio.stages import train
-
-    run = scanned(phantom_dir, tmp_path_factory.mktemp("evaluate") / "run", tiny_config())
-    train.run(run.root)
-    return run.root
-
-
-@pytest.mark.slow  # trains networks
+@pytest.mark.slow  # needs trained networks (the session's shared trained run)
 def test_evaluate_on_a_second_phantom_scores_every_fold_model_and_the_ensemble(trained_run, tmp_path):
     from cxrbio.data.phantom import generate_phantom
 
+    trained = copy_run(trained_run.root, tmp_path / "run").root  # evaluate writes external/ into the run
     external = tmp_path / "hospital-b"
     generate_phantom(external, per_class=4, size=64, seed=11)  # other patients, other draws
-    result = CliRunner().invoke(app, ["evaluate", str(trained_run), "--data", str(external)])
+    result = CliRunner().invoke(app, ["evaluate", str(trained), "--data", str(external)])
     assert result.exit_code == 0, result.output
     assert "External set 'hospital-b' (28 images)" in " ".join(result.output.split())
-    run = RunDir(trained_run)
+    run = RunDir(trained)
     found = json.loads(run.path("external_metrics", name="hospital-b", strategy="scratch").read_text())
-    assert found["images"] == 28 and set(found["metrics"]["fold_models"]) == {"0", "1", "2"}
+    assert found["images"] == 28 and set(found["metrics"]["fold_models"]) == {"0", "1"}
     ensemble = pd.read_parquet(run.path("external_predictions", name="hospital-b", strategy="scratch") / "ensemble.parquet")
     folds = [pd.read_parquet(run.path("external_predictions", name="hospital-b", strategy="scratch") / f"fold-{k}.parquet")
-             for k in range(3)]
-    mean = sum(f["p_Normal"] for f in folds) / 3
+             for k in range(2)]
+    mean = sum(f["p_Normal"] for f in folds) / 2
     assert ensemble["p_Normal"].to_numpy() == pytest.approx(mean.to_numpy())
     pooled = found["metrics"]["pooled"]
     assert pooled["accuracy"] == pytest.approx((ensemble["true"] == ensemble["predicted"]).mean())
@@ -53,14 +45,15 @@ def test_evaluate_on_a_second_phantom_scores_every_fold_model_and_the_ensemble(t
     assert drop["drop_ci"][0] <= drop["drop"] + 1e-9 or drop["drop_ci"][1] >= drop["drop"] - 1e-9
     assert found["shared_images"] == 0
     page = tmp_path / "r.html"
-    assert CliRunner().invoke(app, ["report", str(trained_run), "--out", str(page)]).exit_code == 0
+    assert CliRunner().invoke(app, ["report", str(trained), "--html", str(page)]).exit_code == 0
     assert "hospital-b" in page.read_text()
 
 
-@pytest.mark.slow  # trains networks
+@pytest.mark.slow  # needs trained networks (the session's shared trained run)
 def test_evaluate_names_labels_the_run_never_saw_and_can_leave_them_out(trained_run, tmp_path):
     from cxrbio.data.phantom import generate_phantom
 
+    trained = copy_run(trained_run.root, tmp_path / "run").root
     external = tmp_path / "other"
     generate_phantom(external, per_class=3, size=64, seed=12)
     (external / "images" / "normal").rename(external / "images" / "tuberculosis")
@@ -68,8 +61,8 @@ def test_evaluate_names_labels_the_run_never_saw_and_can_leave_them_out(trained_
     manifest["path"] = manifest["path"].str.replace("images/normal/", "images/tuberculosis/")
     manifest.loc[manifest["label"] == "Normal", "label"] = "Tuberculosis"
     manifest.to_csv(external / "manifest.csv", index=False)
-    refused = CliRunner().invoke(app, ["evaluate", str(trained_run), "--data", str(external)])
+    refused = CliRunner().invoke(app, ["evaluate", str(trained), "--data", str(external)])
     assert refused.exit_code == 2 and "Tuberculosis" in refused.output and "--drop-unknown" in refused.output
-    kept = CliRunner().invoke(app, ["evaluate", str(trained_run), "--data", str(external), "--drop-unknown"])
+    kept = CliRunner().invoke(app, ["evaluate", str(trained), "--data", str(external), "--drop-unknown"])
     assert kept.exit_code == 0, kept.output
     assert "classes without external images" in " ".join(kept.output.split()) and "Normal" in kept.output

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cxrbio.rundir import RunDir
-from tests.helpers import scanned, synthetic_predictions, tiny_config
+from tests.helpers import copy_run, scanned, synthetic_predictions, tiny_config
 
 
 def test_central_box_is_centred_on_the_content_and_sized_by_it():
@@ -57,18 +57,16 @@ def test_the_stage_refuses_a_strategy_that_is_not_trained(phantom_dir, tmp_path)
 
 
 @pytest.mark.slow  # trains networks
-def test_lungs_removed_trains_every_fold_on_blacked_out_images_resumes_and_reports(phantom_dir, tmp_path):
+def test_lungs_removed_trains_every_fold_on_blacked_out_images_resumes_and_reports(trained_run, tmp_path):
     from typer.testing import CliRunner
 
     from cxrbio.cli import app
-    from cxrbio.stages import train
 
-    run = scanned(phantom_dir, tmp_path / "run", tiny_config())
-    train.run(run.root)
+    run = copy_run(trained_run.root, tmp_path / "run")  # the session's trained run (scratch, 2 folds)
     result = CliRunner().invoke(app, ["lungs-removed", str(run.root)])
     assert result.exit_code == 0, result.output
     assert "Lungs removed, scratch" in result.output and "balanced accuracy" in result.output
-    for fold in range(3):
+    for fold in range(2):
         out = run.path("lungs_removed_fold", strategy="scratch", fold=fold)
         assert {"model.keras", "predictions.parquet", "validation.parquet"} <= {p.name for p in out.iterdir()}
         normal = pd.read_parquet(run.path("train_fold", strategy="scratch", fold=fold) / "predictions.parquet")
@@ -79,5 +77,5 @@ def test_lungs_removed_trains_every_fold_on_blacked_out_images_resumes_and_repor
     again = CliRunner().invoke(app, ["lungs-removed", str(run.root)])
     assert again.exit_code == 0 and "lungs removed, scratch fold" not in again.output  # every fold up to date
     page = tmp_path / "r.html"
-    assert CliRunner().invoke(app, ["report", str(RunDir(run.root).root), "--out", str(page)]).exit_code == 0
+    assert CliRunner().invoke(app, ["report", str(RunDir(run.root).root), "--html", str(page)]).exit_code == 0
     assert "Lungs removed" in page.read_text()

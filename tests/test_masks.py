@@ -17,7 +17,7 @@ from cxrbio.lungseg import segment_lungs
 from cxrbio.masks import read_mask, read_mask_table
 from cxrbio.rundir import RunDir
 from cxrbio.stages import masks as masks_stage
-from tests.helpers import scan, write_png
+from tests.helpers import FAST_CHECKS, scan, write_png
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,7 +95,7 @@ def test_an_image_without_lung_fields_falls_back_to_the_content_and_is_flagged(t
 
 @pytest.fixture
 def scanned(phantom_dir, tmp_path):
-    config = load_config(None, {"data.image_size": 64, "folds.k": 3})
+    config = load_config(None, {"data.image_size": 64, "folds.k": 3, **FAST_CHECKS})
     scan(phantom_dir, config, tmp_path / "run")
     return RunDir(tmp_path / "run"), config
 
@@ -184,7 +184,7 @@ def test_masks_command_and_a_corrupt_image(scanned, tmp_path):
 
 
 def test_real_sample_gets_masks(real_sample, tmp_path):
-    config = load_config(None, {"data.image_size": 64, "folds.k": 3})
+    config = load_config(None, {"data.image_size": 64, "folds.k": 3, **FAST_CHECKS})
     scan(real_sample, config, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     masks = make_masks(run, config)

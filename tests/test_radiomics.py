@@ -16,7 +16,7 @@ from cxrbio.masks import read_mask_table
 from cxrbio.radiomics import load_params
 from cxrbio.rundir import RunDir
 from cxrbio.stages import masks, radiomics
-from tests.helpers import scan
+from tests.helpers import FAST_CHECKS, scan
 
 FAST_PARAMS = """imageType: {Original: {}}
 featureClass: {firstorder: , shape2D: , glcm: [Contrast, Correlation]}
@@ -25,7 +25,7 @@ setting: {binWidth: 8, label: 1, additionalInfo: false}
 
 
 def config_for(tmp_path, params: str | None = None, **extra):
-    values = {"data.image_size": 64, "folds.k": 3}
+    values = {"data.image_size": 64, "folds.k": 3, **FAST_CHECKS}
     if params is not None:
         path = tmp_path / f"params-{abs(hash(params))}.yaml"
         path.write_text(params)
@@ -45,7 +45,8 @@ def masked_run(phantom_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("radiomics-run")
     params = root / "fast.yaml"
     params.write_text(FAST_PARAMS)
-    scan(phantom_dir, load_config(None, {"data.image_size": 64, "folds.k": 3, "radiomics.params": str(params)}), root / "run")
+    config = load_config(None, {"data.image_size": 64, "folds.k": 3, "radiomics.params": str(params), **FAST_CHECKS})
+    scan(phantom_dir, config, root / "run")
     masks.run(root / "run")
     return root / "run"
 
@@ -64,7 +65,7 @@ def edit_mask_table(run, image_ids, **values):
 
 def test_default_parameters_give_2d_texture_shape2d_and_four_wavelet_bands(masked_run, tmp_path, monkeypatch):
     run = fresh_copy(masked_run, tmp_path)
-    runconfig.adopt(run, config_for(tmp_path), stage="radiomics", force=True)  # the study's parameter file
+    runconfig.adopt(run, config_for(tmp_path), stage="radiomics", reconfigure=True)  # the study's parameter file
     manifest = run.read_manifest()
     # Two images of the default (study) parameter file: Original, LoG and Wavelet, seven classes.
     keep = manifest["image_id"].isin(manifest["image_id"].iloc[[0, 30]])
@@ -110,7 +111,7 @@ def test_cache_hits_when_nothing_changed_and_misses_when_params_or_a_mask_change
     assert (other.status["cache"] == "hit").all()
     # New parameters (a forced change of the run's config): every image is computed again.
     runconfig.adopt(run, config_for(tmp_path, FAST_PARAMS.replace("binWidth: 8", "binWidth: 16")), stage="radiomics",
-                    force=True)
+                    reconfigure=True)
     assert not run.path("radiomics").exists()  # the old features were moved aside
     changed = extract(run, monkeypatch, workers=1)
     assert (changed.status["cache"] == "miss").all()
@@ -143,8 +144,13 @@ def test_bad_images_and_masks_are_listed_and_the_run_continues(masked_run, tmp_p
     corrupt_id, corrupt_path = manifest[["image_id", "path"]].iloc[2]
     broken_copy = tmp_path / "broken.png"
     broken_copy.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    manifest.loc[manifest["image_id"] == corrupt_id, "path"] = str(broken_copy)
-    manifest.loc[manifest["image_id"] == corrupt_id, "sha256"] = "changed"
+    from cxrbio.masks import resolve_column_path
+
+    corrupt = manifest["image_id"] == corrupt_id
+    for column in ("lung_mask", "body_mask"):  # its mask files stay the same files (the masks stay fresh)
+        manifest.loc[corrupt, column] = resolve_column_path(manifest.loc[corrupt, column].iloc[0], corrupt_path)
+    manifest.loc[corrupt, "path"] = str(broken_copy)
+    manifest.loc[corrupt, "sha256"] = "changed"
     tiny_id = manifest["image_id"].iloc[3]
     tiny = np.zeros((64, 64), np.uint8)
     tiny[30:32, 30:33] = 255
@@ -187,8 +193,8 @@ def test_planted_physics_shows_in_the_features(masked_run, tmp_path, monkeypatch
     assert mean_intensity["Emphysema"] < mean_intensity["Normal"] < min(mean_intensity["Effusion"], mean_intensity["Pneumonia"])
 
 
-def test_ray_executor_gives_the_local_features(masked_run, tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+@pytest.mark.slow  # starts Ray (one instance for the session's tests: conftest's ray_instance)
+def test_ray_executor_gives_the_local_features(masked_run, ray_instance, tmp_path, monkeypatch):
     run = fresh_copy(masked_run, tmp_path)
     local = extract(run, monkeypatch, cache="a", workers=1)
     remote = extract(run, monkeypatch, cache="b", executor=RayExecutor())

@@ -5,13 +5,13 @@ from typer.testing import CliRunner
 
 from cxrbio.cli import app
 from cxrbio.config import load_config
-from tests.helpers import scan
+from tests.helpers import FAST_CHECKS, scan
 
 EXPECTED = {"COVID-19": 14, "Pneumonia": 14, "Normal": 14, "Edema": 4, "Effusion": 10, "Emphysema": 8, "Fibrosis": 10}
 
 
 def test_scan_real_sample(real_sample, tmp_path):
-    result = scan(real_sample, load_config(None, {"folds.k": 4}), tmp_path / "run")
+    result = scan(real_sample, load_config(None, {"folds.k": 4, **FAST_CHECKS}), tmp_path / "run")
     m = result.manifest
     assert result.layout == "csv" and len(m) == 74
     assert m.groupby("label").size().to_dict() == EXPECTED
@@ -29,7 +29,7 @@ def test_scan_real_sample(real_sample, tmp_path):
 
 def test_cli_scan_real_sample_with_paper_folds(real_sample, tmp_path):
     """The study's 10 folds do not fit the sample: summary first, then the clear error."""
-    result = CliRunner().invoke(app, ["data", "scan", str(real_sample), "--out", str(tmp_path / "x")])
+    result = CliRunner().invoke(app, ["data", "scan", str(real_sample), str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "Images and patients per class" in result.output
     assert "Edema has 4" in result.output and "Emphysema has 8" in result.output

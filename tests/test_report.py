@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cxrbio.cli import app
 from tests.browser_check import chromium_path
-from tests.helpers import FAST_PARAMS, write_png
+from tests.helpers import FAST_CHECKS, FAST_PARAMS, write_png
 
 keras = pytest.importorskip("keras")
 
@@ -39,11 +39,13 @@ def demo_run(tmp_path_factory):
     config.write_text(
         "data: {image_size: 32}\nfolds: {k: 2}\n"
         f"model: {{alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9, weights: '{weights}'}}\n"
-        "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, finetune-1]}\n"
+        "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, finetune-1], "
+        "deterministic: false, checkpoint_seconds: 3600, augment_frozen: false}\n"  # as configs/demo.yaml
+        "confounding: {permutations: 99, forest_trees: 1}\n"
         f"radiomics: {{params: '{root / 'params.yaml'}'}}\n"
         "analysis: {permutations: 5, bootstrap: 5, audit_dims: 2, audit_images: 3, confirm_min_patients: 2}\n")
     out, report = root / "demo", root / "demo-report.html"
-    args = ["demo", "--out", str(out), "--config", str(config), "--per-class", "5", "--report", str(report)]
+    args = ["demo", str(out), "--config", str(config), "--per-class", "5", "--html", str(report)]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     stamp = report.stat().st_mtime_ns
@@ -179,7 +181,7 @@ def hostile_run(tmp_path_factory):
         for i in range(4):
             write_png(data / label / "<u>hospital" / f"p{c}{i}.png", seed=10 * c + i)  # the source, by subfolder
     (data / EVIL / '"><svg onload=alert(2)>.png').write_bytes(b"not a png")
-    config = load_config(None, {"data.classes": ["Normal", EVIL], "data.positive_class": None, "folds.k": 2,
+    config = load_config(None, {**FAST_CHECKS, "data.classes": ["Normal", EVIL], "data.positive_class": None, "folds.k": 2,
                                 "data.image_size": 32, "data.source_from": "subfolder"})
     scan(data, config, root / "run")
     return root / "run"
@@ -187,15 +189,15 @@ def hostile_run(tmp_path_factory):
 
 def test_user_strings_are_shown_as_text_and_a_partial_run_names_the_missing_commands(hostile_run, tmp_path):
     report = tmp_path / "r.html"
-    result = CliRunner().invoke(app, ["report", str(hostile_run), "--out", str(report)])
+    result = CliRunner().invoke(app, ["report", str(hostile_run), "--html", str(report)])
     assert result.exit_code == 0, result.output
-    assert "cxrbio train --out" in result.output
+    assert f"cxrbio train {hostile_run}" in " ".join(result.output.split())
     page = report.read_text()
     assert EVIL not in page and "<svg onload" not in page and "<u>hospital" not in page
     assert html.escape(EVIL) in page and "&lt;u&gt;hospital" in page
     assert "&lt;svg onload=alert(2)&gt;.png" in page  # the broken file, listed among QC exclusions
     missing = re.search(r'<div class="missing" id="missing">(.*?)</div>', page, flags=re.S).group(1)
-    for command in ("cxrbio train --out", "cxrbio masks", "cxrbio radiomics"):
+    for command in (f"cxrbio train {hostile_run}", "cxrbio masks", "cxrbio radiomics"):
         assert command in missing
     assert "No strategy has been trained yet" in page
 
@@ -234,7 +236,7 @@ def test_hostile_strings_run_no_script_in_chromium(hostile_run, tmp_path):
     from .browser_check import check_report
 
     report = tmp_path / "r.html"
-    assert CliRunner().invoke(app, ["report", str(hostile_run), "--out", str(report)]).exit_code == 0
+    assert CliRunner().invoke(app, ["report", str(hostile_run), "--html", str(report)]).exit_code == 0
     found = check_report(report)
     assert found.dialogs == [] and found.console_errors == []
 
@@ -245,8 +247,8 @@ def test_performance_views_put_fold_means_beside_the_paper_with_calibration_and_
     from types import SimpleNamespace
 
     from cxrbio.comparisons import compare_strategies
-    from cxrbio.config import PAPER_CLASSES
     from cxrbio.metrics import strategy_metrics
+    from cxrbio.paper import PAPER_CLASSES
     from cxrbio.report.calibration import calibration_view
     from cxrbio.report.contents import StrategyResults
     from cxrbio.report.performance import comparison_rows, paper_cells, per_class_rows

@@ -18,7 +18,7 @@ from cxrbio.artifacts import ARTIFACTS, STAGES, command_for, downstream, stages_
 from cxrbio.cli import app
 from cxrbio.errors import ConfigError, CxrbioError
 from cxrbio.rundir import RunDir, open_run
-from tests.helpers import REPO, make_config, scan, tiny_config
+from tests.helpers import REPO, copy_run, make_config, scan
 
 runner = CliRunner()
 
@@ -78,21 +78,21 @@ def test_a_run_directory_of_an_older_release_is_refused_with_what_to_rerun(tmp_p
     pd.DataFrame({"image_id": ["a"]}).to_parquet(old / "manifest.parquet")
     with pytest.raises(CxrbioError, match="before layout 2") as caught:
         open_run(old)
-    assert "cxrbio data scan DATA --out NEW_RUN" in caught.value.fix
+    assert "cxrbio data scan DATA NEW_RUN" in caught.value.fix
     result = runner.invoke(app, ["embed", str(old)])
     assert result.exit_code == 2 and "before layout 2" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in old.iterdir()) == ["config.yaml", "manifest.parquet"]  # nothing written
 
 
 def test_unknown_executor_and_bad_workers_are_one_line_errors_that_write_nothing(phantom_dir, tmp_path):
-    result = runner.invoke(app, ["data", "scan", str(phantom_dir), "--out", str(tmp_path / "run"), "--executor", "dask"])
+    result = runner.invoke(app, ["data", "scan", str(phantom_dir), str(tmp_path / "run"), "--executor", "dask"])
     assert result.exit_code == 2 and "unknown executor 'dask'" in result.output and "--executor local" in result.output
     assert not (tmp_path / "run").exists()
-    result = runner.invoke(app, ["data", "scan", str(phantom_dir), "--out", str(tmp_path / "run"), "--workers", "0"])
+    result = runner.invoke(app, ["data", "scan", str(phantom_dir), str(tmp_path / "run"), "--workers", "0"])
     assert result.exit_code == 2 and "--workers must be at least 1" in result.output
 
 
-def test_a_conflicting_config_is_refused_listing_the_keys_and_force_moves_what_they_shape_aside(phantom_dir, tmp_path):
+def test_a_conflicting_config_is_refused_listing_the_keys_and_reconfigure_moves_what_they_shape_aside(phantom_dir, tmp_path):
     config = make_config(**{"train.learning_rate": 1e-4})
     scan(phantom_dir, config, tmp_path / "run")
     run = RunDir(tmp_path / "run")
@@ -104,11 +104,15 @@ def test_a_conflicting_config_is_refused_listing_the_keys_and_force_moves_what_t
         freshness.write_stamp(run, freshness.expected(run, artifact, tree, unit))
     before = run.config.read_text()
     other = tmp_path / "other.yaml"
-    other.write_text("folds: {k: 3}\ndata: {image_size: 64}\ntrain: {learning_rate: 0.001}\n")
-    refused = runner.invoke(app, ["data", "scan", str(phantom_dir), "--out", str(run.root), "--config", str(other)])
+    other.write_text("folds: {k: 3}\ndata: {image_size: 64}\ntrain: {learning_rate: 0.001}\n"
+                     "confounding: {permutations: 99, forest_trees: 1}\nradiomics: {workers: 1}\n")  # FAST_CHECKS
+    refused = runner.invoke(app, ["data", "scan", str(phantom_dir), str(run.root), "--config", str(other)])
     assert refused.exit_code == 2 and "train.learning_rate: 0.0001 -> 0.001" in " ".join(refused.output.split())
     assert run.config.read_text() == before and not list(run.root.glob("superseded-*"))
-    forced = runner.invoke(app, ["data", "scan", str(phantom_dir), "--out", str(run.root), "--config", str(other), "--force"])
+    forced = runner.invoke(app, ["data", "scan", str(phantom_dir), str(run.root), "--config", str(other), "--force"])
+    assert forced.exit_code == 2 and "--reconfigure" in forced.output  # --force recomputes; it never changes the config
+    assert run.config.read_text() == before and not list(run.root.glob("superseded-*"))
+    forced = runner.invoke(app, ["data", "scan", str(phantom_dir), str(run.root), "--config", str(other), "--reconfigure"])
     assert forced.exit_code == 0, forced.output
     aside = list(run.root.glob("superseded-*"))
     assert len(aside) == 1
@@ -141,7 +145,7 @@ def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(p
     changed = config.model_copy(update={"evaluation": config.evaluation.model_copy(update={"bootstrap": 200})})
     with pytest.raises(CxrbioError, match="evaluation.bootstrap"):
         runconfig.adopt(run, changed, stage="train")
-    runconfig.adopt(run, changed, stage="train", force=True)
+    runconfig.adopt(run, changed, stage="train", reconfigure=True)
     aside = next(run.root.glob("superseded-*"))
     assert (aside / "metrics" / "scratch.json").is_file() and not run.path("metrics", strategy="scratch").exists()
     assert run.path("train_fold", **fold).is_dir()
@@ -189,49 +193,43 @@ def test_fold_groups_and_the_inner_split_do_not_depend_on_the_salt_or_row_order(
 
 
 @pytest.mark.slow  # trains networks
-def test_new_user_sequence_keeps_the_runs_config_and_two_scans_train_identically(phantom_dir, tmp_path):
-    """scan --config my.yaml (k=2, 32 px), then 'cxrbio train --out RUN' with no config: the run's own config and
-    folds are used and kept; a second scan of the same data (another salt) trains to identical predictions."""
-    my = tmp_path / "my.yaml"
-    my.write_text("data: {image_size: 32}\nfolds: {k: 2}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
-                  "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch], "
-                  "checkpoint_seconds: 0, deterministic: true}\n")
-    runs = []
-    for name in ("first", "second"):
-        out = tmp_path / name
-        scanned = runner.invoke(app, ["data", "scan", str(phantom_dir), "--out", str(out), "--config", str(my)])
-        assert scanned.exit_code == 0, scanned.output
-        config_before = (out / "config.yaml").read_text()
-        trained = runner.invoke(app, ["train", "--out", str(out)])
-        assert trained.exit_code == 0, trained.output
-        assert (out / "config.yaml").read_text() == config_before  # never rewritten by train
-        assert sorted(p.name for p in (out / "train" / "scratch").iterdir()) == ["fold-0", "fold-1"]  # k = 2, 32 px
-        runs.append(RunDir(out))
-    first, second = (pd.concat(pd.read_parquet(r.path("train_fold", strategy="scratch", fold=f) / "predictions.parquet")
-                               for f in (0, 1)).sort_values("image_id").reset_index(drop=True) for r in runs)
-    assert (runs[0].salt.read_text() != runs[1].salt.read_text())
-    np.testing.assert_array_equal(first.filter(like="p_").to_numpy(), second.filter(like="p_").to_numpy())
+def test_new_user_sequence_keeps_the_runs_config_and_two_scans_train_identically(deterministic_fold, phantom_dir, tmp_path):
+    """The one test of determinism. scan --config my.yaml (k=2, 32 px), then 'cxrbio train RUN --folds 0' with no config
+    (the first run: the session's deterministic_fold): the run's own config and folds are used and kept; a second scan
+    of the same data (another salt) trains to identical predictions (op determinism on)."""
+    second = tmp_path / "second"
+    scanned = runner.invoke(app, ["data", "scan", str(phantom_dir), str(second), "--config", str(deterministic_fold.config_file)])
+    assert scanned.exit_code == 0, scanned.output
+    trained = runner.invoke(app, ["train", str(second), "--folds", "0"])
+    assert trained.exit_code == 0, trained.output
+    runs = [RunDir(deterministic_fold.root), RunDir(second)]
+    for run, before in ((runs[0], deterministic_fold.config_before_train), (runs[1], None)):
+        out = run.root
+        if before is not None:
+            assert (out / "config.yaml").read_text() == before  # never rewritten by train
+        assert sorted(p.name for p in (out / "train" / "scratch").iterdir()) == ["fold-0"]
+        import keras
+
+        model = keras.models.load_model(out / "train" / "scratch" / "fold-0" / "model.keras", compile=False)
+        assert tuple(model.inputs[0].shape[1:3]) == (32, 32)  # the run's 32 px, not the study's 200
+        assert sorted(pd.read_parquet(out / "manifest.parquet").query("included")["fold"].unique()) == [0, 1]  # k = 2
+    first, second_predictions = (pd.read_parquet(r.path("train_fold", strategy="scratch", fold=0) / "predictions.parquet")
+                                 .sort_values("image_id").reset_index(drop=True) for r in runs)
+    assert runs[0].salt.read_text() != runs[1].salt.read_text()
+    np.testing.assert_array_equal(first.filter(like="p_").to_numpy(), second_predictions.filter(like="p_").to_numpy())
     stamps = [json.loads(freshness.stamp_path(r.root, "train_fold", {"strategy": "scratch", "fold": 0}).read_text())
               for r in runs]
     assert stamps[0]["info"]["val_images"] == stamps[1]["info"]["val_images"]
 
 
-@pytest.mark.slow  # trains a network
-def test_every_stage_runs_from_python_and_every_file_is_a_declared_artifact(phantom_dir, tmp_path):
+@pytest.mark.slow  # needs trained networks (the session's shared run: scanned and trained through the library)
+def test_every_stage_runs_from_python_and_every_file_is_a_declared_artifact(trained_run, tmp_path):
     from cxrbio import stages
-    from tests.helpers import FAST_PARAMS
 
-    params = tmp_path / "params.yaml"
-    params.write_text(FAST_PARAMS)
-    config = tiny_config(train__epochs=1, folds__k=2, **{"radiomics.params": str(params), "analysis.permutations": 3,
-                                                         "analysis.bootstrap": 3, "analysis.audit_dims": 1,
-                                                         "analysis.audit_images": 2})
-    run = tmp_path / "run"
-    events = []
-    scanned = stages.scan.run(run, data=phantom_dir, config=config, progress=events.append)
+    scanned, trained, events = trained_run.scanned, trained_run.trained, trained_run.events
     assert scanned.fold_error is None and len(scanned.manifest) == 56
-    trained = stages.train.run(run, progress=events.append)
     assert set(trained.metrics) == {"scratch"} and trained.trained == [("scratch", 0), ("scratch", 1)]
+    run = copy_run(trained_run.root, tmp_path / "run").root
     embedded = stages.embed.run(run)
     assert embedded.dims == {"scratch": 1280}
     masks = stages.masks.run(run)

@@ -307,8 +307,8 @@ def test_failed_scan_keeps_existing_manifest(tmp_path, small_config):
     cfg = make_config(["COVID-19", "Normal"])  # now 'pneumonia' is unknown
     with pytest.raises(ConfigError, match="data.classes"):  # another config: refused, listing the key
         scan(data, cfg, tmp_path / "run")
-    with pytest.raises(DataError):  # forced, the scan itself fails: nothing was moved or written
-        scan(data, cfg, tmp_path / "run", force=True)
+    with pytest.raises(DataError):  # reconfigured, the scan itself fails: nothing was moved or written
+        scan(data, cfg, tmp_path / "run", reconfigure=True)
     assert (tmp_path / "run" / "manifest.parquet").read_bytes() == before
     assert not list((tmp_path / "run").glob("superseded-*"))
 

@@ -1,4 +1,7 @@
-"""Cross-validated training on tiny images: splits, resume, outputs, metrics, executors, CLI."""
+"""Cross-validated training on tiny images: splits, resume, outputs, metrics, executors, CLI.
+
+The tests that train are marked slow; those that read the folds or refuse before training are not.
+"""
 
 import json
 import shutil
@@ -10,21 +13,14 @@ import pytest
 from cxrbio import freshness
 from cxrbio.errors import DataError
 from cxrbio.rundir import RunDir
-from tests.helpers import scanned, tiny_config
+from tests.helpers import copy_run, scanned, tiny_config
 
 keras = pytest.importorskip("keras")
-pytestmark = pytest.mark.slow  # trains networks
 
 
 @pytest.fixture(scope="module")
 def scanned_run(phantom_dir, tmp_path_factory):
     return scanned(phantom_dir, tmp_path_factory.mktemp("train-run") / "run", tiny_config()).root
-
-
-def copy_run(src, dst):
-    """A copy of a scanned run (its manifest, config, run.json, salt and stamps)."""
-    shutil.copytree(src, dst)
-    return RunDir(dst)
 
 
 def fold_done(run, strategy, fold):
@@ -64,43 +60,83 @@ def test_leave_one_source_out_folds(scanned_run):
         outer_folds(included, "leave-one-source-out")
 
 
-def test_interrupted_fold_resumes_to_the_same_result(scanned_run, tmp_path):
+@pytest.mark.slow  # trains networks
+def test_an_interrupted_fold_resumes_to_the_same_result_with_dense_or_sparse_checkpoints(deterministic_fold, tmp_path):
+    """The one test of resuming: op determinism on, a fold killed after its first epoch resumes from its checkpoint
+    (checkpoint after every epoch) or, with checkpoints only after the last epoch, is recomputed from the start;
+    both give the numbers of the uninterrupted fold (the session's deterministic_fold, trained by ``cxrbio train``)."""
     from cxrbio import backend
+    from cxrbio.config import load_config
     from cxrbio.training import FoldTrainer, load_training_data
+    from tests.helpers import scanned_copy
 
-    cfg = tiny_config()
+    reference = RunDir(deterministic_fold.root)
+    cfg = load_config(reference.config)
+    assert cfg.train.deterministic and cfg.train.epochs == 2
+    dense = cfg.model_copy(update={"train": cfg.train.model_copy(update={"checkpoint_seconds": 0})})
     backend.configure(cfg)
-    straight = copy_run(scanned_run, tmp_path / "straight")
-    broken = copy_run(scanned_run, tmp_path / "broken")
-    data = load_training_data(straight, cfg)
+    expected = pd.read_parquet(reference.path("train_fold", strategy="scratch", fold=0) / "predictions.parquet")
+    # Dense checkpoints: resumed from epoch 1.
+    broken = scanned_copy(reference.root, tmp_path / "broken")
+    data = load_training_data(broken, cfg)
     fold = data.folds[0]
-    assert FoldTrainer(straight, cfg, data, "scratch", fold).train() == "trained"
-    assert FoldTrainer(broken, cfg, data, "scratch", fold, stop_after_epochs=1).train() == "interrupted"
+    assert FoldTrainer(broken, dense, data, "scratch", fold, stop_after_epochs=1).train() == "interrupted"
     out = broken.path("train_fold", strategy="scratch", fold=0)
     assert (out / "state.json").is_file() and not fold_done(broken, "scratch", 0)
     assert json.loads((out / "state.json").read_text())["next_epoch"] == 1
-    assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "trained"
-    a = pd.read_parquet(straight.path("train_fold", strategy="scratch", fold=0) / "predictions.parquet")
+    assert FoldTrainer(broken, dense, data, "scratch", fold).train() == "trained"
     b = pd.read_parquet(out / "predictions.parquet")
-    np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
-    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(expected.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
     assert not list(out.glob("checkpoint-*")) and (out / "model.keras").is_file()
-    assert FoldTrainer(broken, cfg, data, "scratch", fold).train() == "done"  # stamped folds are skipped
+    assert FoldTrainer(broken, dense, data, "scratch", fold).train() == "done"  # stamped folds are skipped
+    # Sparse checkpoints (only after the last epoch): a kill loses the epochs since; they are recomputed identically.
+    lost = scanned_copy(reference.root, tmp_path / "lost")
+    assert FoldTrainer(lost, cfg, data, "scratch", fold, stop_after_epochs=1).train() == "interrupted"
+    assert not (lost.path("train_fold", strategy="scratch", fold=0) / "state.json").exists()  # nothing saved yet
+    FoldTrainer(lost, cfg, data, "scratch", fold).train()
+    c = pd.read_parquet(lost.path("train_fold", strategy="scratch", fold=0) / "predictions.parquet")
+    np.testing.assert_allclose(expected.filter(like="p_").to_numpy(), c.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_train_command_writes_every_output(phantom_dir, tmp_path):
+def test_train_on_a_new_run_scans_it_first_and_marks_unreachable_weights_skipped(phantom_dir, tmp_path):
+    """No network is trained: offshelf has no weights here, so it is skipped (said in every output) or refused."""
     from typer.testing import CliRunner
 
     from cxrbio.cli import app
 
     run = RunDir(tmp_path / "run")
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text("data: {image_size: 32}\nfolds: {k: 3}\nmodel: {alpha: 0.35, dense_units: 16, batchnorm_momentum: 0.9}\n"
-                           "train: {epochs: 2, batch_size: 16, early_stopping_patience: 0, strategies: [scratch, offshelf]}\n")
-    result = CliRunner().invoke(app, ["train", "--config", str(config_path), "--out", str(run.root), "--data",
+    missing = tmp_path / "absent.weights.h5"  # unreachable weights on any machine (ImageNet's can be downloaded)
+    config_path.write_text(f"data: {{image_size: 32}}\nfolds: {{k: 3}}\nmodel: {{alpha: 0.35, dense_units: 16, weights: '{missing}'}}\n"
+                           "train: {strategies: [offshelf]}\nconfounding: {permutations: 99, forest_trees: 1}\n")
+    result = CliRunner().invoke(app, ["train", str(run.root), "--config", str(config_path), "--data",
                                       str(phantom_dir), "--skip-unavailable"])  # a new run: scanned first
     assert result.exit_code == 0, result.output
-    for fold in range(3):
+    assert run.manifest.is_file() and "No strategy has all its folds finished yet" in result.output
+    skipped = json.loads(run.path("metrics", strategy="offshelf").read_text())
+    assert skipped["status"] == "skipped" and run.path("train_skipped", strategy="offshelf").is_file()
+    assert not run.path("train_fold", strategy="offshelf", fold=0).exists()
+    # Without --skip-unavailable the missing weights are an error naming the remedies.
+    again = CliRunner().invoke(app, ["train", str(run.root)])
+    assert again.exit_code == 2 and "offshelf" in again.output and "fix:" in again.output
+
+
+@pytest.mark.slow  # trains a network
+def test_train_command_writes_every_output(trained_run, tmp_path):
+    """The shared trained run with fold 1 set aside: ``cxrbio train`` trains it again and writes the metrics."""
+    from typer.testing import CliRunner
+
+    from cxrbio.cli import app
+
+    run = copy_run(trained_run.root, tmp_path / "run")
+    shutil.rmtree(run.path("train_fold", strategy="scratch", fold=1))
+    freshness.remove_stamp(run, "train_fold", {"strategy": "scratch", "fold": 1})
+    run.path("metrics", strategy="scratch").unlink()
+    result = CliRunner().invoke(app, ["train", str(run.root)])
+    assert result.exit_code == 0, result.output
+    assert "1 fold(s) already finished" in result.output and "scratch fold 1: trained" in result.output
+    for fold in range(2):
         out = run.path("train_fold", strategy="scratch", fold=fold)
         assert {"model.keras", "history.csv", "predictions.parquet", "validation.parquet", "summary.json"} <= {
             p.name for p in out.iterdir()}
@@ -111,36 +147,28 @@ def test_train_command_writes_every_output(phantom_dir, tmp_path):
         assert len(validation) and set(validation["patient_id"]).isdisjoint(tested["patient_id"])
     metrics = json.loads(run.path("metrics", strategy="scratch").read_text())
     predictions = pd.concat(pd.read_parquet(run.path("train_fold", strategy="scratch", fold=f) / "predictions.parquet")
-                            for f in range(3))
+                            for f in range(2))
     assert metrics["pooled"]["n"] == len(predictions) == predictions["image_id"].nunique()
     assert metrics["pooled"]["accuracy"] == pytest.approx((predictions["true"] == predictions["predicted"]).mean())
     lo, hi = metrics["ci95"]["accuracy"]
     assert lo <= metrics["pooled"]["accuracy"] <= hi
-    skipped = json.loads(run.path("metrics", strategy="offshelf").read_text())
-    assert skipped["status"] == "skipped" and run.path("train_skipped", strategy="offshelf").is_file()
     assert metrics["calibration"]["temperature"]["status"] == "fitted" and "scaled" in metrics["calibration"]
-    assert metrics["fold_count"]["accuracy"] == 3 and len(metrics["fold_range"]["accuracy"]) == 2
+    assert metrics["fold_count"]["accuracy"] == 2 and len(metrics["fold_range"]["accuracy"]) == 2
     assert "mean over folds ± SD" in " ".join(result.output.split())
-    # Without --skip-unavailable the missing weights are an error naming the remedies.
-    again = CliRunner().invoke(app, ["train", "--out", str(run.root)])
-    assert again.exit_code == 2 and "offshelf" in again.output and "fix:" in again.output
 
 
-def test_ray_executor_matches_in_process(scanned_run, tmp_path):
-    ray = pytest.importorskip("ray")
-    from cxrbio.executors import RayExecutor, make_executor
+@pytest.mark.slow  # trains a network, starts Ray
+def test_ray_executor_matches_in_process(trained_run, ray_instance, tmp_path):
+    """Fold 1 trained again as a Ray task; the shared run's fold 1 (trained in this process) is the reference."""
+    from cxrbio.executors import RayExecutor
     from cxrbio.stages import train
 
-    local = copy_run(scanned_run, tmp_path / "local")
-    remote = copy_run(scanned_run, tmp_path / "ray")
-    result = train.run(local.root, folds=[1], executor=make_executor("local", workers=1))
-    assert result.trained == [("scratch", 1)]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        done = train.run(remote.root, folds=[1], executor=RayExecutor())
-    finally:
-        ray.shutdown()
+    remote = copy_run(trained_run.root, tmp_path / "ray")
+    shutil.rmtree(remote.path("train_fold", strategy="scratch", fold=1))
+    freshness.remove_stamp(remote, "train_fold", {"strategy": "scratch", "fold": 1})
+    done = train.run(remote.root, folds=[1], executor=RayExecutor())
     assert done.trained == [("scratch", 1)] and fold_done(remote, "scratch", 1)
+    local = RunDir(trained_run.root)
     a = pd.read_parquet(local.path("train_fold", strategy="scratch", fold=1) / "predictions.parquet")
     b = pd.read_parquet(remote.path("train_fold", strategy="scratch", fold=1) / "predictions.parquet")
     pd.testing.assert_series_equal(a["image_id"], b["image_id"])
@@ -164,6 +192,7 @@ def frozen_cache_setup(scanned_run, tmp_path, strategy):
     return weights, cfg, run, load_training_data(run, cfg)
 
 
+@pytest.mark.slow  # trains networks
 def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
     from cxrbio.training import FoldTrainer
@@ -191,6 +220,7 @@ def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanne
     np.testing.assert_allclose(again.filter(like="p_").to_numpy(), predictions.filter(like="p_").to_numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # trains a network
 def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monkeypatch):
     import errno
 
@@ -199,7 +229,7 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monke
     import cxrbio.training as train_module
     from cxrbio.cli import app
 
-    run = scanned(phantom_dir, tmp_path / "run", tiny_config(train__epochs=2))
+    run = scanned(phantom_dir, tmp_path / "run", tiny_config(train__epochs=2, train__checkpoint_seconds=0))
     real_write = train_module.atomic_write
     calls = {"n": 0}
 
@@ -210,17 +240,18 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monke
         return real_write(path, write)
 
     monkeypatch.setattr(train_module, "atomic_write", full_disk)
-    result = CliRunner().invoke(app, ["train", "--out", str(run.root), "--folds", "0"])
+    result = CliRunner().invoke(app, ["train", str(run.root), "--folds", "0"])
     assert result.exit_code == 2 and "disk full" in result.output and "run the same command again" in result.output
     out = run.path("train_fold", strategy="scratch", fold=0)
     assert json.loads((out / "state.json").read_text())["next_epoch"] == 1  # epoch 0 is safe
     assert not list(out.glob(".tmp-*"))  # no half-written files left behind
     monkeypatch.setattr(train_module, "atomic_write", real_write)
-    result = CliRunner().invoke(app, ["train", "--out", str(run.root), "--folds", "0"])
+    result = CliRunner().invoke(app, ["train", str(run.root), "--folds", "0"])
     assert result.exit_code == 0, result.output
     assert fold_done(run, "scratch", 0) and pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
 
 
+@pytest.mark.slow  # trains a network
 def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
     from cxrbio.training import FoldTrainer
@@ -239,22 +270,3 @@ def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_ru
     test_rows = np.flatnonzero(data.folds[0].test)
     full = model.predict(data.images[test_rows][..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(full, predictions.filter(like="p_").to_numpy(), rtol=1e-4, atol=1e-5)
-
-
-def test_checkpoints_can_be_sparse_and_resume_is_still_exact(scanned_run, tmp_path):
-    """With checkpoints every few epochs, a kill loses the epochs since; they are recomputed identically."""
-    from cxrbio import backend
-    from cxrbio.training import FoldTrainer, load_training_data
-
-    cfg = tiny_config(train__epochs=4, train__checkpoint_seconds=3600)  # only after the last epoch
-    backend.configure(cfg)
-    straight = copy_run(scanned_run, tmp_path / "straight")
-    data = load_training_data(straight, cfg)
-    FoldTrainer(straight, cfg, data, "scratch", data.folds[2]).train()
-    broken = copy_run(scanned_run, tmp_path / "broken")
-    assert FoldTrainer(broken, cfg, data, "scratch", data.folds[2], stop_after_epochs=3).train() == "interrupted"
-    assert not (broken.path("train_fold", strategy="scratch", fold=2) / "state.json").exists()  # nothing saved yet
-    FoldTrainer(broken, cfg, data, "scratch", data.folds[2]).train()
-    a = pd.read_parquet(straight.path("train_fold", strategy="scratch", fold=2) / "predictions.parquet").filter(like="p_").to_numpy()
-    b = pd.read_parquet(broken.path("train_fold", strategy="scratch", fold=2) / "predictions.parquet").filter(like="p_").to_numpy()
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
