@@ -38,6 +38,26 @@ def isolated_feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scanned_phantom(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The phantom scanned with :func:`tests.helpers.make_config` (64 px, 3 folds): read it, or copy it to write."""
+    from tests.helpers import scan
+
+    root = tmp_path_factory.mktemp("scanned-phantom") / "run"
+    scan(phantom_dir, make_config(), root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def scanned_tiny(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The phantom scanned with :func:`tests.helpers.tiny_config` (32 px, 3 folds): read it, or copy it to write."""
+    from tests.helpers import scan
+
+    root = tmp_path_factory.mktemp("scanned-tiny") / "run"
+    scan(phantom_dir, tiny_config(), root)
+    return root
+
+
+@pytest.fixture(scope="session")
 def fast_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pyradiomics parameter file that extracts in a fraction of a second per image."""
     path = tmp_path_factory.mktemp("params") / "fast.yaml"

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, scanned, tiny_config
+from tests.helpers import REPO, tiny_config
 
 keras = pytest.importorskip("keras")
 
@@ -91,12 +91,13 @@ def test_array_batches_give_the_tf_data_batches():
         ours[3]
 
 
-def test_a_fold_started_on_another_backend_is_not_resumed_here(phantom_dir, tmp_path):
+def test_a_fold_started_on_another_backend_is_not_resumed_here(scanned_tiny, tmp_path):
     from cxrbio.errors import ConfigError
     from cxrbio.training import FoldTrainer, load_training_data
+    from tests.helpers import copy_run
 
     cfg = tiny_config()
-    run = scanned(phantom_dir, tmp_path / "run", cfg)
+    run = copy_run(scanned_tiny, tmp_path / "run")
     data = load_training_data(run, cfg)
     trainer = FoldTrainer(run, cfg, data, "scratch", data.folds[0])
     trainer.out.mkdir(parents=True, exist_ok=True)

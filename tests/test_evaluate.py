@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 from cxrbio.cli import app
 from cxrbio.rundir import RunDir
-from tests.helpers import copy_run, scanned, tiny_config
+from tests.helpers import copy_run
 
 
-def test_evaluate_refuses_an_untrained_run_and_a_missing_folder(phantom_dir, tmp_path):
-    run = scanned(phantom_dir, tmp_path / "run", tiny_config())
+def test_evaluate_refuses_an_untrained_run_and_a_missing_folder(scanned_tiny, phantom_dir, tmp_path):
+    run = copy_run(scanned_tiny, tmp_path / "run")
     result = CliRunner().invoke(app, ["evaluate", str(run.root), "--data", str(phantom_dir)])
     assert result.exit_code == 2 and "not trained on every fold" in result.output and "cxrbio train" in result.output
     missing = CliRunner().invoke(app, ["evaluate", str(run.root), "--data", str(tmp_path / "nowhere")])

@@ -182,3 +182,26 @@ def test_an_external_image_replaced_in_place_makes_the_external_set_stale(phanto
     Image.fromarray(255 - np.asarray(Image.open(images[1]))).save(images[1])
     state, reason = unit_states(run)["external/ext/manifest.parquet"]
     assert state == "stale" and f"external images changed: {images[1]}" in reason
+
+
+@pytest.mark.slow  # trains a network
+def test_the_next_train_retrains_the_folds_a_replaced_weights_file_made_stale(phantom_dir, tmp_path):
+    """After the weights file is replaced in place, ``cxrbio train`` moves the stale offshelf fold aside and trains it
+    again (the frozen-feature cache keys on the weights' content, so the new weights' features are computed)."""
+    weights = tmp_path / "backbone.weights.h5"
+    save_backbone(weights, seed=1)
+    config = tiny_config(model__weights=str(weights), train__strategies=["offshelf"], train__augment_frozen=False,
+                         train__epochs=1, folds__k=2)
+    run = scanned(phantom_dir, tmp_path / "run", config)
+    first = CliRunner().invoke(app, ["train", str(run.root), "--folds", "0"])
+    assert first.exit_code == 0, first.output
+    touch_later(weights)
+    kept = CliRunner().invoke(app, ["train", str(run.root), "--folds", "0"])
+    assert kept.exit_code == 0 and "already finished" in kept.output and not list(run.root.glob("superseded-*"))
+    save_backbone(weights, seed=2)
+    again = CliRunner().invoke(app, ["train", str(run.root), "--folds", "0"])
+    text = " ".join(again.output.split())
+    assert again.exit_code == 0 and "offshelf fold 0 was made from other inputs (model.weights changed" in text
+    assert len(list(run.root.glob("superseded-*/train/offshelf/fold-0"))) == 1
+    assert len(list(run.cache.glob("frozen-gap-*.npy"))) == 2  # one feature cache per weights content
+    assert unit_states(run)["train/offshelf/fold-0"][0] == "fresh"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cxrbio.rundir import RunDir
-from tests.helpers import copy_run, scanned, synthetic_predictions, tiny_config
+from tests.helpers import copy_run, synthetic_predictions
 
 
 def test_central_box_is_centred_on_the_content_and_sized_by_it():
@@ -47,11 +47,11 @@ def test_compare_scores_both_models_on_the_same_images_with_patient_intervals():
     assert all(r["recognised_without_lungs"] for r in same["per_class"])
 
 
-def test_the_stage_refuses_a_strategy_that_is_not_trained(phantom_dir, tmp_path):
+def test_the_stage_refuses_a_strategy_that_is_not_trained(scanned_tiny, tmp_path):
     from cxrbio.errors import CxrbioError
     from cxrbio.stages import lungs_removed
 
-    run = scanned(phantom_dir, tmp_path / "run", tiny_config())
+    run = copy_run(scanned_tiny, tmp_path / "run")
     with pytest.raises(CxrbioError, match="not trained on every fold"):
         lungs_removed.run(run.root)
 

@@ -17,7 +17,7 @@ from cxrbio.lungseg import segment_lungs
 from cxrbio.masks import read_mask, read_mask_table
 from cxrbio.rundir import RunDir
 from cxrbio.stages import masks as masks_stage
-from tests.helpers import FAST_CHECKS, scan, write_png
+from tests.helpers import FAST_CHECKS, copy_run, scan, write_png
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,10 +94,10 @@ def test_an_image_without_lung_fields_falls_back_to_the_content_and_is_flagged(t
 
 
 @pytest.fixture
-def scanned(phantom_dir, tmp_path):
-    config = load_config(None, {"data.image_size": 64, "folds.k": 3, **FAST_CHECKS})
-    scan(phantom_dir, config, tmp_path / "run")
-    return RunDir(tmp_path / "run"), config
+def scanned(scanned_phantom, tmp_path):
+    """A copy of the session's scanned phantom (64 px, 3 folds) and its config."""
+    run = copy_run(scanned_phantom, tmp_path / "run")
+    return run, load_config(run.config)
 
 
 def make_masks(run, config=None, folder=None, source=None):

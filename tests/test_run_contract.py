@@ -60,9 +60,8 @@ def test_config_keys_shape_the_stages_they_should():
     assert stages_shaped_by(["analysis.top_k"]) == {"analyze"}
 
 
-def test_missing_stage_messages_come_from_the_declarations(phantom_dir, tmp_path):
-    scan(phantom_dir, make_config(), tmp_path / "run")
-    run = str(tmp_path / "run")
+def test_missing_stage_messages_come_from_the_declarations(scanned_phantom, tmp_path):
+    run = str(copy_run(scanned_phantom, tmp_path / "run").root)
     embed = runner.invoke(app, ["embed", run])
     assert embed.exit_code == 2 and f"run '{command_for('train', run)}' first" in " ".join(embed.output.split())
     analyze = runner.invoke(app, ["analyze", run])
@@ -92,10 +91,11 @@ def test_unknown_executor_and_bad_workers_are_one_line_errors_that_write_nothing
     assert result.exit_code == 2 and "--workers must be at least 1" in result.output
 
 
-def test_a_conflicting_config_is_refused_listing_the_keys_and_reconfigure_moves_what_they_shape_aside(phantom_dir, tmp_path):
+def test_a_conflicting_config_is_refused_listing_the_keys_and_reconfigure_moves_what_they_shape_aside(
+        phantom_dir, scanned_phantom, tmp_path):
     config = make_config(**{"train.learning_rate": 1e-4})
-    scan(phantom_dir, config, tmp_path / "run")
-    run = RunDir(tmp_path / "run")
+    run = copy_run(scanned_phantom, tmp_path / "run")
+    assert open_run(run.root)[1] == config
     tree = config.model_dump(mode="json")
     for artifact, unit in (("train_fold", {"strategy": "scratch", "fold": 0}), ("masks", {}),
                            ("embeddings", {"strategy": "scratch", "fold": 0})):
@@ -125,14 +125,13 @@ def test_a_conflicting_config_is_refused_listing_the_keys_and_reconfigure_moves_
     assert history[-2]["event"] == "reconfigured" and history[-2]["changed"] == ["train.learning_rate"]
 
 
-def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(phantom_dir, tmp_path):
+def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(scanned_phantom, tmp_path):
     """Reconfiguration is per artifact: evaluation settings shape metrics (and the radiomics
     baseline's intervals), not models, so forcing one keeps every fold model for 'cxrbio train' to reuse."""
     from cxrbio import runconfig
 
     config = make_config()
-    scan(phantom_dir, config, tmp_path / "run")
-    run = RunDir(tmp_path / "run")
+    run = copy_run(scanned_phantom, tmp_path / "run")
     artifacts, stages = runconfig.affected_by(["evaluation.bootstrap"])
     assert {"metrics", "comparison", "analysis"} <= artifacts and "train_fold" not in artifacts
     assert "embeddings" not in runconfig.affected_by(["evaluation.temperature_scaling"])[0]
@@ -153,12 +152,11 @@ def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(p
     assert open_run(run.root)[1].evaluation.bootstrap == 200
 
 
-def test_analysis_settings_may_differ_but_training_keys_may_not(phantom_dir, tmp_path):
+def test_analysis_settings_may_differ_but_training_keys_may_not(scanned_phantom, tmp_path):
     from cxrbio import runconfig
 
     config = make_config()
-    scan(phantom_dir, config, tmp_path / "run")
-    run = RunDir(tmp_path / "run")
+    run = copy_run(scanned_phantom, tmp_path / "run")
     changed = config.model_copy(update={"analysis": config.analysis.model_copy(update={"top_k": 3})})
     used = runconfig.adopt(run, changed, stage="analyze")
     assert used.analysis.top_k == 3 and open_run(run.root)[1].analysis.top_k == 10  # the run's config is unchanged
@@ -255,10 +253,9 @@ def test_every_stage_runs_from_python_and_every_file_is_a_declared_artifact(trai
     assert stages.embed.run(run).written == {"scratch": [0, 1]}  # no stamp: not current, redone
 
 
-def test_a_unit_made_from_an_input_that_has_since_changed_is_stale_and_names_its_stage(phantom_dir, tmp_path):
+def test_a_unit_made_from_an_input_that_has_since_changed_is_stale_and_names_its_stage(scanned_phantom, tmp_path):
     config = make_config()
-    scan(phantom_dir, config, tmp_path / "run")
-    run = RunDir(tmp_path / "run")
+    run = copy_run(scanned_phantom, tmp_path / "run")
     tree = config.model_dump(mode="json")
     fold = {"strategy": "scratch", "fold": 0}
     freshness.write_stamp(run, freshness.expected(run, "train_fold", tree, fold), digest="model-1")

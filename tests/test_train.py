@@ -18,9 +18,10 @@ from tests.helpers import copy_run, scanned, tiny_config
 keras = pytest.importorskip("keras")
 
 
-@pytest.fixture(scope="module")
-def scanned_run(phantom_dir, tmp_path_factory):
-    return scanned(phantom_dir, tmp_path_factory.mktemp("train-run") / "run", tiny_config()).root
+@pytest.fixture
+def scanned_run(scanned_tiny):
+    """The session's phantom scanned with tiny_config (read only; tests that write copy it)."""
+    return scanned_tiny
 
 
 def fold_done(run, strategy, fold):
