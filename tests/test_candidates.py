@@ -128,18 +128,33 @@ def test_too_few_patients_to_confirm_skips_the_class_and_says_so():
     assert result.per_fold.empty and any("A: no held-out fold has 5 patients" in n for n in result.notes)
 
 
-def test_a_feature_that_reads_the_source_within_class_fails_the_acquisition_gate():
-    matched, tables, shap, effects = synthetic_study()
+def with_sites(tables, site_of):
+    """Record a site per patient in every fold's table (recorded sources: strata of kind 'recorded')."""
     for table in tables.values():
-        source = np.where(np.arange(len(table.y)) % 2 == 0, "site-a", "site-b")
-        table.targets["source"] = source
-        table.values["e0000"] += 3.0 * (source == "site-b")  # the planted dim now also tracks the site
+        table.stratum = np.array([site_of(table, i) for i in range(len(table.y))], dtype=object)
+        table.kind = np.full(len(table.y), "recorded", dtype=object)
+        table.group = table.stratum.copy()
+
+
+def test_a_feature_that_reads_the_source_within_class_is_flagged_and_its_disease_effect_estimated_within_sources():
+    matched, tables, shap, effects = synthetic_study()
+    with_sites(tables, lambda table, i: "site-a" if i % 2 == 0 else "site-b")  # every class at both sites
+    for table in tables.values():
+        table.values["e0000"] += 3.0 * (table.stratum == "site-b")  # the planted dim now also tracks the site
+    designs = {c: confirmation.ClassDesign("recorded", frozenset({"site-a", "site-b"})) for c in CLASSES}
     result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
-                                  min_patients=5, resamples=20, level=0.95, seed=0)
-    gated = confirmation.gate(result.combined, confirmation.acquisition_tests(result.per_fold, tables, CLASSES), None, GATES)
+                                  min_patients=5, resamples=20, level=0.95, seed=0, designs=designs)
+    equivalence = confirmation.source_equivalence(result.per_fold, tables, CLASSES, margin=0.1, alpha=0.05)
+    gated = confirmation.gate(result.combined, confirmation.acquisition_tests(result.per_fold, tables, CLASSES), None, GATES,
+                              tiers=confirmation.tiers_of(designs, []), equivalence=equivalence)
     planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
-    assert not planted["passed"] and "acquisition" in planted["failed_gates"] and planted["acquisition_target"] == "source"
-    assert gated[gated["feature"] != "f0000"]["gate_acquisition"].mean() > 0.85
+    # Within each site, B still differs from the rest: the disease effect passes, free of source ...
+    assert planted["passed"] and planted["source_tier"] == "free of source" and planted["strata"] == 8
+    # ... and the site difference within B is flagged: far from equivalent (AUC near 1), never a gate.
+    assert abs(planted["source_auc"] - 0.5) > 0.4 and planted["source_equivalent"] == False  # noqa: E712
+    assert planted["source_pair"] == "site-a vs site-b"
+    noise = gated[gated["feature"] != "f0000"]
+    assert noise["passed"].mean() <= 0.05 and (noise["source_auc"] - 0.5).abs().median() < 0.1  # no site look there
 
 
 def test_the_audit_gate_fails_flagged_and_unaudited_features_when_it_is_on():
@@ -158,10 +173,8 @@ def _gated_with_control(control, **study):
     matched, tables, shap, effects = synthetic_study(control=control, **study)
     result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
                                   min_patients=5, resamples=20, level=0.95, seed=0, control=control)
-    settings = SimpleNamespace(**{**vars(GATES), "gate_control": True})
     no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
-    return confirmation.gate(result.combined, no_acquisition, None, settings,
-                             control=CLASSES[control] if control is not None else None), result
+    return confirmation.gate(result.combined, no_acquisition, None, GATES), result
 
 
 def test_another_class_detector_is_no_marker_of_a_class_without_a_difference_from_the_controls():
@@ -175,29 +188,33 @@ def test_another_class_detector_is_no_marker_of_a_class_without_a_difference_fro
     gated, result = _gated_with_control(2, **study)
     chosen_for_a = result.per_fold[result.per_fold["class"] == "A"]
     b_detector = gated[(gated["class"] == "A") & (gated["feature"] == "f0000")]
-    # Not selected (its effect against the controls on the other folds is not on its side), or stopped.
-    assert b_detector.empty or (not b_detector["passed"].iloc[0] and "control" in b_detector["failed_gates"].iloc[0])
-    assert (chosen_for_a["feature"] == "f0000").sum() < len(result.per_fold["fold"].unique())
+    # The primary contrast is A against the controls: B's detector is not a marker of A there.
+    assert b_detector.empty or (not b_detector["passed"].iloc[0] and "confirmation" in b_detector["failed_gates"].iloc[0])
+    assert (chosen_for_a["contrast"] == "vs C").all()
     hidden = gated[(gated["class"] == "A") & (gated["feature"] == "f0001")].iloc[0]
-    assert hidden["passed"] and hidden["auc_control"] < 0.3 and hidden["q_control"] < 0.05
+    assert hidden["passed"] and hidden["auc"] < 0.3 and hidden["q"] < 0.05 and hidden["contrast"] == "vs C"
+    assert hidden["auc_rest"] < 0.4  # the secondary contrast, reported beside it
     planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
-    assert planted["passed"] and planted["auc_control"] > 0.7
-    # The control gate does not apply to the controls themselves.
-    assert gated.loc[gated["class"] == "C", "gate_control"].astype(bool).all()
+    assert planted["passed"] and planted["auc"] > 0.7
+    # The controls themselves are compared with the rest.
+    assert (gated.loc[gated["class"] == "C", "contrast"] == "vs rest").all()
 
 
-def test_a_feature_never_compared_with_the_controls_does_not_pass():
-    combined = pd.DataFrame({"class": ["A", "C"], "feature": ["f0000", "f0000"], "folds_tested": 2, "folds_agree": 2,
-                             "expected_direction": 1, "auc": 0.9, "auc_low": 0.8, "auc_high": 1.0, "z": 5.0, "p": 1e-6,
-                             "q": 1e-6, "n_patients": 40, "auc_control": np.nan, "z_control": np.nan,
-                             "p_control": np.nan, "q_control": np.nan})
+def test_untestable_never_passes():
+    """A class whose design holds no stratum with both groups is not tested; a tier that cannot pass stops a feature."""
+    matched, tables, shap, effects = synthetic_study()
+    designs = {"A": confirmation.ClassDesign("none", frozenset()), "B": confirmation.ClassDesign("inferred", frozenset({"all"})),
+               "C": confirmation.ClassDesign("inferred", frozenset({"all"}))}
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=20, level=0.95, seed=0, designs=designs)
+    assert "A" not in set(result.per_fold["class"]) and any(n.startswith("A: no stratum") for n in result.notes)
+    tiers = confirmation.tiers_of(designs, acquisition_flagged=["B"])
+    assert tiers == {"A": "not estimable", "B": "acquisition-confounded", "C": "source unverified"}
     no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
-    settings = SimpleNamespace(**{**vars(GATES), "gate_control": True})
-    gated = confirmation.gate(combined, no_acquisition, None, settings, control="C").set_index("class")
-    assert not gated.loc["A", "passed"] and gated.loc["A", "failed_gates"] == "control (not tested)"
-    assert gated.loc["C", "passed"]
-    ungated = confirmation.gate(combined, no_acquisition, None, settings, control=None)
-    assert ungated["passed"].all() and "gate_control" not in ungated
+    gated = confirmation.gate(result.combined, no_acquisition, None, GATES, tiers=tiers)
+    planted = gated[(gated["class"] == "B") & (gated["feature"] == "f0000")].iloc[0]
+    assert planted["q"] < 0.05 and not planted["passed"] and planted["failed_gates"] == "source (acquisition-confounded)"
+    assert not gated.loc[gated["class"] == "B", "passed"].any()
 
 
 def test_a_control_class_absent_from_the_data_is_noted_at_its_default_and_refused_when_named():
@@ -295,3 +312,71 @@ def test_gate_settings_out_of_range_are_refused(bad):
 
     with pytest.raises(ValueError):
         AnalysisConfig(**bad)
+
+
+def nested_site_study(*, finding: float, isolated: bool = False, seed: int = 5):
+    """A (the disease) entirely at site 'n'; C (the controls) half at 'n', half at 'a' (or none at 'n': ``isolated``),
+    B at 'a'. e0000 is the site's look (+2 at 'n'), which the head leans on for A; e0001 is A's finding (``finding``)."""
+    matched, tables, shap, effects = synthetic_study(shifts={(1, 0): finding}, leaned=[(0, 0), (1, 0)], planted_shift=0.0,
+                                                     seed=seed, control=2)
+
+    def site(table, i):
+        if table.y[i] == 0:
+            return "site-n"
+        if table.y[i] == 2 and not isolated:
+            return "site-n" if i % 2 == 0 else "site-a"
+        return "site-a"
+
+    with_sites(tables, site)
+    for table in tables.values():
+        table.values["e0000"] += 2.0 * (table.stratum == "site-n")
+    # The selection's image-level effects see the site look as a difference between A and the controls.
+    effects.loc[(effects["class"] == "A") & (effects["dim"] == "e0000"), ["auc", "auc_control"]] = 0.9
+    return matched, tables, shap, effects
+
+
+def test_a_source_nested_in_a_class_does_not_pass_within_source_and_a_real_finding_there_does():
+    from cxrbio.confounding.design import design_table
+
+    for finding, expect_finding in ((0.0, False), (1.5, True)):
+        matched, tables, shap, effects = nested_site_study(finding=finding)
+        manifest = pd.DataFrame([{"patient_id": f"{fold}-{p}", "label": CLASSES[y], "source": s}
+                                 for fold, t in tables.items() for p, y, s in zip(t.patients, t.y, t.stratum)])
+        design, _ = design_table(manifest, CLASSES, control="C", alpha=0.05, power=0.8)
+        assert design.set_index("class").loc["A", "design"] == "estimable"
+        assert design.set_index("class").loc["A", "strata"] == "site-n"
+        designs = confirmation.designs_from_table(design)
+        result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                      min_patients=5, resamples=20, level=0.95, seed=0, control=2, designs=designs)
+        no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
+        gated = confirmation.gate(result.combined, no_acquisition, None, GATES, tiers=confirmation.tiers_of(designs, []))
+        a = gated[gated["class"] == "A"].set_index("feature")
+        look = a.loc["f0000"]  # tested: the other folds predicted it from the image-level (unstratified) effects
+        assert not look["passed"] and "confirmation" in look["failed_gates"] and abs(look["auc"] - 0.5) < 0.2
+        assert look["strata"] == 4 and look["source_tier"] == "free of source"  # site-n of each fold only
+        if expect_finding:
+            assert a.loc["f0001", "passed"] and a.loc["f0001", "auc"] > 0.75
+        else:
+            assert not a["passed"].any()
+        # Unstratified (the previous behaviour), the site's look passes as a marker of A against the controls.
+        with_sites(tables, lambda table, i: "all")
+        pooled = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                      min_patients=5, resamples=20, level=0.95, seed=0, control=2)
+        naive = confirmation.gate(pooled.combined, no_acquisition, None, GATES)
+        assert naive[(naive["class"] == "A") & (naive["feature"] == "f0000")]["passed"].iloc[0]
+
+
+def test_a_class_isolated_at_a_site_without_controls_is_not_estimable_and_not_tested():
+    from cxrbio.confounding.design import design_table
+
+    matched, tables, shap, effects = nested_site_study(finding=1.5, isolated=True)
+    manifest = pd.DataFrame([{"patient_id": f"{fold}-{p}", "label": CLASSES[y], "source": s}
+                             for fold, t in tables.items() for p, y, s in zip(t.patients, t.y, t.stratum)])
+    design, _ = design_table(manifest, CLASSES, control="C", alpha=0.05, power=0.8)
+    row = design.set_index("class").loc["A"]
+    assert row["design"] == "not estimable" and "only in source(s) site-n, which hold no C images" in row["note"]
+    designs = confirmation.designs_from_table(design)
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=20, level=0.95, seed=0, control=2, designs=designs)
+    assert "A" not in set(result.per_fold["class"])
+    assert confirmation.tiers_of(designs, [])["A"] == "not estimable"

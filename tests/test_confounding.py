@@ -142,7 +142,10 @@ def test_site_confounded_phantom_names_the_site_classes_and_the_plain_one_names_
     page = report.read_text()
     assert 'id="acquisition-card"' in page and "Acquisition alone separates" in page.split('id="limitations"')[1]
     confounding = page.split('<section id="confounding">')[1].split("</section>")[0]
-    assert "<li>Pneumonia: acquisition alone reaches AUROC" in confounding and "<td>phantom-site-b 60</td>" in confounding
+    pneumonia = confounding.split("<li>Pneumonia: ")[1].split("</li>")[0]
+    assert "acquisition alone reaches AUROC" in pneumonia and "<td>phantom-site-b 60</td>" in confounding
+    # The design check: site b holds Pneumonia and Normal, so the effect is estimable within it.
+    assert pneumonia.startswith("estimable within phantom-site-b (") and 'id="design"' in confounding
     assert "<td>site</td><td>chi-square</td>" in confounding  # the site column is audited as a covariate
 
 

@@ -127,3 +127,31 @@ def test_graded_severity_rescales_only_the_findings(tmp_path):
         parse_severity("0.3")
     with pytest.raises(DataError, match="0 < LOW <= HIGH"):
         generate_phantom(tmp_path / "bad", per_class=1, size=64, severity=(0.9, 0.2))
+
+
+def test_site_designs_place_one_class_at_site_b_with_or_without_controls_and_can_hide_the_source(tmp_path):
+    from cxrbio.data.phantom import HIDDEN_SOURCE_MANIFEST
+    from tests.helpers import make_config, scan
+
+    config = make_config(**{"folds.k": 2, "data.image_size": 48})
+    isolated = generate_phantom(tmp_path / "isolated", per_class=12, size=64, seed=1, isolated_site="Emphysema")
+    at_b = isolated[isolated["site"] == "phantom-site-b"]
+    assert set(at_b["label"]) == {"Emphysema"} and (isolated.loc[isolated["label"] == "Emphysema", "site"] == "phantom-site-b").all()
+    nested = generate_phantom(tmp_path / "nested", per_class=12, size=64, seed=1, nested_site="Effusion", null=True)
+    at_b = nested[nested["site"] == "phantom-site-b"]
+    assert set(at_b["label"]) == {"Effusion", "Normal"} and 0.2 < (nested.loc[nested["label"] == "Normal", "site"]
+                                                                  == "phantom-site-b").mean() < 0.8
+    assert (nested["findings"].fillna("") == "").all()  # --null: no planted findings
+    hidden = pd.read_csv(tmp_path / "nested" / HIDDEN_SOURCE_MANIFEST)
+    assert "source" not in hidden and "site" not in hidden and len(hidden) == len(nested)
+    designs = {}
+    for name, data in (("isolated", tmp_path / "isolated"), ("nested", tmp_path / "nested"),
+                       ("hidden", tmp_path / "nested" / HIDDEN_SOURCE_MANIFEST)):
+        designs[name] = scan(data, config, tmp_path / f"run-{name}").design.set_index("class")["design"]
+    assert designs["isolated"]["Emphysema"] == "not estimable" and designs["isolated"]["Edema"] == "estimable"
+    assert designs["nested"]["Effusion"] == "estimable"
+    assert "estimable" not in set(designs["hidden"])  # nothing records the site: at most source unverified
+    with pytest.raises(DataError, match="different site designs"):
+        generate_phantom(tmp_path / "x", per_class=2, size=64, site_confound=True, nested_site="Effusion")
+    with pytest.raises(DataError, match="must name a disease class"):
+        generate_phantom(tmp_path / "x", per_class=2, size=64, isolated_site="Normal")

@@ -191,6 +191,9 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
         colour = "yellow" if acquisition.flagged else "default"
         label = "confounding warning:" if acquisition.flagged else "acquisition:"
         console.print(f"[{colour}]{label}[/] {describe(acquisition)}", soft_wrap=True)
+    design = getattr(result, "design", None)
+    if design is not None and not design.empty:
+        print_design(design, getattr(result, "design_notes", []))
     covariates = getattr(result, "covariates", None)
     if covariates is not None:
         for row in covariates.significant:
@@ -201,6 +204,28 @@ def print_scan_summary(result: Any, cfg: Any, out: Path, seconds: float) -> None
     console.print(f"Manifest: {RunDir(out).manifest}")
 
 
+
+
+def print_design(design: Any, notes: list[str]) -> None:
+    """The design check: per class, whether its effect can be estimated within sources that hold its controls."""
+    from rich.table import Table
+
+    table = Table(title="Design check: can each class's effect be told from its source? (confounding/design.parquet)",
+                  title_justify="left")
+    for column in ("class", "contrast", "design", "strata", "patients", "smallest detectable AUC"):
+        table.add_column(column)
+    colours = {"estimable": "green", "source unverified": "yellow", "not estimable": "red"}
+    for row in design.to_dict("records"):
+        mda = row["min_detectable_auc"]
+        shown = "–" if mda != mda else (f"{mda:.2f}" if mda <= 1 else "none")
+        table.add_row(escape(row["class"]), escape(row["contrast"]),
+                      f"[{colours.get(row['design'], 'default')}]{row['design']}[/]", escape(row["strata"] or "–"),
+                      f"{row['patients_class']} vs {row['patients_control']}", shown)
+    console.print(table)
+    alpha, power = design["alpha"].iloc[0], design["power"].iloc[0]
+    console.print(f"(smallest AUC detectable with power {power:.0%} at two-sided alpha {alpha:g}, stratified Wilcoxon)")
+    for text in [*notes, *[n for n in design["note"] if n]]:
+        console.print(f"[yellow]design:[/] {escape(text)}", soft_wrap=True)
 
 
 def _csv_list(text: str | None) -> list[str] | None:
@@ -252,9 +277,18 @@ def data_phantom(
     severity: Annotated[str, typer.Option(
         "--severity", help="LOW,HIGH: the range of each finding's severity (0.3,1.0 grades the findings within "
              "each disease).")] = "0.7,1.0",
+    isolated_site: Annotated[str | None, typer.Option(
+        "--isolated-site", help="CLASS: that class entirely at site b, which images no one else (its effect cannot "
+             "be told from the site's look: not estimable).")] = None,
+    nested_site: Annotated[str | None, typer.Option(
+        "--nested-site", help="CLASS: that class entirely at site b, which also images half of the Normal patients "
+             "(estimable within site b).")] = None,
     old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
     """Generate phantom chest X-rays with planted findings and their ground-truth masks.
+
+    With a site design (--site-confound, --isolated-site, --nested-site) the manifest records each image's site,
+    and FOLDER/manifest-no-source.csv is the same data without it (scan that CSV to hide the source).
 
     cxrbio data phantom FOLDER [--per-class N] [--size PX] [--seed S] [--severity LOW,HIGH] ...
     """
@@ -273,10 +307,11 @@ def data_phantom(
     with ShowProgress() as show:
         manifest = generate_phantom(out, per_class=per_class, size=size, seed=seed, shortcut=target,
                                     progress=counter(show, "phantom"), site_confound=site_confound, null=null,
-                                    severity=parse_severity(severity))
+                                    severity=parse_severity(severity), isolated_site=isolated_site,
+                                    nested_site=nested_site)
     counts = manifest.groupby("label").agg(images=("path", "size"), patients=("patient_id", "nunique"),
                                             shortcut=("shortcut", "sum"))
-    if site_confound:
+    if "site" in manifest:
         counts["site b"] = manifest.groupby("label")["site"].agg(lambda s: int((s == "phantom-site-b").sum()))
     console.print(frame_table(counts, f"Phantom data set in {out}", "class"))
     console.print(f"Ground truth: {out}/manifest.csv, {out}/findings.csv, {out}/masks/ (format: docs/data.md)")
@@ -804,7 +839,8 @@ def print_gated_candidates(name: str, ranking: Any, shown: int) -> None:
     passed = int(ranking["passed"].sum())
     table = Table(title=f"Candidate features, {name}: {passed} of {len(ranking)} tested (class, feature) pairs pass "
                   f"every gate; best {shown} per disease", title_justify="left")
-    for column in ["class", "feature", "AUC [CI]", "q", "folds", "passed", "failed gates", "top descriptor"]:
+    for column in ["class", "feature", "contrast", "source tier", "AUC [CI]", "q", "folds", "passed", "failed gates",
+                   "top descriptor"]:
         table.add_column(column, no_wrap=column in ("feature", "AUC [CI]", "q", "folds"))
     for cls, part in ranking.groupby("class", sort=True):
         for item in part.head(shown).to_dict("records"):
@@ -812,7 +848,7 @@ def print_gated_candidates(name: str, ranking: Any, shown: int) -> None:
             if descriptor:
                 feature, _, rho = descriptor.partition(" (")
                 descriptor = f"{short_name(feature)} ({rho}"
-            table.add_row(cls, str(item["feature"]),
+            table.add_row(cls, str(item["feature"]), str(item.get("contrast") or ""), str(item.get("source_tier") or ""),
                           f"{_num(item['auc'], '.2f')} [{_num(item['auc_low'], '.2f')}, {_num(item['auc_high'], '.2f')}]",
                           _num(item["q"], ".0e"), f"{item['folds_agree']}/{item['folds_tested']}",
                           "[green]yes[/]" if item["passed"] else "no", str(item.get("failed_gates") or ""), descriptor)

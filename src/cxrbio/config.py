@@ -310,6 +310,9 @@ class ConfoundingConfig(StrictModel):
     covariates: list[str] = Field(
         default_factory=list, description="Manifest columns to audit as covariates beside the recognised ones "
         "(age, sex, view, device, site and their usual spellings).")
+    design_power: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Power at which the design check states each class's smallest detectable "
+        "disease-vs-control AUC (at two-sided level analysis.gate_q; confounding/design.parquet).")
     lungs_removed_box: float = Field(
         0.7, gt=0.0, lt=1.0, description="Side of the central box blacked out by 'cxrbio lungs-removed', as a share of "
         "each image's content (width and height). Measured on the phantom at 64 px: 0.7 covers 97% of the lung "
@@ -335,18 +338,27 @@ class AnalysisConfig(StrictModel):
         5, ge=2, description="Fewest patients of a class (and of the rest) in a held-out fold for it to confirm there.")
     confirm_bootstrap: int = Field(200, ge=10, description="Patient bootstrap resamples for a confirmed AUC's CI.")
     gate_q: float = Field(0.05, gt=0.0, lt=1.0, description="Gate: confirmation BH q (within strategy and class) below "
-                          "this; also the level of the acquisition gate (Bonferroni over source and covariates).")
+                          "this; also the level of the covariate gate (Bonferroni over covariates), of the source "
+                          "equivalence flag and of the design check's smallest detectable AUC.")
     gate_min_folds: int = Field(2, ge=1, description="Gate: the held-out effect on the side the other folds predicted "
                                 "in at least this many folds (at most folds.k).")
     gate_audit: bool = Field(True, description="Gate: no audited dim of the feature flagged a likely shortcut (a feature "
                              "whose dims were not audited does not pass).")
     control_class: str | None = Field(
-        "Normal", min_length=1, description="The control class (healthy controls): a disease's candidate must also "
-        "differ from its patients, on the side it was predicted. Absent from the data: the default is noted (and the "
-        "control gate not run), any other name refused; null: no control gate.")
-    gate_control: bool = Field(True, description="Gate: the disease's patients differ from the control class's on the "
-                               "predicted side (BH q below gate_q within strategy and class); a feature that could not be "
-                               "compared (too few controls in every tested fold) does not pass.")
+        "Normal", min_length=1, description="The control class (healthy controls): a disease's primary contrast is "
+        "against its patients, within sources holding both (the design check says where). Absent from the data: the "
+        "default is noted (each class is then compared with the rest), any other name refused; null: one-vs-rest.")
+    gate_control: bool = Field(True, description="The primary contrast of a disease is against the control class's "
+                               "patients (within sources holding both); false: against the rest of the data (one-vs-rest "
+                               "is always reported as the secondary contrast).")
+    permutation_below: int = Field(
+        5, ge=1, description="A stratum (held-out fold x source) with fewer patients of either group than this makes a "
+        "contrast's p-value a stratified permutation p (analysis.stratum_permutations shuffles) instead of van Elteren's "
+        "normal approximation.")
+    stratum_permutations: int = Field(2000, ge=99, description="Label shuffles within strata for a permutation p.")
+    source_equivalence_margin: float = Field(
+        0.1, gt=0.0, lt=0.5, description="Equivalence margin of the within-class source flag: a feature is shown not to "
+        "differ between the class's two largest sources when TOST puts their AUC within 0.5 +- this (at gate_q).")
     shap_max_images: int = Field(400, ge=1, description="Out-of-fold images explained per fold (a stratified sample above it).")
     descriptors: int = Field(3, ge=1, description="Radiomics descriptors named per candidate dim.")
     stability_top: int = Field(10, ge=1, description="Descriptors per (fold, class) compared across folds.")

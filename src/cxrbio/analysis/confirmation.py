@@ -1,37 +1,45 @@
-"""Candidate biomarkers selected on some patients and confirmed on others, then gated.
+"""Candidate biomarkers selected on some patients and confirmed on others, within sources, then gated.
 
 For every held-out fold k and class c, matched features (:mod:`cxrbio.analysis.matching`) are
 *selected* on the other folds only: a feature's score is the mean, over folds j != k that hold
 one of its dims, of that dim's percentile rank of mean |SHAP| for c among fold j's dims (a fold
 without one counts 0, so features every model has are preferred; ranks,
 not SHAP shares: a share scales with how many live channels a model has), and its expected
-direction is the sign of its one-vs-rest effect on those folds' held-out images. The ``top_k``
-best are then *confirmed* on fold k's held-out patients with fold k's own dim: one value per
-patient (the mean over the patient's images), a one-vs-rest Mann-Whitney test, the AUC as the
-effect size. A feature tested in several folds is combined over them (the folds' patients are
-disjoint): Stouffer's z weighted by the square root of the patients, the AUC averaged with the
-same weights, its CI from a patient bootstrap within each fold and class.
+direction is the sign of its effect on those folds' held-out images in the primary contrast. The
+``top_k`` best are then *confirmed* on fold k's held-out patients with fold k's own dim, one
+value per patient (the mean over the patient's images).
+
+**The contrasts, within sources.** The primary contrast is the class against the control class
+(``analysis.control_class``, healthy controls: Normal); for the control class itself, and when
+there is none, against the rest. One-vs-rest is reported beside it as the secondary contrast.
+Both are estimated *within strata of held-out fold x source* (:mod:`cxrbio.analysis.stratified`:
+van Elteren's stratified Wilcoxon; a stratified permutation p where a stratum holds fewer than
+``analysis.permutation_below`` patients of either group), over only the strata holding both
+groups: the class's design (:mod:`cxrbio.confounding.design`) says which. A class estimable within
+recorded sources is compared only there; a class without recorded sources within the acquisition
+groups inferred from its files; a class no stratum can compare is not tested. The AUC is the
+stratified AUC (0.5: no difference), its CI a bootstrap of patients within each (stratum, group);
+folds combine as strata do.
 
 Gates, all fixed in config (``analysis.gate_*``) before the analysis runs:
 
-* ``confirmation``: BH q < ``gate_q`` within the strategy and class, over every tested feature;
-* ``direction``: fold k's effect on the side the other folds predicted in at least
+* ``confirmation``: the primary contrast's BH q < ``gate_q`` within the strategy and class, over
+  every tested feature;
+* ``direction``: fold k's primary effect on the side the other folds predicted in at least
   ``gate_min_folds`` folds;
 * ``audit``: none of its audited dims flagged as a likely shortcut (``analysis.shortcut_margin``);
-* ``acquisition``: within each class its patient values do not differ by source or by a
-  covariate (Kruskal-Wallis within each class, summed over classes; Bonferroni over the targets;
-  p >= ``gate_q``). Untestable (no source with enough patients beside another) counts as passed
-  and says so.
-* ``control``: the disease's patients also differ from the control class's (``control_class``,
-  healthy controls: Normal) on the predicted side, BH q < ``gate_q`` (Stouffer over the folds, as
-  above). One-vs-rest alone lets another disease's detector pass as a marker of every other class
-  (it is lower in them than in a rest that holds that disease); a biomarker of a disease must
-  differ from controls. Selection already asks it of the other folds: a feature whose effect
-  against the controls there is not on the side of its effect against the rest is not selected.
-  Not applicable to the control class itself; with no control class in the data the gate is not
-  run (and says so).
+* ``source``: the class's *source tier* is ``free of source`` (estimated within recorded sources)
+  or ``source unverified`` (within inferred acquisition groups); ``not estimable`` (no stratum holds
+  both groups) and ``acquisition-confounded`` (the scan's acquisition baseline names the class and
+  no recorded source separates the claim from it) never pass. Untestable is never a pass.
+* ``acquisition``: within each class its patient values do not differ by a recorded covariate
+  (sex, view, device, ...: Kruskal-Wallis within each class, Bonferroni over the covariates).
 
-Radiomics descriptors are a tier (described or not), not a gate.
+A within-class difference between the class's two largest recorded sources is reported as an
+*equivalence* flag (``source_equivalent``: TOST on the source AUC, margin
+``analysis.source_equivalence_margin``), not a gate: strata already keep the source out of the
+estimate, and "not significant" would be absence of evidence. Radiomics descriptors are a tier
+(described or not), not a gate.
 """
 
 from __future__ import annotations
@@ -43,37 +51,117 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cxrbio.analysis import stratified
 from cxrbio.analysis.matching import MatchedFeatures
-from cxrbio.analysis.stats import mann_whitney, rank_auc
+from cxrbio.analysis.stats import rank_auc
+from cxrbio.confounding.design import INFERRED, NOT_ESTIMABLE, RECORDED, UNVERIFIED
 from cxrbio.confounding.source_probe import UNKNOWN
 from cxrbio.multiple_testing import benjamini_hochberg
+
+FREE_OF_SOURCE = "free of source"
+SOURCE_UNVERIFIED = "source unverified"
+TIER_NOT_ESTIMABLE = "not estimable"
+ACQUISITION_CONFOUNDED = "acquisition-confounded"
+#: The source tiers a candidate may pass with (docs/analysis.md).
+PASSING_TIERS = (FREE_OF_SOURCE, SOURCE_UNVERIFIED)
+
+
+@dataclass(frozen=True)
+class ClassDesign:
+    """Where a class is compared: ``kind`` recorded (sources), inferred (acquisition groups) or none; the strata."""
+
+    kind: str
+    strata: frozenset[str]
+
+
+def tiers_of(designs: dict[str, ClassDesign], acquisition_flagged: list[str]) -> dict[str, str]:
+    """Each class's source tier from its design and the acquisition baseline's verdict."""
+    flagged = set(acquisition_flagged)
+    out = {}
+    for cls, design in designs.items():
+        if design.kind == RECORDED and design.strata:
+            out[cls] = FREE_OF_SOURCE
+        elif design.kind == INFERRED and design.strata:
+            out[cls] = ACQUISITION_CONFOUNDED if cls in flagged else SOURCE_UNVERIFIED
+        else:
+            out[cls] = TIER_NOT_ESTIMABLE
+    return out
+
+
+def designs_from_table(table: pd.DataFrame) -> dict[str, ClassDesign]:
+    """:class:`ClassDesign` per class from a design table (:func:`cxrbio.confounding.design.design_table`)."""
+    out = {}
+    for row in table.to_dict("records"):
+        kind = {"estimable": RECORDED, UNVERIFIED: INFERRED, NOT_ESTIMABLE: "none"}[row["design"]]
+        out[str(row["class"])] = ClassDesign(kind, frozenset(s for s in str(row["strata"]).split(", ") if s))
+    return out
 
 
 @dataclass
 class PatientTable:
-    """One held-out fold's patients: one row each, the mean of its images' dim values."""
+    """One held-out fold's patients: one row each, the mean of its images' dim values, and where they were imaged."""
 
     fold: int
     patients: np.ndarray
     y: np.ndarray  # the patient's label (its images' most common)
     values: pd.DataFrame  # patients x dims
-    targets: dict[str, np.ndarray]  # 'source' and covariates per patient ('' unknown)
+    targets: dict[str, np.ndarray]  # covariates per patient ('' unknown)
+    stratum: np.ndarray = field(default_factory=lambda: np.array([]))  # recorded source, or acquisition group
+    kind: np.ndarray = field(default_factory=lambda: np.array([]))  # 'recorded' or 'inferred'
+    group: np.ndarray = field(default_factory=lambda: np.array([]))  # acquisition group (always inferred)
+
+    def __post_init__(self) -> None:
+        n = len(self.patients)
+        if len(self.stratum) != n:  # no strata given (tests, old manifests): one stratum, nothing recorded
+            self.stratum = np.full(n, "all", dtype=object)
+            self.kind = np.full(n, INFERRED, dtype=object)
+            self.group = np.full(n, "all", dtype=object)
+
+    def labels_for(self, design: ClassDesign | None) -> tuple[np.ndarray, np.ndarray]:
+        """(stratum label per patient, usable) for a class compared as ``design`` says (None: every patient)."""
+        if design is None:
+            return self.stratum, np.ones(len(self.patients), bool)
+        if design.kind == RECORDED:
+            return self.stratum, (self.kind == RECORDED) & np.isin(self.stratum, list(design.strata))
+        if design.kind == INFERRED:
+            return self.group, np.isin(self.group, list(design.strata))
+        return self.stratum, np.zeros(len(self.patients), bool)
+
+
+#: In-memory manifest columns (never written): each image's stratum, its kind, its acquisition group.
+STRATA_COLUMNS = ("_stratum", "_stratum_kind", "_acquisition_group")
+
+
+def with_strata(manifest: pd.DataFrame) -> pd.DataFrame:
+    """``manifest`` with :data:`STRATA_COLUMNS` (:func:`cxrbio.confounding.design.strata`)."""
+    from cxrbio.confounding.design import inferred_groups, strata
+
+    stratum, kind = strata(manifest)
+    return manifest.assign(**dict(zip(STRATA_COLUMNS, (stratum, kind, inferred_groups(manifest)))))
 
 
 def patient_table(fold: int, image_ids: np.ndarray, values: np.ndarray, dims: list[str], manifest: pd.DataFrame,
                   targets: dict[str, pd.Series]) -> PatientTable:
+    """``manifest``'s optional :data:`STRATA_COLUMNS` (:func:`with_strata`) say where images come from."""
     rows = manifest.loc[image_ids]
     frame = pd.DataFrame(values, columns=dims)
     frame["patient"] = rows["patient_id"].astype(str).to_numpy()
     means = frame.groupby("patient", sort=True)[dims].mean()
-    labels = rows.assign(patient=frame["patient"].to_numpy()).groupby("patient", sort=True)["y"].agg(
-        lambda s: s.value_counts().index[0])
-    per_target = {}
-    for name, series in targets.items():
-        known = series.loc[image_ids].astype(str).replace({UNKNOWN: ""})
-        first = pd.Series(known.to_numpy(), index=frame["patient"].to_numpy())
-        per_target[name] = first.groupby(level=0).first().reindex(means.index).fillna("").to_numpy()
-    return PatientTable(fold, means.index.to_numpy(), labels.reindex(means.index).to_numpy(int), means, per_target)
+
+    def per_patient(series: pd.Series, how: str = "mode") -> np.ndarray:
+        tagged = pd.Series(series.to_numpy(), index=frame["patient"].to_numpy())
+        picked = tagged.groupby(level=0).agg(lambda s: s.value_counts().index[0]) if how == "mode" \
+            else tagged.groupby(level=0).first()
+        return picked.reindex(means.index).to_numpy()
+
+    labels = per_patient(rows["y"])
+    per_target = {name: pd.Series(per_patient(series.loc[image_ids].astype(str).replace({UNKNOWN: ""}), "first"))
+                  .fillna("").to_numpy() for name, series in targets.items()}
+    located = {}
+    if set(STRATA_COLUMNS) <= set(rows.columns):
+        located = {name: per_patient(rows[column]).astype(object) for name, column in zip(("stratum", "kind", "group"),
+                                                                                           STRATA_COLUMNS)}
+    return PatientTable(fold, means.index.to_numpy(), labels.astype(int), means, per_target, **located)
 
 
 def percentile_ranks(shap: pd.DataFrame) -> pd.DataFrame:
@@ -89,10 +177,10 @@ def select(matched: MatchedFeatures, ranks: pd.DataFrame, effects: pd.DataFrame,
 
     ``effects``: fold, class, dim, auc (image-level one-vs-rest on that fold's held-out images) and,
     optionally, auc_control (the class against the control class there, NaN for the control class).
-    Only features with a dim in ``held_out`` and in at least one other fold are eligible, and, where
-    auc_control was measured, only those whose effect against the controls is on the side of their
-    effect against the rest. ``long``:
-    ``matched.table()`` when the caller already has it (it is the same for every fold and class).
+    The expected direction is the sign of the primary contrast's effect on those folds: against the
+    controls where it was measured, else against the rest. Only features with a dim in ``held_out``
+    and in at least one other fold are eligible. ``long``: ``matched.table()`` when the caller
+    already has it (it is the same for every fold and class).
     """
     long = matched.table() if long is None else long
     others = long[long["fold"] != held_out]
@@ -111,36 +199,17 @@ def select(matched: MatchedFeatures, ranks: pd.DataFrame, effects: pd.DataFrame,
                                           effect=("auc", lambda a: float(np.nansum(np.asarray(a) - 0.5))),
                                           effect_control=("auc_control", lambda a: float(np.nansum(np.asarray(a) - 0.5))),
                                           controlled=("auc_control", lambda a: bool(np.isfinite(np.asarray(a, float)).any())))
-    score["expected_direction"] = np.sign(score["effect"]).astype(int)
-    # Against the controls on the side it is against the rest (where the other folds measured it).
-    consistent = ~score["controlled"] | (np.sign(score["effect_control"]) == score["expected_direction"])
-    score = score[(score["expected_direction"] != 0) & consistent].drop(columns=["effect", "effect_control", "controlled"])
+    primary = np.where(score["controlled"], score["effect_control"], score["effect"])
+    score["expected_direction"] = np.sign(primary).astype(int)
+    score = score[score["expected_direction"] != 0].drop(columns=["effect", "effect_control", "controlled"])
     return score.sort_values("selection_score", ascending=False).head(top).reset_index()
-
-
-def _auc_z(values: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column: one-vs-rest AUC and the signed Mann-Whitney z (scipy's tie-corrected normal approximation)."""
-    u, p = mann_whitney(values, positive)
-    auc = u / (int(positive.sum()) * int((~positive).sum()))
-    z = np.sign(auc - 0.5) * stats.norm.isf(np.clip(np.asarray(p, float), 1e-300, 1.0) / 2)
-    return auc, z
-
-
-def _bootstrap_auc(values: np.ndarray, positive: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(resamples, columns) AUCs over patients resampled within each group (class and rest)."""
-    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
-    out = np.empty((resamples, values.shape[1]))
-    for b in range(resamples):
-        rows = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        out[b] = rank_auc(values[rows], positive[rows])
-    return out
 
 
 @dataclass
 class Confirmation:
-    per_fold: pd.DataFrame  # class, feature, fold, dim, n_patients, n_class, auc, z, p, expected_direction, agrees
-    combined: pd.DataFrame  # class, feature, folds_tested, folds_agree, auc, auc_low, auc_high, z, p, q
-    power: pd.DataFrame  # class, fold, n_class, n_rest (patients), confirmed (bool), note
+    per_fold: pd.DataFrame  # class, feature, fold, dim, contrast, counts, t/var/weight, auc, z, p, expected_direction, agrees, *_rest
+    combined: pd.DataFrame  # class, feature, folds_tested, folds_agree, auc and CI, z, p, p_method, q, *_rest
+    power: pd.DataFrame  # class, fold, contrast, n_class, n_reference (patients in usable strata), strata, confirmed
     notes: list[str] = field(default_factory=list)
 
 
@@ -158,26 +227,44 @@ def control_effects(fold: int, values: np.ndarray, y: np.ndarray, dims: list[str
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["fold", "class", "dim", "auc_control"])
 
 
+PER_FOLD_COLUMNS = ["class", "feature", "fold", "dim", "contrast", "n_patients", "n_class", "n_reference", "strata",
+                    "smallest", "t", "var", "weight", "auc", "z", "p", "selection_score", "selection_folds",
+                    "expected_direction", "agrees", "n_rest", "t_rest", "var_rest", "weight_rest", "smallest_rest",
+                    "auc_rest", "z_rest"]
+
+
 def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd.DataFrame, effects: pd.DataFrame,
             classes: list[str], *, top: int, min_patients: int, resamples: int, level: float, seed: int,
-            control: int | None = None) -> Confirmation:
-    """Select on the other folds, confirm on each held-out fold, combine, BH within each class.
+            control: int | None = None, designs: dict[str, ClassDesign] | None = None,
+            permutation_below: int = 5, permutations: int = 2000) -> Confirmation:
+    """Select on the other folds, confirm on each held-out fold within its strata, combine, BH within each class.
 
-    ``control``: the index of the control class; each tested feature is then also compared, on the
-    same held-out patients, between the class and the controls (``auc_control``, ``z_control``).
+    ``control``: the index of the control class (the primary contrast's reference for the other
+    classes); None: every class against the rest. ``designs``: where each class is compared (None:
+    every patient, one stratum per fold). A class whose design has no stratum is not tested (noted).
     """
-    rows, power, notes, boot = [], [], [], {}
+    rows, power, notes, boot, parts = [], [], [], {}, {}
     rng = np.random.default_rng(seed)
     long = matched.table()
     for c, cls in enumerate(classes):
+        design = designs.get(cls) if designs is not None else None
+        if design is not None and not design.strata:
+            notes.append(f"{cls}: no stratum (source) holds both the class and its reference group: not estimable, "
+                         "not tested (confounding/design.parquet says what data would make it so).")
+            continue
+        versus_control = control is not None and c != control
+        contrast = f"vs {classes[control]}" if versus_control and control is not None else "vs rest"
         for fold, table in sorted(tables.items()):
-            positive = table.y == c
-            n_class, n_rest = int(positive.sum()), int((~positive).sum())
-            controls = (table.y == control) if control is not None and c != control else np.zeros(len(table.y), bool)
-            n_control = int(controls.sum())
-            enough = n_class >= min_patients and n_rest >= min_patients
-            power.append({"class": cls, "fold": fold, "n_class": n_class, "n_rest": n_rest, "n_control": n_control,
-                          "confirmed": enough})
+            labels, usable = table.labels_for(design)
+            mine = (table.y == c) & usable
+            reference = ((table.y == control) if versus_control else (table.y != c)) & usable
+            rest = (table.y != c) & usable
+            found = stratified.blocks(np.zeros((len(table.y), 1)), mine, reference, labels)
+            n_class = sum(b.n_group for b in found)
+            n_reference = sum(b.n_reference for b in found)
+            enough = n_class >= min_patients and n_reference >= min_patients
+            power.append({"class": cls, "fold": fold, "contrast": contrast, "n_class": n_class, "n_reference": n_reference,
+                          "strata": len(found), "confirmed": enough})
             if not enough:
                 continue
             chosen = select(matched, ranks, effects, held_out=fold, cls=cls, top=top, long=long)
@@ -185,85 +272,104 @@ def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd
                 continue
             dims = [matched.dims.loc[f, fold] for f in chosen["feature"]]
             values = table.values[dims].to_numpy(np.float64)
-            auc, z = _auc_z(values, positive)
-            auc_control = z_control = np.full(len(dims), np.nan)
-            if n_control >= min_patients:
-                both = positive | controls
-                auc_control, z_control = _auc_z(values[both], positive[both])
-            boot_auc = _bootstrap_auc(values, positive, resamples, rng)
+            primary = stratified.blocks(values, mine, reference, labels)
+            primary_all = stratified.combine(primary, len(dims))
+            secondary = stratified.blocks(values, mine, rest, labels) if versus_control else primary
+            secondary_all = stratified.combine(secondary, len(dims))
+            boot_t = stratified.bootstrap_t(values, mine, reference, labels, resamples=resamples, rng=rng)
             for j, item in enumerate(chosen.itertuples()):
-                boot[(cls, item.feature, fold)] = boot_auc[:, j]
-                rows.append({"class": cls, "feature": item.feature, "fold": fold, "dim": dims[j],
-                             "n_patients": n_class + n_rest, "n_class": n_class, "auc": float(auc[j]), "z": float(z[j]),
-                             "p": float(2 * stats.norm.sf(abs(z[j]))), "selection_score": float(item.selection_score),
+                key = (cls, item.feature)
+                boot[(cls, item.feature, fold)] = boot_t[:, j]
+                parts.setdefault(key, {"primary": [], "rest": []})
+                parts[key]["primary"] += [_column(b, j) for b in primary]
+                parts[key]["rest"] += [_column(b, j) for b in secondary]
+                auc = float(primary_all.auc[j])
+                rows.append({"class": cls, "feature": item.feature, "fold": fold, "dim": dims[j], "contrast": contrast,
+                             "n_patients": primary_all.n_group + primary_all.n_reference, "n_class": primary_all.n_group,
+                             "n_reference": primary_all.n_reference, "strata": primary_all.strata,
+                             "smallest": primary_all.smallest, "t": float(primary_all.t[j]), "var": float(primary_all.var[j]),
+                             "weight": primary_all.weight, "auc": auc, "z": float(primary_all.z[j]),
+                             "p": float(primary_all.p_normal[j]), "selection_score": float(item.selection_score),
                              "selection_folds": int(item.selection_folds),
                              "expected_direction": int(item.expected_direction),
-                             "agrees": bool(np.sign(auc[j] - 0.5) == item.expected_direction),
-                             "n_control": n_control if n_control >= min_patients else 0,
-                             "auc_control": float(auc_control[j]), "z_control": float(z_control[j])})
+                             "agrees": bool(np.sign(auc - 0.5) == item.expected_direction),
+                             "n_rest": secondary_all.n_reference, "t_rest": float(secondary_all.t[j]),
+                             "var_rest": float(secondary_all.var[j]), "weight_rest": secondary_all.weight,
+                             "smallest_rest": secondary_all.smallest, "auc_rest": float(secondary_all.auc[j]),
+                             "z_rest": float(secondary_all.z[j])})
         skipped = [p["fold"] for p in power if p["class"] == cls and not p["confirmed"]]
         if len(skipped) == len(tables):
-            notes.append(f"{cls}: no held-out fold has {min_patients} patients of the class and of the rest; "
-                         "not confirmed (analysis.confirm_min_patients).")
+            notes.append(f"{cls}: no held-out fold has {min_patients} patients of the class and of its reference group "
+                         f"({contrast.removeprefix('vs ')}) in strata holding both; not confirmed "
+                         "(analysis.confirm_min_patients).")
         elif skipped:
             notes.append(f"{cls}: fold(s) {', '.join(map(str, skipped))} have fewer than {min_patients} patients of the "
-                         "class or of the rest; not confirmed there.")
-        if control is not None and c != control:
-            short = [p["fold"] for p in power if p["class"] == cls and p["confirmed"] and p["n_control"] < min_patients]
-            if short:
-                notes.append(f"{cls}: fold(s) {', '.join(map(str, short))} have fewer than {min_patients} patients of the "
-                             f"control class {classes[control]}; not compared with the controls there.")
-    per_fold = pd.DataFrame(rows, columns=["class", "feature", "fold", "dim", "n_patients", "n_class", "auc", "z", "p",
-                                           "selection_score", "selection_folds", "expected_direction", "agrees",
-                                           "n_control", "auc_control", "z_control"])
-    return Confirmation(per_fold, combine(per_fold, boot, level), pd.DataFrame(power), notes)
+                         f"class or of its reference group in strata holding both; not confirmed there.")
+    per_fold = pd.DataFrame(rows, columns=PER_FOLD_COLUMNS)
+    combined = combine(per_fold, boot, parts, level, permutation_below=permutation_below, permutations=permutations,
+                       rng=rng)
+    return Confirmation(per_fold, combined, pd.DataFrame(power), notes)
 
 
-def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray], level: float) -> pd.DataFrame:
-    """Per (class, feature): Stouffer z over its tested folds, weighted AUC and its bootstrap CI, BH q per class."""
-    columns = ["class", "feature", "folds_tested", "folds_agree", "expected_direction", "auc", "auc_low", "auc_high",
-               "z", "p", "q", "n_patients", "auc_control", "z_control", "p_control", "q_control"]
+def _column(block: stratified.Block, j: int) -> stratified.Block:
+    return stratified.Block(block.ranks[:, j:j + 1], block.in_group, block.t[j:j + 1], block.var[j:j + 1], block.weight)
+
+
+COMBINED_COLUMNS = ["class", "feature", "contrast", "folds_tested", "folds_agree", "expected_direction", "auc", "auc_low",
+                    "auc_high", "z", "p", "p_method", "q", "n_patients", "n_class", "n_reference", "strata", "auc_rest",
+                    "z_rest", "p_rest", "q_rest"]
+
+
+def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray], parts: dict[tuple[str, str], dict],
+            level: float, *, permutation_below: int, permutations: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Per (class, feature): the stratified statistic over every (fold, stratum) block, its CI, BH q per class.
+
+    A p-value is the normal approximation's unless a block holds fewer than ``permutation_below``
+    patients of either group: then a stratified permutation p (``permutations`` shuffles).
+    """
     if per_fold.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=COMBINED_COLUMNS)
     out = []
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
-        weights = np.sqrt(part["n_patients"].to_numpy(float))
-        z = float((weights * part["z"]).sum() / np.sqrt((weights**2).sum()))
-        n = part["n_patients"].to_numpy(float)
-        auc = float((n * part["auc"]).sum() / n.sum())
-        draws = np.sum([n_k * boot[(cls, feature, int(f))] for n_k, f in zip(n, part["fold"])], axis=0) / n.sum()
+        weight = float(part["weight"].sum())
+        t, var = float(part["t"].sum()), float(part["var"].sum())
+        z = t / np.sqrt(var) if var > 0 else 0.0
+        auc = 0.5 + t / weight if weight > 0 else np.nan
+        draws = 0.5 + np.sum([boot[(cls, feature, int(f))] for f in part["fold"]], axis=0) / weight
         low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+        small = int(part["smallest"].min()) < permutation_below
+        p = float(stratified.permutation_p(parts[(cls, feature)]["primary"], resamples=permutations, rng=rng)[0]) \
+            if small else float(2 * stats.norm.sf(abs(z)))
+        t_rest, var_rest, w_rest = float(part["t_rest"].sum()), float(part["var_rest"].sum()), float(part["weight_rest"].sum())
+        z_rest = t_rest / np.sqrt(var_rest) if var_rest > 0 else 0.0
+        small_rest = int(part["smallest_rest"].min()) < permutation_below
+        p_rest = float(stratified.permutation_p(parts[(cls, feature)]["rest"], resamples=permutations, rng=rng)[0]) \
+            if small_rest else float(2 * stats.norm.sf(abs(z_rest)))
         expected = int(np.sign(part["expected_direction"].sum())) or int(part["expected_direction"].iloc[0])
-        out.append({"class": cls, "feature": feature, "folds_tested": len(part), "folds_agree": int(part["agrees"].sum()),
-                    "expected_direction": expected, "auc": auc, "auc_low": float(low), "auc_high": float(high), "z": z,
-                    "p": float(2 * stats.norm.sf(abs(z))), "n_patients": int(n.sum()), **_combine_control(part)})
+        out.append({"class": cls, "feature": feature, "contrast": part["contrast"].iloc[0], "folds_tested": len(part),
+                    "folds_agree": int(part["agrees"].sum()), "expected_direction": expected, "auc": auc,
+                    "auc_low": float(low), "auc_high": float(high), "z": z, "p": p,
+                    "p_method": "stratified permutation" if small else "van Elteren (normal)",
+                    "n_patients": int(part["n_patients"].sum()), "n_class": int(part["n_class"].sum()),
+                    "n_reference": int(part["n_reference"].sum()), "strata": int(part["strata"].sum()),
+                    "auc_rest": 0.5 + t_rest / w_rest if w_rest > 0 else np.nan, "z_rest": z_rest, "p_rest": p_rest})
     combined = pd.DataFrame(out)
-    combined["q"] = combined["q_control"] = np.nan
+    combined["q"] = combined["q_rest"] = np.nan
     for _, index in combined.groupby("class").groups.items():
         combined.loc[index, "q"] = benjamini_hochberg(combined.loc[index, "p"].to_numpy())
-        combined.loc[index, "q_control"] = benjamini_hochberg(combined.loc[index, "p_control"].to_numpy(float))
-    return combined[columns]
-
-
-def _combine_control(part: pd.DataFrame) -> dict[str, float]:
-    """The comparison with the controls over the folds where it ran: Stouffer z, weighted AUC, two-sided p."""
-    ran = part[np.isfinite(part["z_control"].to_numpy(float)) & (part["n_control"] > 0)]
-    if ran.empty:
-        return {"auc_control": np.nan, "z_control": np.nan, "p_control": np.nan}
-    n = (ran["n_class"] + ran["n_control"]).to_numpy(float)
-    z = float((np.sqrt(n) * ran["z_control"]).sum() / np.sqrt(n.sum()))
-    return {"auc_control": float((n * ran["auc_control"]).sum() / n.sum()), "z_control": z,
-            "p_control": float(2 * stats.norm.sf(abs(z)))}
+        combined.loc[index, "q_rest"] = benjamini_hochberg(combined.loc[index, "p_rest"].to_numpy(float))
+    return combined[COMBINED_COLUMNS]
 
 
 def acquisition_tests(per_fold: pd.DataFrame, tables: dict[int, PatientTable], classes: list[str], *,
                       min_patients: int = 3) -> pd.DataFrame:
-    """Per (class, feature, target): is the feature's patient value predicted by the source (a covariate) within class?
+    """Per (class, feature, target): is the feature's patient value predicted by a covariate within class?
 
     The feature's values are percentile-ranked within each fold (each fold has its own dim), pooled
     over its tested folds; within each class, a Kruskal-Wallis test across the target's known values
     with at least ``min_patients`` patients; H and its degrees of freedom are summed over classes
-    (independent groups: the sum is chi-squared).
+    (independent groups: the sum is chi-squared). The source is not a target: the contrasts are
+    estimated within sources, and :func:`source_equivalence` flags a within-class source difference.
     """
     out = []
     if per_fold.empty:
@@ -294,22 +400,60 @@ def acquisition_tests(per_fold: pd.DataFrame, tables: dict[int, PatientTable], c
     return pd.DataFrame(out, columns=["class", "feature", "target", "statistic", "df", "p"])
 
 
+EQUIVALENCE_COLUMNS = ["class", "feature", "source_pair", "source_auc", "source_tost_p", "source_equivalent", "margin"]
+
+
+def source_equivalence(per_fold: pd.DataFrame, tables: dict[int, PatientTable], classes: list[str], *, margin: float,
+                       alpha: float, min_patients: int = 3) -> pd.DataFrame:
+    """Per tested (class, feature): does the feature differ between the class's two largest recorded sources?
+
+    Within the class's patients, source A against source B (the two with most patients over the
+    feature's folds), stratified over those folds (van Elteren); TOST that the AUC lies within
+    ``0.5 +- margin``. ``source_equivalent``: True (shown equivalent at ``alpha``), False (not shown),
+    None (no two recorded sources with ``min_patients`` each: untestable).
+    """
+    out = []
+    for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
+        c = classes.index(cls)
+        counts: dict[str, int] = {}
+        for fold in part["fold"]:
+            table = tables[int(fold)]
+            mine = (table.y == c) & (table.kind == RECORDED)
+            for source, n in pd.Series(table.stratum[mine]).value_counts().items():
+                counts[str(source)] = counts.get(str(source), 0) + int(n)
+        largest = sorted((s for s, n in counts.items() if n >= min_patients), key=lambda s: (-counts[s], s))[:2]
+        row = {"class": cls, "feature": feature, "source_pair": "", "source_auc": np.nan, "source_tost_p": np.nan,
+               "source_equivalent": None, "margin": margin}
+        if len(largest) == 2:
+            a, b = sorted(largest)
+            found = []
+            for item in part.itertuples():
+                table = tables[int(item.fold)]
+                mine = (table.y == c) & (table.kind == RECORDED)
+                found += stratified.blocks(table.values[[item.dim]].to_numpy(np.float64), mine & (table.stratum == a),
+                                           mine & (table.stratum == b), np.zeros(len(table.y)))
+            together = stratified.combine(found, 1)
+            if together.weight > 0 and together.var[0] > 0:
+                se = np.sqrt(together.var[0]) / together.weight
+                p = float(stratified.tost(together.auc, np.array([se]), margin)[0])
+                row.update(source_pair=f"{a} vs {b}", source_auc=float(together.auc[0]), source_tost_p=p,
+                           source_equivalent=bool(p < alpha))
+        out.append(row)
+    return pd.DataFrame(out, columns=EQUIVALENCE_COLUMNS)
+
+
 def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame | None, settings: Any,
-         control: str | None = None) -> pd.DataFrame:
-    """Every tested feature with each gate's outcome, ``passed`` and ``failed_gates``; passing ones first.
+         tiers: dict[str, str] | None = None, equivalence: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every tested feature with each gate's outcome, its source tier, ``passed`` and ``failed_gates``; passing first.
 
     ``audit``: class, feature, flagged (any audited dim a likely shortcut); None when the audit
     did not run (its gate is then 'not run' and a feature cannot pass while ``gate_audit`` holds).
-    ``control``: the control class's name; None: no control class, the control gate is not run. A
-    feature of another class that could not be compared with the controls (too few of them) does
-    not pass while ``gate_control`` holds; for the control class itself the gate does not apply.
+    ``tiers``: the source tier of each class (None: every class ``source unverified``: nothing was
+    recorded about sources). ``equivalence``: :func:`source_equivalence`'s flags, joined (not a gate).
     """
     frame = combined.copy()
-    use_control = control is not None and bool(getattr(settings, "gate_control", False))
-    if use_control:
-        same_side = np.sign(frame["auc_control"].astype(float) - 0.5) == frame["expected_direction"]
-        outcome = np.where(frame["q_control"].notna(), (frame["q_control"] < settings.gate_q) & same_side, np.nan)
-        frame["gate_control"] = np.where(frame["class"] == control, True, outcome)
+    frame["source_tier"] = [(tiers or {}).get(str(c), SOURCE_UNVERIFIED) for c in frame["class"]]
+    frame["gate_source"] = frame["source_tier"].isin(PASSING_TIERS)
     frame["gate_confirmation"] = frame["q"] < settings.gate_q
     frame["gate_direction"] = frame["folds_agree"] >= settings.gate_min_folds
     if audit is not None and not audit.empty:
@@ -330,12 +474,24 @@ def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame 
     adjusted = np.minimum(1.0, frame["acquisition_p"] * frame["acquisition_targets"].fillna(0))
     frame["acquisition_p_adjusted"] = adjusted
     frame["gate_acquisition"] = np.where(frame["acquisition_p"].notna(), adjusted >= settings.gate_q, True)
-    required = ["gate_confirmation", "gate_direction", "gate_acquisition"] + (["gate_audit"] if settings.gate_audit else []) \
-        + (["gate_control"] if use_control else [])
+    if equivalence is not None and not equivalence.empty:
+        frame = frame.merge(equivalence.drop(columns=["margin"]), on=["class", "feature"], how="left")
+    else:
+        frame["source_pair"], frame["source_auc"], frame["source_tost_p"], frame["source_equivalent"] = "", np.nan, np.nan, None
+    required = ["gate_confirmation", "gate_direction", "gate_source", "gate_acquisition"] + \
+        (["gate_audit"] if settings.gate_audit else [])
     outcome = frame[required].astype(object).where(frame[required].notna(), False).astype(bool)
     frame["passed"] = outcome.all(axis=1)
-    untested = {"gate_audit": " (not audited)", "gate_control": " (not tested)"}
-    frame["failed_gates"] = [", ".join(g.removeprefix("gate_") + (untested.get(g, "") if pd.isna(raw) else "")
+    untested = {"gate_audit": " (not audited)"}
+    frame["failed_gates"] = [", ".join(_failed_name(g, raw, tier, untested)
                                        for g, ok, raw in zip(required, ok_row, raw_row) if not ok)
-                             for ok_row, raw_row in zip(outcome.to_numpy(), frame[required].to_numpy())]
+                             for ok_row, raw_row, tier in zip(outcome.to_numpy(), frame[required].to_numpy(),
+                                                              frame["source_tier"])]
     return frame.sort_values(["class", "passed", "p"], ascending=[True, False, True]).reset_index(drop=True)
+
+
+def _failed_name(gate_name: str, raw: Any, tier: str, untested: dict[str, str]) -> str:
+    name = gate_name.removeprefix("gate_")
+    if gate_name == "gate_source":
+        return f"source ({tier})"
+    return name + (untested.get(gate_name, "") if pd.isna(raw) else "")

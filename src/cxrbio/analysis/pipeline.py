@@ -148,6 +148,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         raise ConfigError(f"analysis.gate_min_folds is {settings.gate_min_folds} but {strategy} has {len(folds)} fold "
                           f"model(s): no feature could pass; set analysis.gate_min_folds to at most {len(folds)}.")
     control = control_class(inputs, strategy, summary)
+    design, designs, tiers = class_designs(inputs, control)
+    located = confirmation.with_strata(inputs.manifest)
     rad_values, rad_names, rad_ids, _ = inputs.radiomics_space
     rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
     targets = patient_targets(inputs)
@@ -186,7 +188,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
             collected["attribution"].append(table)
         del model
         keras.backend.clear_session()
-        tables[fold.fold] = confirmation.patient_table(fold.fold, fold.test_ids, values, kept, inputs.manifest, targets)
+        tables[fold.fold] = confirmation.patient_table(fold.fold, fold.test_ids, values, kept, located, targets)
         both = pd.DataFrame(np.concatenate([fold.test, fold.train]), index=np.concatenate([fold.test_ids, fold.train_ids]),
                             columns=fold.dims)
         live[fold.fold] = (kept, both.reindex(every)[kept].to_numpy(np.float64))
@@ -223,9 +225,13 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         confirmed = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap_table), effects,
                                          inputs.classes, top=settings.top_k, min_patients=settings.confirm_min_patients,
                                          resamples=settings.confirm_bootstrap, level=inputs.config.evaluation.level,
-                                         seed=settings.seed, control=control)
+                                         seed=settings.seed, control=control, designs=designs,
+                                         permutation_below=settings.permutation_below,
+                                         permutations=settings.stratum_permutations)
         summary.notes += [f"{strategy}: {n}" for n in confirmed.notes]
         acquisition = confirmation.acquisition_tests(confirmed.per_fold, tables, inputs.classes)
+        equivalence = confirmation.source_equivalence(confirmed.per_fold, tables, inputs.classes,
+                                                      margin=settings.source_equivalence_margin, alpha=settings.gate_q)
     audit_summary = None
     if "audit" in parts and audit_images is not None and settings.audit_dims:
         with timed(summary.timings, "audit"):
@@ -236,12 +242,12 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
             descriptor_tables = feature_descriptors(inputs, folds, confirmed.per_fold, rad_values, rad_names, rad_row)
     gate_settings = settings if ("audit" in parts and audit_images is not None and settings.audit_dims) \
         else settings.model_copy(update={"gate_audit": False})
-    ranking = confirmation.gate(confirmed.combined, acquisition, audit_summary, gate_settings,
-                                control=inputs.classes[control] if control is not None else None)
+    ranking = confirmation.gate(confirmed.combined, acquisition, audit_summary, gate_settings, tiers=tiers,
+                                equivalence=equivalence)
     ranking = describe_candidates(ranking, descriptor_tables, confirmed.per_fold, shap_table, frames.get("audit_dims"),
                                   settings.descriptors)
     frames.update(matching=matched.table(), confirmation=confirmed.per_fold, power=confirmed.power,
-                  acquisition=acquisition, candidates=ranking,
+                  acquisition=acquisition, source_equivalence=equivalence, design=design, candidates=ranking,
                   stability=consistency(ranking, matched, inputs.classes))
     if descriptor_tables:
         frames["descriptors"] = pd.concat(descriptor_tables, ignore_index=True)
@@ -254,28 +260,42 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
 
 def control_class(inputs: AnalysisInputs, strategy: str, summary: AnalysisSummary) -> int | None:
     """The control class's index, or None (said in the notes); a control class set in the config but absent is refused."""
-    settings = inputs.config.analysis
-    active = settings.active_control(inputs.classes)
-    if active is not None:
-        return inputs.classes.index(active)
-    name = settings.control_class
-    if name is None or not settings.gate_control:
-        return None
-    if name != type(settings).model_fields["control_class"].default:  # a class named on purpose, not the default
-        raise ConfigError(f"analysis.control_class is {name!r} but the run's classes are {', '.join(inputs.classes)}: "
-                          "set it to the class of the healthy controls, or to null to run without a control gate.")
-    summary.notes.append(f"{strategy}: no class {name!r} in the data, so candidates are not compared with controls "
-                         "(the control gate is not run; set analysis.control_class to the healthy controls' class).")
-    return None
+    from cxrbio.confounding.design import control_of
+
+    name, notes = control_of(inputs.config.analysis, inputs.classes)
+    summary.notes += [f"{strategy}: {note}" for note in notes]
+    return inputs.classes.index(name) if name is not None else None
 
 
 def patient_targets(inputs: AnalysisInputs) -> dict[str, pd.Series]:
-    """What the acquisition gate asks a feature not to predict within class: the source and categorical covariates."""
-    targets = {"source": inputs.manifest["source"].astype(str)} if "source" in inputs.manifest else {}
-    for name, series in covariate_targets(inputs.manifest, inputs.config.confounding.covariates).items():
-        if name != "source":
-            targets[name] = series
-    return targets
+    """What the covariate gate asks a feature not to predict within class: the categorical covariates (sex, view,
+    device, ...). Not the source: the contrasts are estimated within sources, and its equivalence is flagged."""
+    return {name: series for name, series in covariate_targets(inputs.manifest, inputs.config.confounding.covariates).items()
+            if name != "source"}
+
+
+def class_designs(inputs: AnalysisInputs, control: int | None) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str]]:
+    """(the design table of the analysed images, each class's :class:`ClassDesign`, its source tier).
+
+    The same check as the scan's (:mod:`cxrbio.confounding.design`), on the included images with the
+    analysis' control class; the acquisition baseline's verdict comes from the scan
+    (confounding/acquisition.json): a class it names that no recorded source separates is
+    ``acquisition-confounded``.
+    """
+    from cxrbio.analysis.confirmation import designs_from_table, tiers_of
+    from cxrbio.confounding.design import design_table
+
+    flagged: list[str] = []
+    path = inputs.run.path("acquisition")
+    if path.is_file():
+        flagged = list(json.loads(path.read_text()).get("flagged") or [])
+    settings = inputs.config
+    table, _notes = design_table(inputs.manifest, inputs.classes,
+                                 control=inputs.classes[control] if control is not None else None,
+                                 alpha=settings.analysis.gate_q, power=settings.confounding.design_power,
+                                 acquisition_flagged=flagged)
+    designs = designs_from_table(table)
+    return table, designs, tiers_of(designs, flagged)
 
 
 def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], confirmed: Any, shap_table: pd.DataFrame,

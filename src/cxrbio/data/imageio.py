@@ -35,6 +35,7 @@ class DecodedImage:
     jpeg_quality: float = float("nan")  # estimated from the quantization tables; NaN if not JPEG
     pixel_spacing: float = float("nan")  # DICOM (Imager)PixelSpacing, mm; NaN if absent
     compressed: bool = False  # lossy or lossless compression other than PNG's (JPEG, compressed DICOM)
+    device_hint: str | None = None  # DICOM Manufacturer|ManufacturerModelName|StationName, for the scan to pseudonymise
 
     @property
     def height(self) -> int:
@@ -194,6 +195,9 @@ def _read_dicom(path: Path, max_pixels: int | None) -> DecodedImage:
     except (TypeError, ValueError, IndexError):
         pixel_spacing = float("nan")
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    device = "|".join(str(getattr(dataset, tag, "") or "").strip()
+                      for tag in ("Manufacturer", "ManufacturerModelName", "StationName"))
     return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.float32), format="dicom", bits=bits, patient_hint=patient,
                         stored_mode=photometric, pixel_spacing=pixel_spacing,
-                        compressed=bool(getattr(syntax, "is_compressed", False)))
+                        compressed=bool(getattr(syntax, "is_compressed", False)),
+                        device_hint=device if device.strip("|") else None)

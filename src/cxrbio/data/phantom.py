@@ -77,6 +77,11 @@ SITES = (
 #: paediatric set, COVID-19 and the NIH classes from adult hospitals.
 SITE_B_SHARE = {"COVID-19": 0.1, "Edema": 0.05, "Effusion": 0.05, "Emphysema": 0.05, "Fibrosis": 0.05,
                 "Pneumonia": 0.95, "Normal": 0.85}
+#: Of the controls (Normal), the share imaged at site b when one class is nested there (``nested_site``).
+NESTED_CONTROL_SHARE = 0.5
+#: The phantom's manifest without its sources: ``cxrbio data scan PHANTOM/manifest-no-source.csv RUN`` scans the
+#: images as a user with class folders of renamed files has them (nothing records or names the site).
+HIDDEN_SOURCE_MANIFEST = "manifest-no-source.csv"
 FINDINGS: dict[str, tuple[str, ...]] = {
     "COVID-19": ("ground_glass",),
     "Edema": ("perihilar_haze", "kerley_lines", "cardiomegaly"),
@@ -544,6 +549,8 @@ def generate_phantom(
     site_confound: bool = False,
     null: bool = False,
     severity: tuple[float, float] = (0.7, 1.0),
+    isolated_site: str | None = None,
+    nested_site: str | None = None,
 ) -> pd.DataFrame:
     """Write the phantom data set to ``out`` and return its manifest.
 
@@ -559,8 +566,24 @@ def generate_phantom(
     rescaled, so every other image property is unchanged). The default (0.7, 1.0) keeps findings
     clear; a wider range such as (0.3, 1.0) grades them, so that a feature of a disease can be
     checked against what varies *within* the disease (partialled descriptors).
+
+    Designs a source check must get right (docs/confounding.md), each recording its sites like
+    ``site_confound`` and writing :data:`HIDDEN_SOURCE_MANIFEST` beside the manifest:
+    ``isolated_site`` (a class): that class entirely at site b, which images no one else (its
+    effect is not estimable free of source); ``nested_site`` (a class): that class entirely at site
+    b, which also images :data:`NESTED_CONTROL_SHARE` of the Normal patients (estimable within
+    site b); the other classes at site a.
     """
     low, high = severity
+    designs = [name for name, value in (("--site-confound", site_confound), ("--isolated-site", isolated_site),
+                                        ("--nested-site", nested_site)) if value]
+    if len(designs) > 1:
+        raise DataError(f"{' and '.join(designs)} are different site designs; choose one.")
+    for option, chosen in (("--isolated-site", isolated_site), ("--nested-site", nested_site)):
+        if chosen is not None and (chosen not in classes or chosen == "Normal"):
+            raise DataError(f"{option} must name a disease class, one of {', '.join(c for c in classes if c != 'Normal')}; "
+                            f"got {chosen!r}.")
+    with_sites = bool(designs)
     if not 0.0 < low <= high <= 1.5:
         raise DataError(f"--severity must be LOW,HIGH with 0 < LOW <= HIGH <= 1.5, got {low},{high}.")
     if per_class < 1:
@@ -582,6 +605,12 @@ def generate_phantom(
             site = None
             if site_confound:  # extra draws only here: the plain phantom's streams are unchanged
                 site = SITES[1] if rng.random() < SITE_B_SHARE.get(label, 0.5) else SITES[0]
+            elif isolated_site is not None:
+                site = SITES[1] if label == isolated_site else SITES[0]
+            elif nested_site is not None:
+                at_b = label == nested_site or (label == "Normal" and rng.random() < NESTED_CONTROL_SHARE)
+                site = SITES[1] if at_b else SITES[0]
+            if site is not None:
                 anatomy.width_ratio = float(rng.uniform(*site.width_ratio))
             n_images = min(int(rng.integers(images_per_patient[0], images_per_patient[1] + 1)), per_class - made)
             for k in range(n_images):
@@ -633,6 +662,8 @@ def generate_phantom(
     manifest = pd.DataFrame(rows)
     atomic_write_text(out / "findings.csv", pd.DataFrame(finding_rows, columns=["path", "finding", "mask", "area_px"]).to_csv(index=False))
     atomic_write_text(out / "manifest.csv", manifest.to_csv(index=False))
+    if with_sites:
+        atomic_write_text(out / HIDDEN_SOURCE_MANIFEST, manifest.drop(columns=["source", "site"]).to_csv(index=False))
     params = {
         "generator": "cxrbio phantom",
         "version": PHANTOM_VERSION,
@@ -642,6 +673,8 @@ def generate_phantom(
         "images_per_patient": list(images_per_patient),
         "shortcut": {"class": shortcut[0], "fraction": shortcut[1]} if shortcut else None,
         "site_confound": {"sites": [site.name for site in SITES], "site_b_share": SITE_B_SHARE} if site_confound else None,
+        "isolated_site": isolated_site,
+        "nested_site": {"class": nested_site, "control_share_at_site_b": NESTED_CONTROL_SHARE} if nested_site else None,
         "null": null,
         "severity": [low, high],
         "classes": list(classes),

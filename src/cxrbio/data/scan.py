@@ -78,6 +78,7 @@ def inspect_image(path: str, size: int, max_pixels: int | None = None) -> dict[s
         "sha256": sha256_file(path),
         "phash": perceptual_hash(decoded.pixels),
         "patient_hint": decoded.patient_hint,
+        "device_hint": decoded.device_hint,
         "lb_x0": geometry.x0,
         "lb_y0": geometry.y0,
         "lb_width": geometry.width,
@@ -280,10 +281,19 @@ def build_manifest(
         frame["patient_id"] = [pseudonym(p, salt) for p in frame["patient_raw"]]
     else:
         frame["patient_id"] = frame["patient_raw"]
-    manifest = _ordered(frame.drop(columns=["patient_raw", "patient_hint"], errors="ignore"))
+    frame["dicom_device"] = _devices(frame["device_hint"] if "device_hint" in frame else pd.Series("", index=frame.index),
+                                     salt)
+    manifest = _ordered(frame.drop(columns=["patient_raw", "patient_hint", "device_hint"], errors="ignore"))
     manifest.attrs = {}
     return ScanResult(manifest=manifest, layout=discovery.layout, root=discovery.root, notes=notes,
                       fold_error=fold_error)
+
+
+def _devices(hints: pd.Series, salt: bytes | None) -> list[str]:
+    """The DICOM device (manufacturer, model, station) of each image as a keyed hash ('' where none): the design
+    check's acquisition groups use it; a station name can name a hospital, so it is never written in clear."""
+    key = salt or b"cxrbio-device"
+    return ["" if not isinstance(h, str) or not h else "D" + pseudonym(h, key)[1:9] for h in hints]
 
 
 def manifest_digest(manifest: pd.DataFrame) -> str:
@@ -295,7 +305,7 @@ def manifest_digest(manifest: pd.DataFrame) -> str:
 _FIRST_COLUMNS = [
     "image_id", "path", "label", "raw_label", "patient_id", "source", "fold", "included",
     "qc_status", "qc_reason", "qc_contrast", "width", "height", "bits", "format", "stored_mode", "jpeg_quality",
-    "compressed", "pixel_spacing",
+    "compressed", "pixel_spacing", "dicom_device",
     "lb_x0", "lb_y0", "lb_width", "lb_height", "sha256", "phash", "dup_group", "exact_duplicates",
     "fold_group", "row",
 ]

@@ -27,6 +27,15 @@ def _flag(row: pd.Series) -> str:
     return "likely shortcut" if bool(value) else "in body"
 
 
+def _equivalence(row: pd.Series) -> str:
+    """The within-class source flag in words: equivalent, differs, or not tested (one source)."""
+    flag = row.get("source_equivalent")
+    if flag is None or (isinstance(flag, float) and np.isnan(flag)) or pd.isna(flag):
+        return "–"
+    auc = number(row.get("source_auc"))
+    return f"equivalent (AUC {auc})" if bool(flag) else f"not shown equivalent (AUC {auc})"
+
+
 def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     rows = []
     ordered = frame.sort_values(["passed", "p"], ascending=[False, True]).head(limit)
@@ -40,9 +49,12 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
             "auc_ci": f"[{number(row.get('auc_low'))}, {number(row.get('auc_high'))}]",
             "q": p_value(row.get("q")), "q_key": sort_key(row.get("q")),
             "folds": f"{int(row['folds_agree'])}/{int(row['folds_tested'])}",
-            "auc_control": number(row.get("auc_control")), "auc_control_key": sort_key(row.get("auc_control")),
-            "q_control": p_value(row.get("q_control")),
+            "contrast": str(row.get("contrast") or ""), "tier": str(row.get("source_tier") or "–"),
+            "strata": int(row.get("strata") or 0),
+            "auc_rest": number(row.get("auc_rest")), "auc_rest_key": sort_key(row.get("auc_rest")),
+            "q_rest": p_value(row.get("q_rest")),
             "patients": int(row.get("n_patients") or 0),
+            "equivalence": _equivalence(row),
             "acquisition": p_value(row.get("acquisition_p_adjusted")), "acquisition_key": sort_key(row.get("acquisition_p_adjusted")),
             "descriptors": str(row.get("descriptors") or "–"),
             "lung_density": number(row.get("lung_density"), 2), "lung_key": sort_key(row.get("lung_density")),
@@ -148,6 +160,8 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
             "gallery": gallery(result, saliency_maps, disease, frame, images, settings.gallery_dims, settings.thumbnail_px)
             if "passed" in frame else [],
             "failed_counts": _failed_counts(frame),
+            "tier": str(frame["source_tier"].iloc[0]) if "source_tier" in frame and len(frame) else "",
+            "contrast": str(frame["contrast"].iloc[0]) if "contrast" in frame and len(frame) else "",
         }
         if not stability.empty and "median_match_rho" in stability:
             s = stability.iloc[0]
@@ -156,7 +170,8 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
         if not power.empty:
             confirmed = power[power["confirmed"].astype(bool)]
             panel["power"] = {"folds": len(confirmed), "of": len(power),
-                              "class_patients": int(confirmed["n_class"].sum()), "rest_patients": int(confirmed["n_rest"].sum())}
+                              "class_patients": int(confirmed["n_class"].sum()),
+                              "rest_patients": int(confirmed["n_reference"].sum())}
         if not audit_model.empty:
             panel["audit"] = {"accuracy": number(audit_model["accuracy"].mean(), 2),
                               "lungs_blanked": number(audit_model["lungs_blanked_accuracy"].mean(), 2),
@@ -178,7 +193,8 @@ def gate_settings(contents: RunContents) -> dict[str, Any]:
     """The gates as configured before the analysis: printed with every candidate table."""
     settings = contents.config.analysis
     return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit,
-            "control": settings.active_control(contents.classes),
+            "control": settings.active_control(contents.classes), "margin_equivalence": settings.source_equivalence_margin,
+            "permutation_below": settings.permutation_below,
             "margin": settings.shortcut_margin, "top_k": settings.top_k, "match_min_rho": settings.match_min_rho,
             "min_patients": settings.confirm_min_patients, "folds": contents.config.folds.k}
 

@@ -72,15 +72,63 @@ def probe_rows(contents: RunContents) -> list[dict[str, Any]]:
     return rows
 
 
+def design_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """The scan's design check per class (confounding/design.parquet), for the report's table."""
+    if contents.design is None or contents.design.empty:
+        return []
+    rows = []
+    for row in contents.design.to_dict("records"):
+        mda = row["min_detectable_auc"]
+        rows.append({"class": row["class"], "contrast": row["contrast"], "design": row["design"],
+                     "strata": row["strata"] or "–", "patients": f"{row['patients_class']} vs {row['patients_control']}",
+                     "mda": "–" if mda != mda else (number(mda, 2) if mda <= 1 else "none"), "note": row["note"]})
+    return rows
+
+
+def tiers_and_passes(contents: RunContents) -> dict[str, tuple[str, int]]:
+    """Per class: (the source tier the analyses gave it, candidates that passed every gate, over the strategies)."""
+    out: dict[str, tuple[str, int]] = {}
+    for result in contents.analysed():
+        frame = (result.analysis or {}).get("candidates")
+        if frame is None or frame.empty or "source_tier" not in frame:
+            continue
+        for name, part in frame.groupby("class"):
+            tier, passed = out.get(str(name), ("", 0))
+            out[str(name)] = (str(part["source_tier"].iloc[0]) or tier, passed + int(part["passed"].sum()))
+    return out
+
+
+def _design_sentence(row: dict[str, Any] | None, tier: str, passed: int) -> str:
+    """What the data can support for a class: its design, its tier, what would make it estimable."""
+    if row is None:
+        return ""
+    if tier == "acquisition-confounded":
+        return ("acquisition-confounded: the acquisition baseline names it and no recorded source separates a claim "
+                f"from the collection's look; no candidate can pass. {row['note']}").strip()
+    if row["design"] == "not estimable":
+        return f"not estimable free of source: {row['note']}"
+    mda = row["min_detectable_auc"]
+    where = (f"{row['design']} within {row['strata']} ({row['patients_class']} vs {row['patients_control']} patients"
+             + (f"; smallest detectable AUC {mda:.2f}" if mda == mda and mda <= 1 else "") + ")")
+    counted = f"; {passed} candidate(s) passed every gate" if tier else ""
+    return where + counted + (f". {row['note']}" if row["note"] else "")
+
+
 def verdicts(contents: RunContents, probes: list[dict[str, Any]]) -> list[str]:
-    """One sentence per class: what speaks against its accuracy being a lung finding, or that nothing was found."""
+    """One sentence per class: what the design allows, what speaks against its accuracy being a lung finding."""
     found = contents.acquisition or {}
     by_class = {row["class"]: row for row in found.get("per_class", [])}
     covariates = [r for r in (contents.covariates or {}).get("rows", []) if r.get("significant")]
     used = contents.included
+    design = {str(r["class"]): r for r in contents.design.to_dict("records")} if contents.design is not None else {}
+    tiers = tiers_and_passes(contents)
     sentences = []
     for name in contents.classes:
         reasons = []
+        tier, passed = tiers.get(name, ("", 0))
+        stated = _design_sentence(design.get(name), tier, passed)
+        if stated:
+            reasons.append(stated)
         row = by_class.get(name, {})
         if row.get("flagged"):
             from cxrbio.confounding.acquisition import DESCRIPTIONS
@@ -97,7 +145,7 @@ def verdicts(contents: RunContents, probes: list[dict[str, Any]]) -> list[str]:
             reasons.append(f"{known.value_counts(normalize=True).iloc[0]:.0%} of its images come from "
                            f"'{known.value_counts().index[0]}'")
         if reasons:
-            sentences.append(f"{name}: " + "; ".join(reasons) + ".")
+            sentences.append(f"{name}: " + "; ".join(r.rstrip(".") for r in reasons) + ".")
         elif row:
             sentences.append(f"{name}: no acquisition or source signal found (acquisition AUROC "
                              f"{number(row.get('auroc'), 2)}).")
@@ -225,6 +273,7 @@ def confounding_section(contents: RunContents) -> dict[str, Any]:
         "covariates": covariates.get("rows", []),
         "covariate_notes": covariates.get("notes", []),
         "verdicts": verdicts(contents, probes),
+        "design": design_rows(contents),
         "scheme": contents.config.folds.scheme,
         "lungs_removed": lungs_removed_rows(contents),
         "run": str(contents.run.root),

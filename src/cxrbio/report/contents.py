@@ -65,6 +65,7 @@ class RunContents:
     analysis_summary: dict[str, Any] | None
     acquisition: dict[str, Any] | None = None  # confounding/acquisition.json (cxrbio data scan)
     covariates: dict[str, Any] | None = None  # confounding/covariates.json (cxrbio data scan)
+    design: pd.DataFrame | None = None  # confounding/design.parquet (cxrbio data scan)
     lungs_removed: dict[str, dict[str, Any]] = field(default_factory=dict)  # strategy -> cxrbio lungs-removed's result
     external: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # set -> strategy -> cxrbio evaluate's
     units: list[UnitState] = field(default_factory=list)
@@ -228,6 +229,7 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
         radiomics_analysis=radiomics_analysis, baseline=baseline,
         analysis_summary=_read_json(run.path("analysis_summary")),
         acquisition=_read_json(run.path("acquisition")), covariates=_read_json(run.path("covariates")),
+        design=_read_parquet(run.path("design")),
         external=_external(run),
         lungs_removed={name: found for name in strategies
                        if (found := _read_json(run.path("lungs_removed", strategy=name))) is not None},

@@ -11,7 +11,7 @@ made from it. A failed scan writes nothing.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +22,7 @@ from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.confounding.acquisition import AcquisitionBaseline, acquisition_baseline
 from cxrbio.confounding.covariates import CovariateAudit, audit_covariates
+from cxrbio.confounding.design import control_of, design_table
 from cxrbio.data.privacy import load_or_create_salt
 from cxrbio.data.scan import ScanResult, build_manifest, manifest_digest
 from cxrbio.errors import DataError
@@ -41,6 +42,8 @@ class ScanStageResult(ScanResult):
     unchanged: bool = False  # the manifest equals the one already there
     acquisition: AcquisitionBaseline | None = None  # None when folds could not be drawn
     covariates: CovariateAudit | None = None
+    design: pd.DataFrame | None = None  # confounding/design.parquet (docs/confounding.md)
+    design_notes: list[str] = field(default_factory=list)
 
 
 def _later_results(run: RunDir) -> bool:
@@ -68,6 +71,7 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
         check_layout(run)
         config, blocking = runconfig.resolve(run, config, stage=STAGE, reconfigure=reconfigure)
     config = config or load_config(None)
+    control_of(config.analysis, list(config.data.classes))  # a control class that is no class: refused before any work
     if existing and _later_results(run) and not (force or reconfigure):
         raise DataError(
             f"{run.root} already holds results of later stages; a new manifest could orphan them.",
@@ -99,9 +103,25 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
                           info={"images": len(scanned.manifest), "layout": scanned.layout})
     acquisition = None if scanned.fold_error is not None else write_acquisition(run, config, scanned.manifest)
     covariates = write_covariates(run, config, scanned.manifest)
+    design, design_notes = write_design(run, config, scanned.manifest, acquisition)
     return ScanStageResult(manifest=scanned.manifest, layout=scanned.layout, root=scanned.root, notes=scanned.notes,
                            fold_error=scanned.fold_error, run_dir=run.root, superseded=aside, unchanged=unchanged,
-                           acquisition=acquisition, covariates=covariates)
+                           acquisition=acquisition, covariates=covariates, design=design, design_notes=design_notes)
+
+
+def write_design(run: RunDir, config: Config, manifest: pd.DataFrame,
+                 acquisition: AcquisitionBaseline | None) -> tuple[pd.DataFrame, list[str]]:
+    """confounding/design.parquet: per class, can its effect be estimated free of source (:mod:`cxrbio.confounding.design`)?"""
+    classes = list(config.data.classes)
+    control, notes = control_of(config.analysis, classes)
+    included = manifest[manifest["included"]].reset_index(drop=True)
+    flagged = acquisition.flagged if acquisition is not None else []
+    table, more = design_table(included, classes, control=control, alpha=config.analysis.gate_q,
+                               power=config.confounding.design_power, acquisition_flagged=flagged)
+    want = freshness.expected(run, "design", config.model_dump(mode="json"))
+    atomic_write_parquet(run.output(STAGE, "design"), table)
+    freshness.write_stamp(run, want, info={"notes": notes + more})
+    return table, notes + more
 
 
 def write_covariates(run: RunDir, config: Config, manifest: pd.DataFrame) -> CovariateAudit:
