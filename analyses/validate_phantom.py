@@ -53,7 +53,12 @@ FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"]
 
 def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str],
              site_confound: bool = False, null: bool = False, severity: tuple[float, float] = (0.7, 1.0),
-             phantom_seed: int | None = None) -> None:
+             phantom_seed: int | None = None, isolated_site: str | None = None, nested_site: str | None = None,
+             hide_source: bool = False) -> None:
+    """Phantom -> scan -> train -> embed -> masks (ground truth) -> radiomics -> analyze, each stage resumed or skipped.
+
+    ``hide_source``: scan the phantom's manifest without its sources (as class folders of renamed files have it).
+    """
     from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
@@ -70,14 +75,17 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
         generate_phantom(out / "phantom", per_class=per_class, size=max(64, cfg.data.image_size),
                          seed=cfg.folds.seed if phantom_seed is None else phantom_seed,
                          shortcut=parse_shortcut(shortcut), site_confound=site_confound, null=null,
-                         severity=severity)
+                         severity=severity, isolated_site=isolated_site, nested_site=nested_site)
 
     def show(event: ProgressEvent) -> None:
         if event.is_line:
             print(event.message)
 
     if not (out / "manifest.parquet").is_file():
-        stages.scan.run(out, data=out / "phantom", config=cfg, progress=show)
+        from cxrbio.data.phantom import HIDDEN_SOURCE_MANIFEST
+
+        data = out / "phantom" / HIDDEN_SOURCE_MANIFEST if hide_source else out / "phantom"
+        stages.scan.run(out, data=data, config=cfg, progress=show)
     stages.train.run(out, skip_unavailable=True, progress=show)
     stages.embed.run(out, progress=show)
     stages.masks.run(out, source="column", progress=show)  # the phantom's ground-truth lung and body masks

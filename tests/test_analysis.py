@@ -288,13 +288,18 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(a
     for strategy in ("scratch", "finetune-2"):
         folder = run.root / "analysis" / strategy
         for name in ("attribution", "tests", "dropped", "cca", "stability", "umap", "matching", "confirmation", "power",
-                     "acquisition", "descriptors", "separation", "audit_dims", "audit_model", "shortcut_scores", "candidates"):
+                     "acquisition", "descriptors", "separation", "audit_dims", "audit_model", "shortcut_scores", "candidates",
+                     "design", "source_equivalence"):
             assert (folder / f"{name}.parquet").is_file(), name
         assert (folder / "saliency.npz").is_file()
         candidates = pd.read_parquet(folder / "candidates.parquet")
         assert {"class", "rank", "feature", "passed", "failed_gates", "gate_confirmation", "gate_direction", "gate_audit",
                 "gate_acquisition", "auc", "auc_low", "auc_high", "q", "folds_agree", "folds_tested", "direction",
-                "descriptors", "described", "dims", "lung_density", "outside_ratio", "likely_shortcut"} <= set(candidates.columns)
+                "descriptors", "described", "dims", "lung_density", "outside_ratio", "likely_shortcut", "contrast",
+                "source_tier", "gate_source", "strata", "auc_rest", "q_rest", "source_equivalent"} <= set(candidates.columns)
+        # The phantom's one recorded source holds every class: each is compared with Normal within it, free of source.
+        assert set(candidates["source_tier"]) <= {"free of source"}
+        assert set(candidates.loc[candidates["class"] != "Normal", "contrast"]) <= {"vs Normal"}
         confirmation = pd.read_parquet(folder / "confirmation.parquet")
         assert (confirmation.groupby(["class", "fold"]).size() <= 3).all()  # --top 3 selected per held-out fold
         # Every tested feature is kept with its gates; untrained models: nothing should pass.

@@ -380,3 +380,15 @@ def test_a_class_isolated_at_a_site_without_controls_is_not_estimable_and_not_te
                                   min_patients=5, resamples=20, level=0.95, seed=0, control=2, designs=designs)
     assert "A" not in set(result.per_fold["class"])
     assert confirmation.tiers_of(designs, [])["A"] == "not estimable"
+
+
+def test_a_covariate_that_names_the_source_again_is_left_to_the_strata_and_others_stay_gate_targets():
+    from cxrbio.analysis.pipeline import patient_targets
+    from cxrbio.config import Config
+
+    manifest = pd.DataFrame({"source": ["a", "a", "b", "b", "unknown"], "site": ["s1", "s1", "s2", "s2", "s3"],
+                             "sex": ["F", "M", "F", "M", "F"], "label": ["A"] * 5})
+    notes: list[str] = []
+    targets = patient_targets(SimpleNamespace(manifest=manifest, config=Config()), notes)
+    assert "site" not in targets and "sex" in targets and "source" not in targets
+    assert any("covariate 'site' takes one value within each recorded source" in n for n in notes)

@@ -152,7 +152,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     located = confirmation.with_strata(inputs.manifest)
     rad_values, rad_names, rad_ids, _ = inputs.radiomics_space
     rad_row = {image_id: i for i, image_id in enumerate(rad_ids)}
-    targets = patient_targets(inputs)
+    targets = patient_targets(inputs, summary.notes)
     every = np.sort(inputs.manifest.index.to_numpy())  # every model embeds every image: matching uses them all
     collected: dict[str, list[pd.DataFrame]] = defaultdict(list)
     contrasts: list[pd.DataFrame] = []  # each class against the controls, per fold (selection only; not written)
@@ -267,11 +267,26 @@ def control_class(inputs: AnalysisInputs, strategy: str, summary: AnalysisSummar
     return inputs.classes.index(name) if name is not None else None
 
 
-def patient_targets(inputs: AnalysisInputs) -> dict[str, pd.Series]:
+def patient_targets(inputs: AnalysisInputs, notes: list[str] | None = None) -> dict[str, pd.Series]:
     """What the covariate gate asks a feature not to predict within class: the categorical covariates (sex, view,
-    device, ...). Not the source: the contrasts are estimated within sources, and its equivalence is flagged."""
-    return {name: series for name, series in covariate_targets(inputs.manifest, inputs.config.confounding.covariates).items()
-            if name != "source"}
+    device, ...). Not the source: the contrasts are estimated within sources, and its equivalence is flagged; nor a
+    covariate nested in the recorded source (a 'site' column that names the source again): the strata cover it."""
+    from cxrbio.data.provenance import UNKNOWN
+
+    source = inputs.manifest["source"].astype(str) if "source" in inputs.manifest else None
+    targets = {}
+    for name, series in covariate_targets(inputs.manifest, inputs.config.confounding.covariates).items():
+        if name == "source":
+            continue
+        if source is not None:
+            known = (source != UNKNOWN) & series.astype(str).str.strip().ne("") & series.notna()
+            if known.any() and (series[known].astype(str).groupby(source[known]).nunique() <= 1).all():
+                if notes is not None:
+                    notes.append(f"covariate '{name}' takes one value within each recorded source: the within-source "
+                                 "estimates cover it (not a covariate gate target).")
+                continue
+        targets[name] = series
+    return targets
 
 
 def class_designs(inputs: AnalysisInputs, control: int | None) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str]]:
