@@ -92,10 +92,13 @@ def check_report(report: Path, screenshot: Path | None = None, timeout_ms: int =
                 "d => d.querySelector('canvas') && d.data && d.data.some(t => t.type === 'scattergl')).length")
             table = page.locator("table.sortable.candidates").first
             if table.count():
-                header = table.locator("thead th").nth(3)  # SHAP share %
+                # the AUC column, found by its title so that adding a column does not move the check
+                titles = [text.strip() for text in table.locator("thead th").all_inner_texts()]
+                column = titles.index("AUC") if "AUC" in titles else 0
+                header = table.locator("thead th").nth(column)
                 header.click()
                 result.sort_state = header.get_attribute("aria-sort")
-                values = table.locator("tbody tr td:nth-child(4)").evaluate_all(
+                values = table.locator(f"tbody tr td:nth-child({column + 1})").evaluate_all(
                     "cells => cells.map(c => c.getAttribute('data-sort'))")
                 result.sorted_column = [float(v) for v in values if v]
             if screenshot is not None:

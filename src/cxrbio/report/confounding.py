@@ -102,6 +102,8 @@ def _design_sentence(row: dict[str, Any] | None, tier: str, passed: int) -> str:
     """What the data can support for a class: its design, its tier, what would make it estimable."""
     if row is None:
         return ""
+    note = str(row["note"]).removeprefix(f"{row['class']}: ")  # the verdict names the class already
+    row = {**row, "note": note[:1].upper() + note[1:]}
     if tier == "acquisition-confounded":
         return ("acquisition-confounded: the acquisition baseline names it and no recorded source separates a claim "
                 f"from the collection's look; no candidate can pass. {row['note']}").strip()
