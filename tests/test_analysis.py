@@ -296,7 +296,14 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(a
         assert {"class", "rank", "feature", "passed", "failed_gates", "gate_confirmation", "gate_direction", "gate_audit",
                 "gate_acquisition", "auc", "auc_low", "auc_high", "q", "folds_agree", "folds_tested", "direction",
                 "descriptors", "described", "dims", "lung_density", "outside_ratio", "likely_shortcut", "contrast",
-                "source_tier", "gate_source", "strata", "auc_rest", "q_rest", "source_equivalent"} <= set(candidates.columns)
+                "source_tier", "gate_source", "strata", "auc_rest", "q_rest", "source_equivalent", "p_joint", "q_hier",
+                "error_rate_scope", "re_auc", "re_p", "i2"} <= set(candidates.columns)
+        # one error rate: the gate reads the hierarchy's q, never the per-family one
+        assert (candidates["gate_confirmation"] == (candidates["q_hier"] < 0.05)).all()
+        assert (candidates["q_hier"].dropna() >= candidates["q"].dropna() - 1e-12).all()
+        assert (candidates["p_joint"] >= candidates["p"] - 1e-12).all()
+        null = pd.read_parquet(folder / "matching_null.parquet")
+        assert len(null) == 2 and (null["threshold"] >= 0.3).all() and null["null_matched"].notna().all()
         # The phantom's one recorded source holds every class: each is compared with Normal within it, free of source.
         assert set(candidates["source_tier"]) <= {"free of source"}
         assert set(candidates.loc[candidates["class"] != "Normal", "contrast"]) <= {"vs Normal"}
@@ -313,8 +320,14 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(a
     summary = json.loads((run.root / "analysis" / "summary.json").read_text())
     assert {"stats", "attribution", "association", "stability", "projection", "audit", "matching",
             "confirmation"} <= set(summary["timings_s"])
+    assert "error rate (every strategy):" in output and "families" in output
+    log = [json.loads(line) for line in (run.root / "analysis" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["gates"]["gate_q"] == 0.05 and log[0]["settings"]["top_k"] == 3
+    assert set(log[0]["counts"]) == {"radiomics", "scratch", "finetune-2"} and log[0]["error_rate"][0]["tests"] > 0
     again = CliRunner().invoke(app, ["analyze", str(run.root), "--strategies", "scratch", "--top", "3"])
     assert again.exit_code == 0 and "scratch: inputs unchanged" in again.output
+    log = (run.root / "analysis" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 2 and json.loads(log[1])["reused"]  # appended, the first line kept
 
 
 def test_analyze_names_the_command_for_missing_inputs(embedded_run, tmp_path):
@@ -352,6 +365,9 @@ def test_analysis_settings_may_come_from_another_config_and_the_report_shows_the
     assert CliRunner().invoke(app, ["report", str(run.root), "--html", str(report)]).exit_code == 0
     page = report.read_text()
     assert "Analyses made with settings other than the run" in page and "analysis.top_k" in page
+    # the gate header reads what the analysis used; the config's differing gate is named, not silently shown
+    assert "as the last analysis used them" in page and "gates changed after this analysis" in page
+    assert f"top_k 2 (used) → {own.analysis.top_k} (configured now)" in page and "Analysis log: 1 analysis run(s)" in page
     training = other.read_text().replace("learning_rate: 0.0001", "learning_rate: 0.5")
     other.write_text(training)
     refused = CliRunner().invoke(app, ["analyze", str(run.root), "--config", str(other)])

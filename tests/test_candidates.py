@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from cxrbio.analysis import association, confirmation, matching
 
@@ -392,3 +393,165 @@ def test_a_covariate_that_names_the_source_again_is_left_to_the_strata_and_other
     targets = patient_targets(SimpleNamespace(manifest=manifest, config=Config()), notes)
     assert "site" not in targets and "sex" in targets and "source" not in targets
     assert any("covariate 'site' takes one value within each recorded source" in n for n in notes)
+
+
+def _opposed_folds(agreeing_auc: float = 0.58, opposed_auc: float = 0.30, agreeing: int = 2, folds: int = 10):
+    """Per-fold rows of one feature predicted 'higher -> class' on every fold, with ``agreeing`` folds on that side."""
+    from cxrbio.analysis import stratified
+
+    rng = np.random.default_rng(0)
+    rows, boot, blocks = [], {}, []
+    for fold in range(folds):
+        auc = agreeing_auc if fold < agreeing else opposed_auc
+        n = 200  # patients per group in the fold's one stratum
+        # values whose AUC is close to the wanted one: a shift of the class's normal values
+        shift = np.sqrt(2) * stats.norm.ppf(auc)
+        values = np.r_[rng.normal(shift, 1, n), rng.normal(0, 1, n)]
+        group = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+        found = stratified.blocks(values[:, None], group, ~group, np.zeros(2 * n))
+        together = stratified.combine(found, 1)
+        blocks += found
+        boot[("Pneumonia", "f0001", fold)] = np.zeros(20) + together.t[0]
+        rows.append({"class": "Pneumonia", "feature": "f0001", "fold": fold, "dim": "e0001", "contrast": "vs Normal",
+                     "n_patients": 2 * n, "n_class": n, "n_reference": n, "strata": 1, "smallest": n,
+                     "t": float(together.t[0]), "var": float(together.var[0]), "weight": together.weight,
+                     "auc": float(together.auc[0]), "z": float(together.z[0]), "p": float(together.p_normal[0]),
+                     "selection_score": 1.0, "selection_folds": folds - 1, "expected_direction": 1,
+                     "agrees": bool(together.auc[0] > 0.5), "n_rest": n, "t_rest": float(together.t[0]),
+                     "var_rest": float(together.var[0]), "weight_rest": together.weight, "smallest_rest": n,
+                     "auc_rest": float(together.auc[0]), "z_rest": float(together.z[0])})
+    per_fold = pd.DataFrame(rows, columns=confirmation.PER_FOLD_COLUMNS)
+    parts = {("Pneumonia", "f0001"): {"primary": blocks, "rest": blocks, "signs": [1] * folds,
+                                      "signs_rest": [1] * folds}}
+    combined = confirmation.combine(per_fold, boot, parts, 0.95, permutation_below=5, permutations=999,
+                                    rng=np.random.default_rng(1))
+    return per_fold, combined
+
+
+def test_two_agreeing_folds_against_eight_opposed_fail_the_direction_and_confirmation_gates():
+    """The review's example: 2 folds at AUC 0.58 on the predicted side, 8 at 0.30 against it.
+
+    A two-sided combined test with 'at least 2 folds agree' passed it (z = -6.1) and reported it on
+    the side the data contradict; one-sided in the predicted direction with a majority rule it fails.
+    """
+    per_fold, combined = _opposed_folds()
+    row = combined.iloc[0]
+    assert row["folds_agree"] == 2 and row["folds_tested"] == 10 and row["expected_direction"] == 1
+    assert row["auc"] < 0.45 and row["z"] < -4  # the directed z: far on the wrong side
+    assert row["p"] > 0.99  # one-sided in the predicted direction
+    assert row["re_auc"] < 0.5 and row["re_p"] > 0.9 and np.isfinite(row["i2"]) and np.isfinite(row["heterogeneity_q"])
+    no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
+    gated = confirmation.gate(combined, no_acquisition, None, GATES)
+    assert not gated["gate_direction"].iloc[0] and not gated["gate_confirmation"].iloc[0] and not gated["passed"].iloc[0]
+    # the same folds all on the predicted side pass both gates (the gates can pass)
+    _, agreeing = _opposed_folds(agreeing=10)
+    passed = confirmation.gate(agreeing, no_acquisition, None, GATES)
+    assert passed["gate_direction"].iloc[0] and passed["gate_confirmation"].iloc[0]
+    assert agreeing["re_p"].iloc[0] < 0.001 and 0.55 < agreeing["re_auc"].iloc[0] < 0.62
+
+
+def test_a_majority_on_the_predicted_side_with_a_heterogeneous_minority_is_judged_by_the_random_effects_rule():
+    _, combined = _opposed_folds(agreeing_auc=0.75, opposed_auc=0.45, agreeing=6)
+    no_acquisition = pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
+    majority = confirmation.gate(combined, no_acquisition, None, GATES)
+    assert majority["gate_direction"].iloc[0]
+    assert combined["i2"].iloc[0] > 0.5  # folds disagree far beyond their sampling error
+    strict = SimpleNamespace(**{**vars(GATES), "direction_rule": "random-effects"})
+    judged = confirmation.gate(combined, no_acquisition, None, strict)
+    assert bool(judged["gate_direction"].iloc[0]) == bool(combined["re_p"].iloc[0] < 0.05)
+
+
+def test_the_directed_permutation_p_is_one_sided():
+    from cxrbio.analysis import stratified
+
+    rng = np.random.default_rng(3)
+    values = np.r_[rng.normal(2.0, 1, 8), rng.normal(0, 1, 8)][:, None]
+    group = np.r_[np.ones(8, bool), np.zeros(8, bool)]
+    found = stratified.blocks(values, group, ~group, np.zeros(16))
+    right = stratified.permutation_p(found, resamples=1999, rng=rng, signs=np.array([1]))[0]
+    wrong = stratified.permutation_p(found, resamples=1999, rng=rng, signs=np.array([-1]))[0]
+    both = stratified.permutation_p(found, resamples=1999, rng=rng)[0]
+    assert right < 0.05 < 0.95 < wrong and right < both
+
+
+def test_matching_noise_at_the_real_samples_size_matches_what_a_shuffle_does_and_planted_units_still_match():
+    """1,280 pure-noise dims per model at 74 images: a fixed r >= 0.3 matched nearly all; the null threshold does not."""
+    rng = np.random.default_rng(5)
+    n, d, shared = 74, 1280, 24
+    groups = np.repeat([0, 1, 2], [30, 24, 20])
+    names = [f"e{j:04d}" for j in range(d)]
+    a, b = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    fixed = matching.match_folds({0: (names, a), 1: (names, b)}, groups, min_rho=0.3, null_quantile=None)
+    assert fixed.pairs["matched"].iloc[0] > 0.8 * d  # the review's finding, reproduced
+    nulled = matching.match_folds({0: (names, a), 1: (names, b)}, groups, min_rho=0.3, null_quantile=0.99, seed=1)
+    pair = nulled.pairs.iloc[0]
+    assert pair["matched"] <= 0.02 * d and pair["null_matched"] <= 0.02 * d
+    assert pair["threshold"] > 0.3 and pair["images"] == n
+    # planted: 24 units the two models share (with noise) stand out of the null and are found
+    b[:, :shared] = a[:, :shared] * 0.9 + rng.normal(0, 0.3, (n, shared))
+    planted = matching.match_folds({0: (names, a), 1: (names, b)}, groups, min_rho=0.3, null_quantile=0.99, seed=2)
+    table = planted.table()
+    found = table[table["fold"] == 1]
+    recovered = {dim for dim in found["dim"] if int(dim[1:]) < shared}
+    assert len(recovered) >= shared - 1
+    assert planted.pairs["matched"].iloc[0] <= shared + 0.02 * d
+
+
+def test_matching_compares_a_pair_only_on_the_images_one_of_them_held_out():
+    rng = np.random.default_rng(6)
+    held_out = np.repeat([0, 1, 2], 40)
+    groups = rng.integers(0, 2, len(held_out))
+    names = [f"e{j:04d}" for j in range(8)]
+    values = {f: (names, rng.normal(size=(len(held_out), 8))) for f in range(3)}
+    matched = matching.match_folds(values, groups, min_rho=0.0, null_quantile=0.9, held_out=held_out)
+    assert matched.pairs.set_index("fold")["images"].to_dict() == {1: 80, 2: 80}
+
+
+def test_one_error_rate_across_56_null_families_holds_the_level_where_a_bh_per_family_does_not():
+    """The paper's 8 strategies x 7 classes: a BH per family errs in about 56 x 5% x (share) of runs; the hierarchy at 5%."""
+    from cxrbio.multiple_testing import benjamini_bogomolov, benjamini_hochberg
+
+    rng = np.random.default_rng(7)
+    families = np.repeat(np.arange(56), 10)
+    hierarchy = per_family = 0
+    for _ in range(200):
+        p = rng.uniform(size=560)
+        adjusted, counts = benjamini_bogomolov(p, families, level=0.05)
+        hierarchy += bool((adjusted < 0.05).any())
+        per_family += bool(any((benjamini_hochberg(p[families == f]) < 0.05).any() for f in range(56)))
+        assert counts == {"families": 56, "selected": counts["selected"], "tests": 560}
+    assert hierarchy / 200 <= 0.1 and per_family / 200 >= 0.6
+    # a real family of 10 strong effects among 55 null ones is still found whole
+    p = np.r_[rng.uniform(size=550), np.full(10, 1e-6)]
+    adjusted, counts = benjamini_bogomolov(p, families, level=0.05)
+    assert (adjusted[550:] < 0.05).all() and counts["selected"] >= 1
+
+
+def test_the_error_rate_settles_passes_again_and_a_primary_strategy_splits_the_hierarchy():
+    from cxrbio.analysis import error_rate
+
+    def frame(p, p_rest):
+        return pd.DataFrame({"class": ["B"] * len(p), "feature": [f"f{i}" for i in range(len(p))], "p": p, "q": p,
+                             "p_rest": p_rest, "gate_confirmation": True, "gate_direction": True, "gate_source": True,
+                             "gate_acquisition": True, "gate_audit": np.nan, "gate_audit_required": False,
+                             "source_tier": "free of source"})
+
+    strong = frame([1e-8, 0.4], [1e-7, 0.5])
+    only_vs_controls = frame([1e-8, 0.3], [0.6, 0.7])  # differs from the controls only: not a marker of the class
+    settings = SimpleNamespace(gate_q=0.05, primary_strategy=None, error_rate_contrasts="both")
+    out, summary = error_rate.across_families({"scratch": strong, "offshelf": only_vs_controls}, settings)
+    assert out["scratch"].set_index("feature").loc["f0", "passed"]
+    assert not out["offshelf"]["passed"].any() and "confirmation" in out["offshelf"]["failed_gates"].iloc[0]
+    assert summary == [{"scope": "every strategy", "strategies": ["scratch", "offshelf"], "contrasts": "both",
+                        "level": 0.05, "families": 2, "selected": 1, "tests": 4}]
+    primary = SimpleNamespace(gate_q=0.05, primary_strategy="scratch", error_rate_contrasts="primary")
+    out, summary = error_rate.across_families({"scratch": strong, "offshelf": only_vs_controls}, primary)
+    assert [row["scope"] for row in summary] == ["confirmatory", "exploratory"]
+    assert out["offshelf"].set_index("feature").loc["f0", "passed"]  # the primary contrast alone
+
+
+def test_a_primary_strategy_that_is_not_trained_is_refused():
+    from cxrbio.config import Config
+
+    with pytest.raises(ValueError, match="analysis.primary_strategy is 'scratch'"):
+        Config.model_validate({"train": {"strategies": ["offshelf"]}, "analysis": {"primary_strategy": "scratch"}})

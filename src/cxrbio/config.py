@@ -334,14 +334,22 @@ class AnalysisConfig(StrictModel):
     match_min_rho: float = Field(
         0.3, ge=0.0, le=1.0, description="Fewest within-class (class-partialled) correlation for a fold model's dim to be "
         "matched to the reference fold's dim (docs/analysis.md).")
+    match_null_quantile: float | None = Field(
+        0.99, gt=0.5, lt=1.0, description="A fold model's dim is matched to the reference's when their correlation "
+        "reaches this quantile of the assigned correlations after one model's rows are shuffled within predicted "
+        "class (and match_min_rho); null: match_min_rho alone, no null (docs/analysis.md).")
     confirm_min_patients: int = Field(
         5, ge=2, description="Fewest patients of a class (and of the rest) in a held-out fold for it to confirm there.")
     confirm_bootstrap: int = Field(200, ge=10, description="Patient bootstrap resamples for a confirmed AUC's CI.")
     gate_q: float = Field(0.05, gt=0.0, lt=1.0, description="Gate: confirmation BH q (within strategy and class) below "
                           "this; also the level of the covariate gate (Bonferroni over covariates), of the source "
                           "equivalence flag and of the design check's smallest detectable AUC.")
-    gate_min_folds: int = Field(2, ge=1, description="Gate: the held-out effect on the side the other folds predicted "
-                                "in at least this many folds (at most folds.k).")
+    gate_min_folds: int = Field(2, ge=1, description="Gate: a feature is tested on at least this many held-out folds "
+                                "(at most folds.k); a majority of them on the side the other folds predicted, and the "
+                                "combined one-sided effect on that side too.")
+    direction_rule: Literal["majority", "random-effects"] = Field(
+        "majority", description="Direction gate: 'majority' (most tested folds and the combined effect on the predicted "
+        "side), or 'random-effects' (also the Hartung-Knapp pooled effect over folds, one-sided p < gate_q).")
     gate_audit: bool = Field(True, description="Gate: no audited dim of the feature flagged a likely shortcut (a feature "
                              "whose dims were not audited does not pass).")
     control_class: str | None = Field(
@@ -399,6 +407,13 @@ class AnalysisConfig(StrictModel):
                              "analysis.shortcut_margin, docs/analysis.md)")
         return values
 
+    primary_strategy: str | None = Field(
+        None, description="The strategy whose candidates are the confirmatory claims: its (class) families form one "
+        "hierarchical FDR and the other strategies a second, exploratory one; null: every analysed strategy is one "
+        "hierarchy (docs/analysis.md, 'One error rate').")
+    error_rate_contrasts: Literal["both", "primary"] = Field(
+        "both", description="What p-value a feature enters the error rate with: 'both' the larger of the primary "
+        "(against the controls) and the secondary (against the rest) contrasts' p, 'primary' the primary's alone.")
     min_group: int = Field(3, ge=2, description="Fewest images of a class (and of the rest) for a test to run.")
     radiomics_c: float = Field(0.1, gt=0, description="Inverse L2 strength of the radiomics logistic regression.")
     seed: int = 0
@@ -436,6 +451,14 @@ class Config(StrictModel):
     radiomics: RadiomicsConfig = Field(default_factory=RadiomicsConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _primary_strategy_is_trained(self) -> Config:
+        primary = self.analysis.primary_strategy
+        if primary is not None and primary not in self.train.strategies:
+            raise ValueError(f"analysis.primary_strategy is {primary!r}, which is not among train.strategies "
+                             f"({', '.join(self.train.strategies)}); name one of them or delete the key")
+        return self
 
 
 def _describe_validation_error(error: ValidationError, source: str, model: type[BaseModel]) -> str:

@@ -25,8 +25,10 @@ Gates, all fixed in config (``analysis.gate_*``) before the analysis runs:
 
 * ``confirmation``: the primary contrast's BH q < ``gate_q`` within the strategy and class, over
   every tested feature;
-* ``direction``: fold k's primary effect on the side the other folds predicted in at least
-  ``gate_min_folds`` folds;
+* ``direction``: tested on at least ``gate_min_folds`` held-out folds, a majority of which lie on
+  the side the other folds predicted, and the combined effect on the predicted side (the
+  confirmation p is one-sided in that direction); with ``direction_rule: random-effects`` also the
+  Hartung-Knapp pooled effect over folds, one-sided p below ``gate_q``;
 * ``audit``: none of its audited dims flagged as a likely shortcut (``analysis.shortcut_margin``);
 * ``source``: the class's *source tier* is ``free of source`` (estimated within recorded sources)
   or ``source unverified`` (within inferred acquisition groups); ``not estimable`` (no stratum holds
@@ -280,9 +282,11 @@ def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd
             for j, item in enumerate(chosen.itertuples()):
                 key = (cls, item.feature)
                 boot[(cls, item.feature, fold)] = boot_t[:, j]
-                parts.setdefault(key, {"primary": [], "rest": []})
+                parts.setdefault(key, {"primary": [], "rest": [], "signs": [], "signs_rest": []})
                 parts[key]["primary"] += [_column(b, j) for b in primary]
                 parts[key]["rest"] += [_column(b, j) for b in secondary]
+                parts[key]["signs"] += [int(item.expected_direction)] * len(primary)
+                parts[key]["signs_rest"] += [int(item.expected_direction)] * len(secondary)
                 auc = float(primary_all.auc[j])
                 rows.append({"class": cls, "feature": item.feature, "fold": fold, "dim": dims[j], "contrast": contrast,
                              "n_patients": primary_all.n_group + primary_all.n_reference, "n_class": primary_all.n_group,
@@ -317,34 +321,55 @@ def _column(block: stratified.Block, j: int) -> stratified.Block:
 
 COMBINED_COLUMNS = ["class", "feature", "contrast", "folds_tested", "folds_agree", "expected_direction", "auc", "auc_low",
                     "auc_high", "z", "p", "p_method", "q", "n_patients", "n_class", "n_reference", "strata", "auc_rest",
-                    "z_rest", "p_rest", "q_rest"]
+                    "z_rest", "p_rest", "q_rest", "re_auc", "re_low", "re_high", "re_p", "heterogeneity_q", "i2"]
+
+#: Cochran's Q and I^2 are reported from this many folds on (fewer say nothing about heterogeneity).
+HETEROGENEITY_MIN_FOLDS = 5
 
 
 def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray], parts: dict[tuple[str, str], dict],
             level: float, *, permutation_below: int, permutations: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Per (class, feature): the stratified statistic over every (fold, stratum) block, its CI, BH q per class.
+    """Per (class, feature): the directed stratified statistic over every (fold, stratum) block, its CI, BH q per class.
 
-    A p-value is the normal approximation's unless a block holds fewer than ``permutation_below``
-    patients of either group: then a stratified permutation p (``permutations`` shuffles).
+    **One-sided, in the predicted direction.** Each held-out fold's direction was fixed by the other
+    folds before it was tested (:func:`select`); its statistic enters the sum with that sign, so a
+    fold on the wrong side counts *against* the effect, and the p is one-sided (``z`` is the
+    directed z: positive on the predicted side). A p-value is the normal approximation's unless a
+    block holds fewer than ``permutation_below`` patients of either group: then a directed
+    stratified permutation p (``permutations`` shuffles). ``auc`` is the plain stratified AUC of
+    the class against its reference (0.5: none), on whichever side it falls. Beside it, a
+    Hartung-Knapp random-effects pooling of the per-fold directed effects (``re_*``, as an AUC on
+    the predicted side) with Cochran's Q and I^2 where at least ``HETEROGENEITY_MIN_FOLDS`` folds
+    were tested.
     """
     if per_fold.empty:
         return pd.DataFrame(columns=COMBINED_COLUMNS)
     out = []
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         weight = float(part["weight"].sum())
+        sign = part["expected_direction"].to_numpy(float)
         t, var = float(part["t"].sum()), float(part["var"].sum())
-        z = t / np.sqrt(var) if var > 0 else 0.0
+        directed = float((sign * part["t"].to_numpy(float)).sum())
+        z = directed / np.sqrt(var) if var > 0 else 0.0
         auc = 0.5 + t / weight if weight > 0 else np.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se = np.sqrt(part["var"].to_numpy(float)) / part["weight"].to_numpy(float)
+        pooled = stratified.random_effects(sign * (part["auc"].to_numpy(float) - 0.5), se, level=level)
+        heterogeneous = pooled.k >= HETEROGENEITY_MIN_FOLDS
         draws = 0.5 + np.sum([boot[(cls, feature, int(f))] for f in part["fold"]], axis=0) / weight
         low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
         small = int(part["smallest"].min()) < permutation_below
-        p = float(stratified.permutation_p(parts[(cls, feature)]["primary"], resamples=permutations, rng=rng)[0]) \
-            if small else float(2 * stats.norm.sf(abs(z)))
+        blocks_of = parts[(cls, feature)]
+        p = float(stratified.permutation_p(blocks_of["primary"], resamples=permutations, rng=rng,
+                                           signs=np.asarray(blocks_of["signs"]))[0]) \
+            if small else float(stats.norm.sf(z))
         t_rest, var_rest, w_rest = float(part["t_rest"].sum()), float(part["var_rest"].sum()), float(part["weight_rest"].sum())
-        z_rest = t_rest / np.sqrt(var_rest) if var_rest > 0 else 0.0
+        directed_rest = float((sign * part["t_rest"].to_numpy(float)).sum())
+        z_rest = directed_rest / np.sqrt(var_rest) if var_rest > 0 else 0.0
         small_rest = int(part["smallest_rest"].min()) < permutation_below
-        p_rest = float(stratified.permutation_p(parts[(cls, feature)]["rest"], resamples=permutations, rng=rng)[0]) \
-            if small_rest else float(2 * stats.norm.sf(abs(z_rest)))
+        p_rest = float(stratified.permutation_p(blocks_of["rest"], resamples=permutations, rng=rng,
+                                                signs=np.asarray(blocks_of["signs_rest"]))[0]) \
+            if small_rest else float(stats.norm.sf(z_rest))
         expected = int(np.sign(part["expected_direction"].sum())) or int(part["expected_direction"].iloc[0])
         out.append({"class": cls, "feature": feature, "contrast": part["contrast"].iloc[0], "folds_tested": len(part),
                     "folds_agree": int(part["agrees"].sum()), "expected_direction": expected, "auc": auc,
@@ -352,7 +377,10 @@ def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray]
                     "p_method": "stratified permutation" if small else "van Elteren (normal)",
                     "n_patients": int(part["n_patients"].sum()), "n_class": int(part["n_class"].sum()),
                     "n_reference": int(part["n_reference"].sum()), "strata": int(part["strata"].sum()),
-                    "auc_rest": 0.5 + t_rest / w_rest if w_rest > 0 else np.nan, "z_rest": z_rest, "p_rest": p_rest})
+                    "auc_rest": 0.5 + t_rest / w_rest if w_rest > 0 else np.nan, "z_rest": z_rest, "p_rest": p_rest,
+                    "re_auc": 0.5 + pooled.effect, "re_low": 0.5 + pooled.low, "re_high": 0.5 + pooled.high,
+                    "re_p": pooled.p, "heterogeneity_q": pooled.q if heterogeneous else np.nan,
+                    "i2": pooled.i2 if heterogeneous else np.nan})
     combined = pd.DataFrame(out)
     combined["q"] = combined["q_rest"] = np.nan
     for _, index in combined.groupby("class").groups.items():
@@ -455,7 +483,7 @@ def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame 
     frame["source_tier"] = [(tiers or {}).get(str(c), SOURCE_UNVERIFIED) for c in frame["class"]]
     frame["gate_source"] = frame["source_tier"].isin(PASSING_TIERS)
     frame["gate_confirmation"] = frame["q"] < settings.gate_q
-    frame["gate_direction"] = frame["folds_agree"] >= settings.gate_min_folds
+    frame["gate_direction"] = direction_gate(frame, settings)
     if audit is not None and not audit.empty:
         frame = frame.merge(audit[["class", "feature", "audited_dims", "flagged_dims"]], on=["class", "feature"], how="left")
     else:
@@ -478,9 +506,23 @@ def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame 
         frame = frame.merge(equivalence.drop(columns=["margin"]), on=["class", "feature"], how="left")
     else:
         frame["source_pair"], frame["source_auc"], frame["source_tost_p"], frame["source_equivalent"] = "", np.nan, np.nan, None
+    frame["gate_audit_required"] = bool(settings.gate_audit)
+    return settle(frame)
+
+
+def settle(frame: pd.DataFrame) -> pd.DataFrame:
+    """``passed`` and ``failed_gates`` from the ``gate_*`` columns; passing first within each class.
+
+    Called again when a gate's outcome changes after :func:`gate` (the error rate across families
+    replaces ``gate_confirmation``), so the verdict is always the one the columns show.
+    """
+    if frame.empty:
+        return frame.assign(passed=pd.Series(dtype=bool), failed_gates=pd.Series(dtype=str))
+    audit_required = bool(frame["gate_audit_required"].iloc[0]) if "gate_audit_required" in frame else False
     required = ["gate_confirmation", "gate_direction", "gate_source", "gate_acquisition"] + \
-        (["gate_audit"] if settings.gate_audit else [])
+        (["gate_audit"] if audit_required else [])
     outcome = frame[required].astype(object).where(frame[required].notna(), False).astype(bool)
+    frame = frame.copy()
     frame["passed"] = outcome.all(axis=1)
     untested = {"gate_audit": " (not audited)"}
     frame["failed_gates"] = [", ".join(_failed_name(g, raw, tier, untested)
@@ -488,6 +530,22 @@ def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame 
                              for ok_row, raw_row, tier in zip(outcome.to_numpy(), frame[required].to_numpy(),
                                                               frame["source_tier"])]
     return frame.sort_values(["class", "passed", "p"], ascending=[True, False, True]).reset_index(drop=True)
+
+
+def direction_gate(frame: pd.DataFrame, settings: Any) -> pd.Series:
+    """The direction gate: enough folds tested, a majority on the predicted side, the combined effect there too.
+
+    Why a majority and the combined sign (not a fixed count of agreeing folds): with 10 folds, two
+    on the predicted side and eight against would pass "at least 2 agree" and be reported on the
+    side the data contradict.
+    """
+    tested = frame["folds_tested"] >= settings.gate_min_folds
+    majority = 2 * frame["folds_agree"] > frame["folds_tested"]
+    on_side = np.sign(frame["auc"] - 0.5) == frame["expected_direction"]
+    outcome = tested & majority & on_side
+    if getattr(settings, "direction_rule", "majority") == "random-effects":
+        outcome &= frame["re_p"].fillna(1.0) < settings.gate_q
+    return outcome
 
 
 def _failed_name(gate_name: str, raw: Any, tier: str, untested: dict[str, str]) -> str:

@@ -211,7 +211,10 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
 
     frames = {name: pd.concat(parts_, ignore_index=True) for name, parts_ in collected.items() if parts_}
     with timed(summary.timings, "matching"):
-        matched = matching.match_folds(live, inputs.labels(every), min_rho=settings.match_min_rho)
+        held_out, predicted = out_of_fold_predictions(inputs, strategy, folds, every, summary)
+        matched = matching.match_folds(live, predicted, min_rho=settings.match_min_rho,
+                                       null_quantile=settings.match_null_quantile, held_out=held_out,
+                                       seed=settings.seed)
         summary.notes += [f"{strategy} matching {n}" for n in matched.notes]
         if strategy == "offshelf":
             summary.notes.append("offshelf: the frozen ImageNet backbone is the same in every fold, so its dims are "
@@ -246,16 +249,42 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                                 equivalence=equivalence)
     ranking = describe_candidates(ranking, descriptor_tables, confirmed.per_fold, shap_table, frames.get("audit_dims"),
                                   settings.descriptors)
-    frames.update(matching=matched.table(), confirmation=confirmed.per_fold, power=confirmed.power,
+    frames.update(matching=matched.table(), matching_null=matched.pairs, confirmation=confirmed.per_fold, power=confirmed.power,
                   acquisition=acquisition, source_equivalence=equivalence, design=design, candidates=ranking,
                   stability=consistency(ranking, matched, inputs.classes))
     if descriptor_tables:
         frames["descriptors"] = pd.concat(descriptor_tables, ignore_index=True)
     for name, frame in frames.items():
         atomic_write_parquet(out / f"{name}.parquet", frame)
-    passed = ranking.groupby("class")["passed"].sum() if not ranking.empty else pd.Series(dtype=int)
-    say(f"{strategy}: {len(ranking)} (class, feature) pairs tested, {int(passed.sum())} passed every gate")
+    say(f"{strategy}: {len(ranking)} (class, feature) pairs tested; the error rate across every strategy's "
+        "families is applied once all are analysed")
     return ranking
+
+
+def out_of_fold_predictions(inputs: AnalysisInputs, strategy: str, folds: list[Any], every: np.ndarray,
+                            summary: AnalysisSummary) -> tuple[np.ndarray, np.ndarray]:
+    """For ``every`` image: the fold that held it out, and that fold model's predicted class for it.
+
+    Matching partials on the predicted class, not the label, so that no held-out patient's label
+    shapes which dims are one feature. An image without a prediction (a fold trained before
+    predictions were written) gets group -1, with a note.
+    """
+    held_out = pd.Series(-1, index=every)
+    predicted = pd.Series(-1, index=every)
+    missing = []
+    for fold in folds:
+        held_out.loc[held_out.index.intersection(fold.test_ids)] = fold.fold
+        path = inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "predictions.parquet"
+        if not path.is_file():
+            missing.append(fold.fold)
+            continue
+        frame = pd.read_parquet(path, columns=["image_id", "predicted"]).set_index("image_id")["predicted"]
+        frame = frame[frame.index.isin(predicted.index)]
+        predicted.loc[frame.index] = frame.to_numpy()
+    if missing:
+        summary.notes.append(f"{strategy}: fold(s) {', '.join(map(str, missing))} have no predictions.parquet; "
+                             "their held-out images are matched as one group (run 'cxrbio train' again to write them).")
+    return held_out.to_numpy(), predicted.to_numpy()
 
 
 def control_class(inputs: AnalysisInputs, strategy: str, summary: AnalysisSummary) -> int | None:

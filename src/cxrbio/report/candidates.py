@@ -190,13 +190,46 @@ def _failed_counts(frame: pd.DataFrame) -> str:
 
 
 def gate_settings(contents: RunContents) -> dict[str, Any]:
-    """The gates as configured before the analysis: printed with every candidate table."""
-    settings = contents.config.analysis
-    return {"q": settings.gate_q, "min_folds": settings.gate_min_folds, "audit": settings.gate_audit,
-            "control": settings.active_control(contents.classes), "margin_equivalence": settings.source_equivalence_margin,
-            "permutation_below": settings.permutation_below,
-            "margin": settings.shortcut_margin, "top_k": settings.top_k, "match_min_rho": settings.match_min_rho,
-            "min_patients": settings.confirm_min_patients, "folds": contents.config.folds.k}
+    """The gates the last analysis used (its entry in analysis/log.jsonl), printed with every candidate table.
+
+    The run's config may have changed since (``cxrbio analyze --config`` or an edited config):
+    the header shows what the candidates were judged by, and ``changed`` names every gate the
+    config now sets otherwise. Runs analysed before the log existed fall back to the config.
+    """
+    from cxrbio.analysis import log as analysis_log
+    from cxrbio.config import AnalysisConfig
+
+    entries = analysis_log.read(contents.run)
+    configured = contents.config.analysis
+    used = AnalysisConfig.model_validate(entries[-1]["settings"]) if entries else configured
+    changed = {key: [value, getattr(configured, key, None)] for key, value in used.model_dump(mode="json").items()
+               if key in analysis_log.GATE_KEYS and configured.model_dump(mode="json").get(key) != value}
+    return {"q": used.gate_q, "min_folds": used.gate_min_folds, "audit": used.gate_audit,
+            "direction_rule": used.direction_rule, "primary_strategy": used.primary_strategy,
+            "contrasts": used.error_rate_contrasts, "match_null_quantile": used.match_null_quantile,
+            "control": used.active_control(contents.classes), "margin_equivalence": used.source_equivalence_margin,
+            "permutation_below": used.permutation_below,
+            "margin": used.shortcut_margin, "top_k": used.top_k, "match_min_rho": used.match_min_rho,
+            "min_patients": used.confirm_min_patients, "folds": contents.config.folds.k,
+            "from_log": bool(entries), "changed": changed}
+
+
+def analysis_log_rows(contents: RunContents) -> list[dict[str, Any]]:
+    """One row per logged analysis: when, release, what changed, tests and passes, the error rate's families."""
+    from cxrbio.analysis import log as analysis_log
+
+    rows = []
+    for entry in analysis_log.read(contents.run):
+        tested = sum(c["tested"] for per_class in entry.get("counts", {}).values() for c in per_class.values())
+        passed = sum(c["passed"] for per_class in entry.get("counts", {}).values() for c in per_class.values())
+        changes = entry.get("changed_since_previous") or {}
+        families = "; ".join(f"{r['scope']}: {r['tests']} tests, {r['families']} families, {r['selected']} selected"
+                             for r in entry.get("error_rate", []))
+        rows.append({"time": entry.get("time", ""), "release": entry.get("release", ""),
+                     "analysed": ", ".join(entry.get("analysed", [])) or "none (all reused)",
+                     "changed": "; ".join(f"{k} {a} → {b}" for k, (a, b) in changes.items()) or "",
+                     "tested": tested, "passed": passed, "families": families})
+    return rows
 
 
 def _slug(text: str) -> str:
@@ -215,4 +248,4 @@ def candidates_section(contents: RunContents) -> dict[str, Any]:
     return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
             "gallery_dims": contents.config.report.gallery_dims, "margin": contents.config.analysis.shortcut_margin,
             "thumbnails": contents.config.report.thumbnails,
-            "gates": gate_settings(contents)}
+            "gates": gate_settings(contents), "log": analysis_log_rows(contents)}

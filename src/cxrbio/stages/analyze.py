@@ -18,10 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbio import freshness, runconfig
+from cxrbio.analysis import log as analysis_log
+from cxrbio.analysis.error_rate import across_families
 from cxrbio.analysis.inputs import analysable_strategies, load_inputs
 from cxrbio.analysis.pipeline import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
 from cxrbio.artifacts import command_for
-from cxrbio.atomic import atomic_write_text
+from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config
 from cxrbio.errors import ConfigError, CxrbioError
 from cxrbio.progress import Progress, say
@@ -115,9 +117,29 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
                 summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
         summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, message, audit_images)
         freshness.write_stamp(run, want, info={"settings_differ_from_run": effective.analysis != own.analysis})
+    strategies_seen = {name: frame for name, frame in summary.candidates.items() if name != RADIOMICS}
+    adjusted, error_rate = across_families(strategies_seen, effective.analysis)
+    for name, frame in adjusted.items():
+        if not frame.equals(summary.candidates[name]):
+            atomic_write_parquet(run.path("analysis", strategy=name) / "candidates.parquet", frame)
+        summary.candidates[name] = frame
+        tested, passed = len(frame), int(frame["passed"].sum()) if "passed" in frame else 0
+        if name not in summary.skipped:
+            message(f"{name}: {tested} (class, feature) pairs tested, {passed} passed every gate")
+    for row in error_rate:
+        message(f"error rate ({row['scope']}): {row['tests']} tests in {row['families']} (strategy, class) families, "
+                f"{row['selected']} families selected at {row['level']:g} (Benjamini-Bogomolov)")
+    settings = effective.analysis.model_dump(mode="json")
+    entry = analysis_log.append(run, settings=settings, analysed=[s for s in [RADIOMICS, *chosen] if s not in summary.skipped],
+                                reused=list(summary.skipped), candidates=summary.candidates, error_rate=error_rate,
+                                differs_from_run=effective.analysis != own.analysis)
+    if entry["changed_since_previous"]:
+        names = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in entry["changed_since_previous"].items())
+        summary.notes.append(f"analysis settings changed since the previous analysis: {names} (analysis/log.jsonl).")
+        message(f"note: analysis settings changed since the previous analysis: {names}")
     summary.seconds = time.perf_counter() - started
     atomic_write_text(run.output(STAGE, "analysis_summary"), json.dumps(
         {"strategies": chosen, "timings_s": dict(summary.timings), "notes": summary.notes,
          "skipped_unchanged": summary.skipped, "settings": effective.analysis.model_dump(mode="json"),
-         "parts": list(parts)}, indent=1))
+         "parts": list(parts), "error_rate": error_rate}, indent=1))
     return summary
