@@ -54,10 +54,11 @@ FINDING_OF_CLASS = {"COVID-19": ["ground_glass"], "Pneumonia": ["consolidation"]
 def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str | None, strategies: list[str],
              site_confound: bool = False, null: bool = False, severity: tuple[float, float] = (0.7, 1.0),
              phantom_seed: int | None = None, isolated_site: str | None = None, nested_site: str | None = None,
-             hide_source: bool = False) -> None:
+             hide_source: bool = False, partial_null: bool = False, extra: dict | None = None) -> None:
     """Phantom -> scan -> train -> embed -> masks (ground truth) -> radiomics -> analyze, each stage resumed or skipped.
 
     ``hide_source``: scan the phantom's manifest without its sources (as class folders of renamed files have it).
+    ``extra``: config overrides on top of the validation's (smaller sweeps: fewer epochs, no op determinism).
     """
     from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
@@ -70,12 +71,13 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
     if config_path is None:
         overrides |= {"folds.k": 3, "train.epochs": 100, "train.early_stopping_patience": 30, "train.deterministic": True,
                       "analysis.bootstrap": 50, "analysis.permutations": 50, "analysis.audit_images": 8}
-    cfg = load_config(config_path or bundled_config("demo.yaml"), overrides)
+    cfg = load_config(config_path or bundled_config("demo.yaml"), overrides | (extra or {}))
     if not (out / "phantom" / "manifest.csv").is_file():
         generate_phantom(out / "phantom", per_class=per_class, size=max(64, cfg.data.image_size),
                          seed=cfg.folds.seed if phantom_seed is None else phantom_seed,
                          shortcut=parse_shortcut(shortcut), site_confound=site_confound, null=null,
-                         severity=severity, isolated_site=isolated_site, nested_site=nested_site)
+                         severity=severity, isolated_site=isolated_site, nested_site=nested_site,
+                         partial_null=partial_null)
 
     def show(event: ProgressEvent) -> None:
         if event.is_line:

@@ -24,6 +24,10 @@ def test_evaluate_on_a_second_phantom_scores_every_fold_model_and_the_ensemble(t
     from cxrbio.data.phantom import generate_phantom
 
     trained = copy_run(trained_run.root, tmp_path / "run").root  # evaluate writes external/ into the run
+    # a candidate that passed (written as cxrbio analyze writes it): evaluate re-tests it on the external patients
+    (trained / "analysis" / "scratch").mkdir(parents=True)
+    pd.DataFrame([{"class": "Pneumonia", "feature": "f0001", "dims": "0:e0000|1:e0001", "expected_direction": 1,
+                   "auc": 0.8, "passed": True}]).to_parquet(trained / "analysis" / "scratch" / "candidates.parquet")
     external = tmp_path / "hospital-b"
     generate_phantom(external, per_class=4, size=64, seed=11)  # other patients, other draws
     result = CliRunner().invoke(app, ["evaluate", str(trained), "--data", str(external)])
@@ -44,9 +48,16 @@ def test_evaluate_on_a_second_phantom_scores_every_fold_model_and_the_ensemble(t
     assert drop["drop"] == pytest.approx(own["accuracy"] - pooled["accuracy"])
     assert drop["drop_ci"][0] <= drop["drop"] + 1e-9 or drop["drop_ci"][1] >= drop["drop"] - 1e-9
     assert found["shared_images"] == 0
+    replicated = pd.read_parquet(run.path("external_predictions", name="hospital-b", strategy="scratch")
+                                 / "replication.parquet")
+    assert list(replicated["feature"]) == ["f0001"] and replicated["contrast"].iloc[0] == "vs Normal"
+    patients = pd.read_parquet(run.path("external_manifest", name="hospital-b")).query("label == 'Pneumonia'")
+    assert replicated["n_class"].iloc[0] == patients["patient_id"].nunique()  # every Pneumonia patient, once
+    assert replicated["verdict"].iloc[0] in {"replicated", "not replicated", "not testable"}
+    assert found["replication"]["candidates"] == 1 and "of 1 passing candidate(s)" in " ".join(result.output.split())
     page = tmp_path / "r.html"
     assert CliRunner().invoke(app, ["report", str(trained), "--html", str(page)]).exit_code == 0
-    assert "hospital-b" in page.read_text()
+    assert "hospital-b" in page.read_text() and "Candidates re-tested on the external patients" in page.read_text()
 
 
 @pytest.mark.slow  # needs trained networks (the session's shared trained run)

@@ -155,3 +155,25 @@ def test_site_designs_place_one_class_at_site_b_with_or_without_controls_and_can
         generate_phantom(tmp_path / "x", per_class=2, size=64, site_confound=True, nested_site="Effusion")
     with pytest.raises(DataError, match="must name a disease class"):
         generate_phantom(tmp_path / "x", per_class=2, size=64, isolated_site="Normal")
+
+
+def test_partial_null_plants_half_the_diseases_chosen_by_seed_and_draws_the_others_exactly_as_normal(tmp_path):
+    from cxrbio.data.phantom import partial_null_classes
+
+    manifest = generate_phantom(tmp_path / "pn", per_class=3, size=64, seed=3, partial_null=True)
+    design = json.loads((tmp_path / "pn" / "phantom.json").read_text())["partial_null"]
+    diseases = [c for c in PAPER_CLASSES if c != "Normal"]
+    assert sorted(design["planted"] + design["null"]) == sorted(diseases) and len(design["planted"]) == 3
+    findings = manifest.groupby("label")["findings"].agg(lambda f: (f != "").any())
+    assert findings[design["planted"]].all() and not findings[design["null"]].any() and not findings["Normal"]
+    # a null class's image is the Normal drawing of its own patient stream: the plain phantom's Normal-drawn
+    # image of that patient, pixel for pixel
+    null_class = design["null"][0]
+    row = manifest[manifest["label"] == null_class].iloc[0]
+    everything_null = generate_phantom(tmp_path / "null", per_class=3, size=64, seed=3, null=True)
+    same = everything_null[everything_null["label"] == null_class].iloc[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pn" / row["path"])),
+                          np.asarray(Image.open(tmp_path / "null" / same["path"])))
+    assert {tuple(partial_null_classes(PAPER_CLASSES, s)[1]) for s in range(6)} != {tuple(design["null"])}
+    with pytest.raises(DataError, match="choose one"):
+        generate_phantom(tmp_path / "both", per_class=1, size=64, null=True, partial_null=True)

@@ -283,6 +283,9 @@ def data_phantom(
     nested_site: Annotated[str | None, typer.Option(
         "--nested-site", help="CLASS: that class entirely at site b, which also images half of the Normal patients "
              "(estimable within site b).")] = None,
+    partial_null: Annotated[bool, typer.Option(
+        "--partial-null", help="Half the disease classes (chosen by --seed) planted, the others drawn exactly as "
+             "Normal: null classes among learnt ones, for calibration (phantom.json names them).")] = False,
     old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
     """Generate phantom chest X-rays with planted findings and their ground-truth masks.
@@ -308,13 +311,19 @@ def data_phantom(
         manifest = generate_phantom(out, per_class=per_class, size=size, seed=seed, shortcut=target,
                                     progress=counter(show, "phantom"), site_confound=site_confound, null=null,
                                     severity=parse_severity(severity), isolated_site=isolated_site,
-                                    nested_site=nested_site)
+                                    nested_site=nested_site, partial_null=partial_null)
     counts = manifest.groupby("label").agg(images=("path", "size"), patients=("patient_id", "nunique"),
                                             shortcut=("shortcut", "sum"))
     if "site" in manifest:
         counts["site b"] = manifest.groupby("label")["site"].agg(lambda s: int((s == "phantom-site-b").sum()))
     console.print(frame_table(counts, f"Phantom data set in {out}", "class"))
     console.print(f"Ground truth: {out}/manifest.csv, {out}/findings.csv, {out}/masks/ (format: docs/data.md)")
+    if partial_null:
+        import json
+
+        design = json.loads((Path(out) / "phantom.json").read_text())["partial_null"]
+        planted, nulled = design["planted"], design["null"]
+        console.print(f"Partial null: planted {', '.join(planted)}; drawn as Normal (null) {', '.join(nulled)}.")
 
 
 @data_app.command("scan")
@@ -642,6 +651,16 @@ def print_external(result: Any) -> None:
             table.add_row(strategy, label, f"{d['internal']:.3f}", f"{d['external']:.3f}",
                           f"{d['drop']:+.3f} [{d['drop_ci'][0]:+.3f}, {d['drop_ci'][1]:+.3f}]")
     console.print(table)
+    for strategy, found in result.results.items():
+        counts = found.get("replication")
+        if counts is None:
+            console.print(f"{strategy}: no analysis, no candidate to replicate (run 'cxrbio analyze' first).")
+        elif not counts["candidates"]:
+            console.print(f"{strategy}: no candidate passed every gate: nothing to replicate.")
+        else:
+            console.print(f"{strategy}: of {counts['candidates']} passing candidate(s), {counts['replicated']} replicated on "
+                          f"the external patients, {counts['not replicated']} not replicated, {counts['not testable']} not "
+                          f"testable (RUN/external/{result.name}/{strategy}/replication.parquet)")
     for note in result.notes:
         console.print(f"[yellow]note[/] {escape(note)}", soft_wrap=True)
     console.print(f"Done in {result.seconds:.0f} s -> RUN/external/{result.name}/ (docs/confounding.md)")

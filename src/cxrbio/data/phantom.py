@@ -486,6 +486,18 @@ def _burn_corner_label(image: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray
     return image, (int(x0), int(y0), int(x0 + bw), int(y0 + bh))
 
 
+def partial_null_classes(classes: tuple[str, ...], seed: int) -> tuple[list[str], list[str]]:
+    """(planted, null) disease classes of a partial-null phantom: half of the diseases each, chosen by ``seed``.
+
+    Different seeds null different classes, so a calibration over seeds is not one class's
+    peculiarity; the control class (Normal) is never among them.
+    """
+    diseases = [c for c in classes if c != "Normal"]
+    order = np.random.default_rng([seed, 7919]).permutation(len(diseases))
+    planted = sorted((diseases[i] for i in order[: (len(diseases) + 1) // 2]), key=diseases.index)
+    return planted, [c for c in diseases if c not in planted]
+
+
 def parse_shortcut(text: str | None, classes: tuple[str, ...] = PAPER_CLASSES) -> tuple[str, float] | None:
     """'CLASS:FRACTION' -> (class, fraction); clear error otherwise."""
     if not text:
@@ -551,6 +563,7 @@ def generate_phantom(
     severity: tuple[float, float] = (0.7, 1.0),
     isolated_site: str | None = None,
     nested_site: str | None = None,
+    partial_null: bool = False,
 ) -> pd.DataFrame:
     """Write the phantom data set to ``out`` and return its manifest.
 
@@ -573,8 +586,17 @@ def generate_phantom(
     effect is not estimable free of source); ``nested_site`` (a class): that class entirely at site
     b, which also images :data:`NESTED_CONTROL_SHARE` of the Normal patients (estimable within
     site b); the other classes at site a.
+
+    ``partial_null``: half the disease classes (:func:`partial_null_classes`, chosen by the seed)
+    have their anatomy and finding; the others are drawn exactly as Normal, only their label
+    differs. The models then learn real features (so matching and selection work as on real
+    data) while the null classes' p-values against the controls must be uniform: calibration,
+    not a count of passes.
     """
     low, high = severity
+    if null and partial_null:
+        raise DataError("--null and --partial-null are different null designs; choose one.")
+    planted = set(partial_null_classes(classes, seed)[0]) if partial_null else set(classes)
     designs = [name for name, value in (("--site-confound", site_confound), ("--isolated-site", isolated_site),
                                         ("--nested-site", nested_site)) if value]
     if len(designs) > 1:
@@ -600,7 +622,7 @@ def generate_phantom(
         made, patient = 0, 0
         while made < per_class:
             rng = np.random.default_rng([seed, class_index, patient])
-            drawn_as = "Normal" if null else label
+            drawn_as = "Normal" if null or label not in planted else label
             anatomy = _anatomy(rng, drawn_as)
             site = None
             if site_confound:  # extra draws only here: the plain phantom's streams are unchanged
@@ -676,6 +698,7 @@ def generate_phantom(
         "isolated_site": isolated_site,
         "nested_site": {"class": nested_site, "control_share_at_site_b": NESTED_CONTROL_SHARE} if nested_site else None,
         "null": null,
+        "partial_null": dict(zip(("planted", "null"), partial_null_classes(classes, seed))) if partial_null else None,
         "severity": [low, high],
         "classes": list(classes),
         "findings": {c: list(FINDINGS[c]) for c in classes},

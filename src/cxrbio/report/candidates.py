@@ -47,7 +47,9 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
             "direction": "higher → class" if direction > 0 else "lower → class" if direction < 0 else "–",
             "auc": number(row.get("auc")), "auc_key": sort_key(row.get("auc")),
             "auc_ci": f"[{number(row.get('auc_low'))}, {number(row.get('auc_high'))}]",
-            "q": p_value(row.get("q")), "q_key": sort_key(row.get("q")),
+            # the q the confirmation gate read: the hierarchy's across every family (older analyses: within the family)
+            "q": p_value(row.get("q_hier", row.get("q"))), "q_key": sort_key(row.get("q_hier", row.get("q"))),
+            "i2": number(row.get("i2"), 2),
             "folds": f"{int(row['folds_agree'])}/{int(row['folds_tested'])}",
             "contrast": str(row.get("contrast") or ""), "tier": str(row.get("source_tier") or "–"),
             "strata": int(row.get("strata") or 0),

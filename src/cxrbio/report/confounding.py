@@ -255,8 +255,24 @@ def external_rows(contents: RunContents) -> list[dict[str, Any]]:
                          "ece": number(calibration.get("ece"), 3),
                          "fold_models": number(found["metrics"]["fold_models_summary"]["fold_mean"].get("accuracy"), 3),
                          "fold_sd": number(found["metrics"]["fold_models_summary"]["fold_sd"].get("accuracy"), 3),
-                         "notes": found.get("notes", [])})
+                         "notes": found.get("notes", []), "replication": replication_rows(contents, name, strategy),
+                         "replication_counts": found.get("replication")})
     return rows
+
+
+def replication_rows(contents: RunContents, name: str, strategy: str) -> list[dict[str, Any]]:
+    """Each passing candidate re-tested on the external patients (external/<name>/<strategy>/replication.parquet)."""
+    import pandas as pd
+
+    path = contents.run.path("external_predictions", name=name, strategy=strategy) / "replication.parquet"
+    if not path.is_file():
+        return []
+    frame = pd.read_parquet(path)
+    return [{"class": row["class"], "feature": row["feature"], "contrast": row["contrast"],
+             "direction": "higher" if row["expected_direction"] > 0 else "lower",
+             "internal": number(row["internal_auc"], 2), "external": number(row["auc"], 2),
+             "patients": f"{int(row['n_class'])} vs {int(row['n_reference'])}", "q": number(row["q"], 3),
+             "verdict": row["verdict"]} for _, row in frame.iterrows()]
 
 
 def confounding_section(contents: RunContents) -> dict[str, Any]:

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cxrbio import freshness
+from cxrbio.analysis import replication
+from cxrbio.analysis.replication import parse_dims
 from cxrbio.artifacts import command_for
 from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.errors import CxrbioError, DataError
@@ -54,6 +57,26 @@ def read_results(run: Any) -> dict[str, dict[str, dict[str, Any]]]:
     for path in sorted(run.root.glob(str(pattern))):
         out.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
     return out
+
+
+def passing_candidates(run: Any, strategy: str) -> pd.DataFrame:
+    """The strategy's candidates that passed every gate (empty when the run was not analysed)."""
+    path = run.path("analysis", strategy=strategy) / "candidates.parquet"
+    if not path.is_file():
+        return pd.DataFrame(columns=["class", "feature", "dims", "expected_direction", "auc", "passed"])
+    frame = pd.read_parquet(path)
+    return frame[frame["passed"].astype(bool)] if "passed" in frame else frame.iloc[:0]
+
+
+def fold_embeddings(model: Any, images: np.ndarray, batch: int = 64) -> pd.DataFrame:
+    """(n images, D) GAP embedding of one fold model, columns named as ``cxrbio embed`` names them."""
+    from cxrbio.embed import embedding_columns, embedding_model
+
+    cut = embedding_model(model)
+    parts = [np.asarray(cut(images[i : i + batch, ..., None].astype(np.float32), training=False))
+             for i in range(0, len(images), batch)]
+    values = np.concatenate(parts).astype(np.float64)
+    return pd.DataFrame(values, columns=embedding_columns(values.shape[1]))
 
 
 def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strategies: list[str] | None = None,
@@ -134,10 +157,15 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
         folder = run_.output(STAGE, "external_predictions", name=name, strategy=strategy)
         folder.mkdir(parents=True, exist_ok=True)
         per_fold = {}
+        passing = passing_candidates(run_, strategy)
+        wanted = {fold for text in passing.get("dims", pd.Series(dtype=str)) for fold, _ in parse_dims(text)}
+        embedded: dict[int, pd.DataFrame] = {}
         for fold in folds:
             model = saving.load_model(run_.path("train_fold", strategy=strategy, fold=fold) / "model.keras",
                                             compile=False)
             per_fold[fold] = fold_predictions(model, images)
+            if fold in wanted:
+                embedded[fold] = fold_embeddings(model, images)
             atomic_write_parquet(folder / f"fold-{fold}.parquet",
                                  prediction_frame(included, y, per_fold[fold], list(config.data.classes), fold))
             keras.backend.clear_session()
@@ -151,7 +179,16 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
                                    resamples=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level)
         drops = {key: {"internal": own["pooled"][key], "external": found["pooled"][key],
                        "drop": own["pooled"][key] - found["pooled"][key], "drop_ci": intervals[key]} for key in COMPARED}
-        written = {"strategy": strategy, "name": name, "data": str(data), "images": len(included),
+        replicated = replication.replicate(
+            passing, embedded, included, list(config.data.classes),
+            control=config.analysis.active_control(list(config.data.classes)),
+            min_patients=config.analysis.confirm_min_patients, gate_q=config.analysis.gate_q,
+            permutation_below=config.analysis.permutation_below, permutations=config.analysis.stratum_permutations,
+            seed=config.analysis.seed)
+        atomic_write_parquet(folder / "replication.parquet", replicated)
+        written = {"replication": replication.summary(replicated) if run_.path("analysis", strategy=strategy).is_dir()
+                   else None,
+                   "strategy": strategy, "name": name, "data": str(data), "images": len(included),
                    "patients": int(included["patient_id"].nunique()), "sources": sorted(included["source"].astype(str).unique()),
                    "classes_absent": absent, "shared_images": len(shared_images), "shared_patients": len(shared_patients),
                    "notes": result.notes, "metrics": found, "drop": drops}
