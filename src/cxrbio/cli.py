@@ -858,9 +858,9 @@ def print_gated_candidates(name: str, ranking: Any, shown: int) -> None:
     passed = int(ranking["passed"].sum())
     table = Table(title=f"Candidate features, {name}: {passed} of {len(ranking)} tested (class, feature) pairs pass "
                   f"every gate; best {shown} per disease", title_justify="left")
-    for column in ["class", "feature", "contrast", "source tier", "AUC [CI]", "q", "folds", "passed", "failed gates",
-                   "top descriptor"]:
-        table.add_column(column, no_wrap=column in ("feature", "AUC [CI]", "q", "folds"))
+    for column in ["class", "feature", "contrast", "source tier", "AUC [CI]", "q (all)", "folds", "passed",
+                   "failed gates", "top descriptor"]:
+        table.add_column(column, no_wrap=column in ("feature", "AUC [CI]", "q (all)", "folds"))
     for cls, part in ranking.groupby("class", sort=True):
         for item in part.head(shown).to_dict("records"):
             descriptor = item["descriptors"].split("; ")[0] if item.get("descriptors") else ""
@@ -869,7 +869,7 @@ def print_gated_candidates(name: str, ranking: Any, shown: int) -> None:
                 descriptor = f"{short_name(feature)} ({rho}"
             table.add_row(cls, str(item["feature"]), str(item.get("contrast") or ""), str(item.get("source_tier") or ""),
                           f"{_num(item['auc'], '.2f')} [{_num(item['auc_low'], '.2f')}, {_num(item['auc_high'], '.2f')}]",
-                          _num(item["q"], ".0e"), f"{item['folds_agree']}/{item['folds_tested']}",
+                          _num(item.get("q_hier", item["q"]), ".0e"), f"{item['folds_agree']}/{item['folds_tested']}",
                           "[green]yes[/]" if item["passed"] else "no", str(item.get("failed_gates") or ""), descriptor)
     console.print(table)
 
