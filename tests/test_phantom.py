@@ -177,3 +177,15 @@ def test_partial_null_plants_half_the_diseases_chosen_by_seed_and_draws_the_othe
     assert {tuple(partial_null_classes(PAPER_CLASSES, s)[1]) for s in range(6)} != {tuple(design["null"])}
     with pytest.raises(DataError, match="choose one"):
         generate_phantom(tmp_path / "both", per_class=1, size=64, null=True, partial_null=True)
+
+
+def test_the_phantom_writes_each_images_acquisition_and_it_explains_its_brightness(tmp_path):
+    manifest = generate_phantom(tmp_path / "p", per_class=6, size=64, seed=2)
+    columns = ["acq_gain", "acq_bias", "acq_gamma", "acq_blur", "acq_noise"]
+    assert set(columns) <= set(manifest.columns) and manifest[columns].notna().all().all()
+    assert manifest["acq_gain"].between(0.85, 1.2).all() and manifest["acq_blur"].between(0.3, 0.9).all()
+    # within a class the exposure drives the mean brightness: gain up, brighter; gamma up, darker
+    normal = manifest[manifest["label"] == "Normal"]
+    brightness = [np.asarray(Image.open(tmp_path / "p" / path), np.float64).mean() for path in normal["path"]]
+    exposure = normal["acq_gain"] + normal["acq_bias"] - 0.5 * (normal["acq_gamma"] - 1)
+    assert np.corrcoef(exposure, brightness)[0, 1] > 0.5

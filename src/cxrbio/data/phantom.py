@@ -127,6 +127,10 @@ class PhantomImage:
     #: The patient's body (thorax outline) in the frame, burned-in marker and label excluded:
     #: what the shortcut audit calls "inside the body".
     body: np.ndarray | None = None
+    #: How the image was exposed and processed (gain, bias, gamma, blur, noise): acquisition, not
+    #: anatomy. Written to the manifest (``acq_*``) so a unit that tracks exposure can be built and
+    #: shown to be a nuisance, not a disease descriptor.
+    acquisition: dict[str, float] = field(default_factory=dict)
 
 
 
@@ -431,8 +435,10 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
     if site is not None:
         gamma *= site.gamma
     image = np.clip(density * gain + bias, 0, 1) ** gamma
-    image = ndimage.gaussian_filter(image, rng.uniform(0.3, 0.9))
+    blur = float(rng.uniform(0.3, 0.9))
+    image = ndimage.gaussian_filter(image, blur)
     noise = rng.uniform(*site.noise) if site is not None else rng.uniform(0.008, 0.03)
+    acquisition = {"gain": float(gain), "bias": float(bias), "gamma": float(gamma), "blur": blur, "noise": float(noise)}
     image = image + rng.normal(0, noise, image.shape)
     image = np.clip(image, 0, 1).astype(np.float32)
 
@@ -444,7 +450,8 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
         image, label_box = _burn_corner_label(image, lungs)
         if label_box is not None:
             body[label_box[1] : label_box[3], label_box[0] : label_box[2]] = False
-    return PhantomImage(image=image, lungs=lungs, lesions=lesions, severity=severity, shortcut_box=box, body=body)
+    return PhantomImage(image=image, lungs=lungs, lesions=lesions, severity=severity, shortcut_box=box, body=body,
+                        acquisition=acquisition)
 
 
 def _stamp_marker(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator):
@@ -669,6 +676,7 @@ def generate_phantom(
                         "body_mask": body_path.as_posix(),
                         "findings": "|".join(result.lesions),
                         "severity": round(result.severity, 4),
+                        **{f"acq_{name}": round(value, 5) for name, value in result.acquisition.items()},
                         "shortcut": box is not None,
                         "shortcut_x0": box[0] if box else -1,
                         "shortcut_y0": box[1] if box else -1,
