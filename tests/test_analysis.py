@@ -295,13 +295,21 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(a
         candidates = pd.read_parquet(folder / "candidates.parquet")
         assert {"class", "rank", "feature", "passed", "failed_gates", "gate_confirmation", "gate_direction", "gate_audit",
                 "gate_acquisition", "auc", "auc_low", "auc_high", "q", "folds_agree", "folds_tested", "direction",
-                "descriptors", "described", "dims", "lung_density", "outside_ratio", "likely_shortcut", "contrast",
+                "descriptors", "described", "descriptor_tier", "nuisance_descriptors",
+                "dims", "lung_density", "outside_ratio", "likely_shortcut", "contrast",
                 "source_tier", "gate_source", "strata", "auc_rest", "q_rest", "source_equivalent", "p_joint", "q_hier",
                 "error_rate_scope", "re_auc", "re_p", "i2"} <= set(candidates.columns)
         # one error rate: the gate reads the hierarchy's q, never the per-family one
         assert (candidates["gate_confirmation"] == (candidates["q_hier"] < 0.05)).all()
         assert (candidates["q_hier"].dropna() >= candidates["q"].dropna() - 1e-12).all()
         assert (candidates["p_joint"] >= candidates["p"] - 1e-12).all()
+        descriptors = pd.read_parquet(folder / "descriptors.parquet")
+        assert {"rho_disease", "q_disease", "n_disease", "rho_control", "z_difference", "p_difference", "descriptor_tier",
+                "rho_pooled", "q_pooled"} <= set(descriptors.columns)
+        assert set(descriptors["descriptor_tier"]) <= {"disease-specific", "nuisance", "not compared", "none"}
+        # one value per patient: no more rows within the disease than the class has patients
+        patients = run.read_manifest().groupby("label")["patient_id"].nunique()
+        assert (descriptors.groupby("class")["n_disease"].max() <= patients.reindex(descriptors["class"].unique()) * 3).all()
         null = pd.read_parquet(folder / "matching_null.parquet")
         assert len(null) == 2 and (null["threshold"] >= 0.3).all() and null["null_matched"].notna().all()
         # The phantom's one recorded source holds every class: each is compared with Normal within it, free of source.

@@ -555,3 +555,46 @@ def test_a_primary_strategy_that_is_not_trained_is_refused():
 
     with pytest.raises(ValueError, match="analysis.primary_strategy is 'scratch'"):
         Config.model_validate({"train": {"strategies": ["offshelf"]}, "analysis": {"primary_strategy": "scratch"}})
+
+
+def _residual_parts(unit, radiomics, sources, folds=2):
+    """Per fold, (unit residual ranks, radiomics residual ranks) with source partialled, as the pipeline builds them."""
+    parts = []
+    for k in range(folds):
+        rows = np.arange(len(unit)) % folds == k
+        covariates = association.indicators(sources[rows])
+        parts.append((association.residual_ranks(unit[rows, None], covariates)[:, 0],
+                      association.residual_ranks(radiomics[rows], covariates)))
+    return parts
+
+
+def test_an_exposure_tracking_unit_is_a_nuisance_and_a_lesion_tracking_unit_is_disease_specific():
+    """Within the disease both units follow a radiomics feature; only the lesion unit does so more than within controls."""
+    rng = np.random.default_rng(11)
+    n = 80
+    names = ["lung_mean_intensity", "lesion_glcm_contrast", "noise_feature"]
+
+    def group(has_lesion: bool):
+        exposure = rng.normal(size=n)
+        lesion = rng.uniform(0.3, 1.0, n) if has_lesion else np.zeros(n)
+        radiomics = np.column_stack([exposure + rng.normal(0, 0.3, n), lesion + rng.normal(0, 0.1, n),
+                                     rng.normal(size=n)])
+        return exposure, lesion, radiomics, rng.choice(["a", "b"], n)
+
+    e_d, l_d, r_d, s_d = group(True)
+    e_c, l_c, r_c, s_c = group(False)
+    exposure_unit = association.contrasted_descriptors(
+        _residual_parts(e_d + rng.normal(0, 0.2, n), r_d, s_d), _residual_parts(e_c + rng.normal(0, 0.2, n), r_c, s_c),
+        names, 1).set_index("feature")
+    lesion_unit = association.contrasted_descriptors(
+        _residual_parts(l_d + rng.normal(0, 0.05, n), r_d, s_d), _residual_parts(rng.normal(size=n), r_c, s_c),
+        names, 1).set_index("feature")
+    assert exposure_unit.loc["lung_mean_intensity", "descriptor_tier"] == "nuisance"
+    assert exposure_unit.loc["lung_mean_intensity", "rho_disease"] > 0.8  # pooled within the disease it looks like physics
+    assert association.candidate_tier(exposure_unit.reset_index()) == "nuisance"
+    assert lesion_unit.loc["lesion_glcm_contrast", "descriptor_tier"] == "disease-specific"
+    assert lesion_unit.loc["lesion_glcm_contrast", "p_difference"] < 0.001
+    assert lesion_unit.loc["noise_feature", "descriptor_tier"] == "none"
+    assert association.candidate_tier(lesion_unit.reset_index()) == "disease-specific"
+    alone = association.contrasted_descriptors(_residual_parts(l_d, r_d, s_d), [], names, 1).set_index("feature")
+    assert alone.loc["lesion_glcm_contrast", "descriptor_tier"] == "not compared"

@@ -144,3 +144,59 @@ def partial_descriptors(parts: list[tuple[np.ndarray, np.ndarray]], feature_name
         t = rho * np.sqrt(df / np.maximum(1e-12, 1 - rho**2))
     p = 2 * stats.t.sf(np.abs(t), df=df)
     return pd.DataFrame({"feature": feature_names, "rho": rho, "p": p, "q": benjamini_hochberg(p)})
+
+
+#: A candidate's descriptor tiers (``descriptor_tier``), strongest first.
+DISEASE_SPECIFIC, NUISANCE, NOT_COMPARED, NO_DESCRIPTOR = "disease-specific", "nuisance", "not compared", "none"
+
+
+def spearman_z_variance(rho: np.ndarray, n: int) -> np.ndarray:
+    """Variance of Fisher's z of a Spearman rho (Bonett & Wright 2000): (1 + rho^2 / 2) / (n - 3)."""
+    return (1 + np.asarray(rho, float) ** 2 / 2) / max(1, n - 3)
+
+
+def contrasted_descriptors(disease: list[tuple[np.ndarray, np.ndarray]], control: list[tuple[np.ndarray, np.ndarray]],
+                           feature_names: list[str], n_covariates: int, *, alpha: float = 0.05) -> pd.DataFrame:
+    """Each radiomics feature's partial Spearman with the unit within the disease, within the controls, and the difference.
+
+    ``disease`` / ``control``: per held-out fold, (the unit's residual ranks, the radiomics residual
+    ranks) over that fold's *patients* of the disease / of the control class, source partialled
+    within the fold (fold is a stratum: residuals are pooled, never ranked together). A radiomics
+    feature that follows the unit within the disease *and* within the controls tracks something
+    every image has (exposure, position, a collection's processing): ``nuisance``. One that
+    follows it within the disease, significantly more than within the controls: ``disease-specific``
+    (the finding's physics, which only the disease's images carry). ``not compared``: significant
+    within the disease with no control group to hold it against. The difference is Fisher's z with
+    the Spearman variance; ``q`` (= ``q_disease``) is BH over every radiomics feature of the unit.
+    """
+    within = partial_descriptors(disease, feature_names, n_covariates)
+    n_disease = sum(len(a) for a, _ in disease)
+    out = pd.DataFrame({"feature": feature_names, "rho_disease": within["rho"], "p_disease": within["p"],
+                        "q_disease": within["q"], "n_disease": n_disease})
+    n_control = sum(len(a) for a, _ in control)
+    if control and n_control > 4:
+        against = partial_descriptors(control, feature_names, n_covariates)
+        out["rho_control"], out["p_control"], out["n_control"] = against["rho"].to_numpy(), against["p"].to_numpy(), n_control
+        rd, rc = np.clip(out["rho_disease"].to_numpy(), -0.999, 0.999), np.clip(out["rho_control"].to_numpy(), -0.999, 0.999)
+        z = (np.arctanh(rd) - np.arctanh(rc)) / np.sqrt(spearman_z_variance(rd, n_disease)
+                                                        + spearman_z_variance(rc, n_control))
+        out["z_difference"], out["p_difference"] = z, 2 * stats.norm.sf(np.abs(z))
+        significant = out["q_disease"] < alpha
+        stronger = (np.abs(rd) > np.abs(rc)) & (out["p_difference"] < alpha)
+        out["descriptor_tier"] = np.where(significant & stronger, DISEASE_SPECIFIC,
+                                          np.where(significant, NUISANCE, NO_DESCRIPTOR))
+    else:
+        out["rho_control"], out["p_control"], out["n_control"] = np.nan, np.nan, n_control
+        out["z_difference"], out["p_difference"] = np.nan, np.nan
+        out["descriptor_tier"] = np.where(out["q_disease"] < alpha, NOT_COMPARED, NO_DESCRIPTOR)
+    out["rho"], out["p"], out["q"] = out["rho_disease"], out["p_disease"], out["q_disease"]
+    return out
+
+
+def candidate_tier(table: pd.DataFrame) -> str:
+    """The candidate's tier: its strongest descriptor's (disease-specific > not compared > nuisance > none)."""
+    tiers = set(table["descriptor_tier"]) if "descriptor_tier" in table else set()
+    for tier in (DISEASE_SPECIFIC, NOT_COMPARED, NUISANCE):
+        if tier in tiers:
+            return tier
+    return NO_DESCRIPTOR

@@ -242,7 +242,8 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     descriptor_tables = []
     if "association" in parts:
         with timed(summary.timings, "association"):
-            descriptor_tables = feature_descriptors(inputs, folds, confirmed.per_fold, rad_values, rad_names, rad_row)
+            descriptor_tables = feature_descriptors(inputs, folds, confirmed.per_fold, rad_values, rad_names, rad_row,
+                                                    control=control)
     gate_settings = settings if ("audit" in parts and audit_images is not None and settings.audit_dims) \
         else settings.model_copy(update={"gate_audit": False})
     ranking = confirmation.gate(confirmed.combined, acquisition, audit_summary, gate_settings, tiers=tiers,
@@ -254,6 +255,10 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                   stability=consistency(ranking, matched, inputs.classes))
     if descriptor_tables:
         frames["descriptors"] = pd.concat(descriptor_tables, ignore_index=True)
+    elif "association" in parts:  # too few patients within every disease: an empty table, said
+        frames["descriptors"] = pd.DataFrame(columns=DESCRIPTOR_COLUMNS)
+        summary.notes.append(f"{strategy}: no tested feature has 5 patients of its disease with radiomics features in "
+                             "its held-out folds: no descriptors.")
     for name, frame in frames.items():
         atomic_write_parquet(out / f"{name}.parquet", frame)
     say(f"{strategy}: {len(ranking)} (class, feature) pairs tested; the error rate across every strategy's "
@@ -387,40 +392,72 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
             .agg(audited_dims="size", flagged_dims=lambda f: int(f.astype(bool).sum())).reset_index())
 
 
+DESCRIPTOR_COLUMNS = ["feature", "rho_disease", "p_disease", "q_disease", "n_disease", "rho_control", "p_control",
+                      "n_control", "z_difference", "p_difference", "descriptor_tier", "rho", "p", "q", "rho_pooled",
+                      "q_pooled", "class", "feature_id"]
+
+
 def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.DataFrame, rad_values: np.ndarray,
-                        rad_names: list[str], rad_row: dict[str, int]) -> list[pd.DataFrame]:
-    """Per tested (class, feature): partial Spearman with every radiomics feature, class and source partialled out."""
+                        rad_names: list[str], rad_row: dict[str, int], control: int | None = None) -> list[pd.DataFrame]:
+    """Per tested (class, feature): partial Spearman with every radiomics feature within the disease and within the controls.
+
+    One value per *patient* (the mean over the patient's held-out images, of the unit and of
+    each radiomics feature), so p-values count patients, not images. Within each held-out fold,
+    ranks are residualised on source indicators among the disease's patients, and separately among
+    the control class's; the folds are pooled as strata (:func:`association.contrasted_descriptors`).
+    The all-class descriptor (class and source partialled, every class pooled) stays beside them
+    as ``rho_pooled`` / ``q_pooled``: a nuisance flag, not a description of the disease.
+    """
     if per_fold.empty or not rad_names:
         return []
-    residuals: dict[int, tuple[np.ndarray, np.ndarray, pd.DataFrame]] = {}
-    n_covariates = 0
+    by_fold: dict[int, dict[str, Any]] = {}
+    n_within, n_pooled = 0, 0
     for fold in folds:
         with_features = np.array([i in rad_row for i in fold.test_ids])
         if with_features.sum() < 4:
             continue
         ids = fold.test_ids[with_features]
         rows = inputs.manifest.loc[ids]
-        covariates = association.indicators(rows["y"].to_numpy(),
-                                            rows["source"].to_numpy() if "source" in rows else np.zeros(len(ids)))
-        n_covariates = max(n_covariates, covariates.shape[1])
-        radiomics = association.residual_ranks(rad_values[[rad_row[i] for i in ids]], covariates)
-        dims = pd.DataFrame(fold.test[with_features], columns=fold.dims)
-        residuals[fold.fold] = (covariates, radiomics, dims)
+        patients = rows["patient_id"].astype(str).to_numpy()
+        radiomics = pd.DataFrame(rad_values[[rad_row[i] for i in ids]]).groupby(patients).mean()
+        dims = pd.DataFrame(fold.test[with_features], columns=fold.dims).groupby(patients).mean()
+        first = rows.assign(_patient=patients).groupby("_patient").first().reindex(radiomics.index)
+        y = first["y"].to_numpy()
+        source = first["source"].astype(str).to_numpy() if "source" in first else np.zeros(len(y)).astype(str)
+        pooled_covariates = association.indicators(y, source)
+        n_pooled = max(n_pooled, pooled_covariates.shape[1])
+        within = {}
+        for c in np.unique(y):
+            members = y == c
+            covariates = association.indicators(source[members])
+            n_within = max(n_within, covariates.shape[1])
+            within[int(c)] = (members, covariates, association.residual_ranks(radiomics.to_numpy()[members], covariates))
+        by_fold[fold.fold] = {"dims": dims, "within": within, "pooled": (
+            pooled_covariates, association.residual_ranks(radiomics.to_numpy(), pooled_covariates))}
     out = []
-    dim_residuals: dict[tuple[int, str], np.ndarray] = {}  # a fold's dim is tested for several classes
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
-        pieces = []
+        c = inputs.classes.index(cls)
+        disease, controls, pooled = [], [], []
         for item in part.itertuples():
-            fold_id = int(item.fold)
-            if fold_id not in residuals:
+            found = by_fold.get(int(item.fold))
+            if found is None:
                 continue
-            covariates, radiomics, dims = residuals[fold_id]
-            if (fold_id, item.dim) not in dim_residuals:
-                dim_residuals[fold_id, item.dim] = association.residual_ranks(dims[[item.dim]].to_numpy(), covariates)[:, 0]
-            pieces.append((dim_residuals[fold_id, item.dim], radiomics))
-        if pieces:
-            out.append(association.partial_descriptors(pieces, rad_names, n_covariates).assign(**{"class": cls,
-                                                                                                  "feature_id": feature}))
+            unit = found["dims"][item.dim].to_numpy(np.float64)[:, None]
+            for target, group in ((disease, c), (controls, control)):
+                if group is None or group == c or group not in found["within"]:
+                    continue
+                members, covariates, radiomics = found["within"][group]
+                if members.sum() >= 3:
+                    target.append((association.residual_ranks(unit[members], covariates)[:, 0], radiomics))
+            covariates, radiomics = found["pooled"]
+            pooled.append((association.residual_ranks(unit, covariates)[:, 0], radiomics))
+        if not disease or sum(len(a) for a, _ in disease) < 5:
+            continue
+        table = association.contrasted_descriptors(disease, controls, rad_names, n_within,
+                                                   alpha=inputs.config.analysis.gate_q)
+        everyone = association.partial_descriptors(pooled, rad_names, n_pooled)
+        table["rho_pooled"], table["q_pooled"] = everyone["rho"].to_numpy(), everyone["q"].to_numpy()
+        out.append(table.assign(**{"class": cls, "feature_id": feature}))
     return out
 
 
@@ -433,16 +470,23 @@ def describe_candidates(ranking: pd.DataFrame, descriptor_tables: list[pd.DataFr
             .groupby(["class", "feature"]).agg(dims=("fold_dim", "|".join), selection_score=("selection_score", "mean"))
             .reset_index())
     ranking = ranking.merge(dims, on=["class", "feature"], how="left")
-    named, first = {}, {}
+    named, first, tiers, nuisance = {}, {}, {}, {}
     for table in descriptor_tables:
         key = (str(table["class"].iloc[0]), str(table["feature_id"].iloc[0]))
-        pairs = association.descriptors(table.assign(dim=key[1]).drop(columns=["feature_id", "class"])
-                                        .rename(columns={"feature": "feature"}), top).get(key[1], [])
+        tier = association.candidate_tier(table)
+        # described by what is specific to the disease (or, without controls, significant within it)
+        shown = table[table["descriptor_tier"] == (tier if tier != association.NUISANCE else "-")]
+        pairs = association.descriptors(shown.assign(dim=key[1]).drop(columns=["feature_id", "class"]), top).get(key[1], [])
+        flagged = association.descriptors(table[table["descriptor_tier"] == association.NUISANCE]
+                                          .assign(dim=key[1]).drop(columns=["feature_id", "class"]), top).get(key[1], [])
         named[key], first[key] = association.describe(pairs), (pairs[0][0] if pairs else "")
+        tiers[key], nuisance[key] = tier, association.describe(flagged)
     keys = list(zip(ranking["class"], ranking["feature"]))
     ranking["descriptors"] = [named.get(k, "") for k in keys]
     ranking["top_descriptor"] = [first.get(k, "") for k in keys]
-    ranking["described"] = ranking["descriptors"] != ""
+    ranking["descriptor_tier"] = [tiers.get(k, association.NO_DESCRIPTOR) for k in keys]
+    ranking["nuisance_descriptors"] = [nuisance.get(k, "") for k in keys]
+    ranking["described"] = ranking["descriptor_tier"] == association.DISEASE_SPECIFIC
     if audit_dims is not None and not audit_dims.empty:
         figures = (audit_dims.groupby(["class", "feature"])
                    .agg(lung_density=("lung_density", "mean"), body_density=("body_density", "mean"),

@@ -36,6 +36,16 @@ def _equivalence(row: pd.Series) -> str:
     return f"equivalent (AUC {auc})" if bool(flag) else f"not shown equivalent (AUC {auc})"
 
 
+def _descriptor_text(row: pd.Series) -> str:
+    """The radiomics descriptors with their tier: specific to the disease, a nuisance every image has, or none."""
+    tier = str(row.get("descriptor_tier") or "")
+    if tier == "nuisance":
+        return f"nuisance (also within the controls): {row.get('nuisance_descriptors') or ''}"
+    if tier in ("disease-specific", "not compared"):
+        return f"{tier}: {row.get('descriptors') or ''}"
+    return str(row.get("descriptors") or "–") if not tier else "none"
+
+
 def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     rows = []
     ordered = frame.sort_values(["passed", "p"], ascending=[False, True]).head(limit)
@@ -58,7 +68,7 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
             "patients": int(row.get("n_patients") or 0),
             "equivalence": _equivalence(row),
             "acquisition": p_value(row.get("acquisition_p_adjusted")), "acquisition_key": sort_key(row.get("acquisition_p_adjusted")),
-            "descriptors": str(row.get("descriptors") or "–"),
+            "descriptors": _descriptor_text(row),
             "lung_density": number(row.get("lung_density"), 2), "lung_key": sort_key(row.get("lung_density")),
             "outside_ratio": number(row.get("outside_ratio"), 2), "outside_key": sort_key(row.get("outside_ratio")),
             "flag": _flag(row),
