@@ -598,3 +598,19 @@ def test_an_exposure_tracking_unit_is_a_nuisance_and_a_lesion_tracking_unit_is_d
     assert association.candidate_tier(lesion_unit.reset_index()) == "disease-specific"
     alone = association.contrasted_descriptors(_residual_parts(l_d, r_d, s_d), [], names, 1).set_index("feature")
     assert alone.loc["lesion_glcm_contrast", "descriptor_tier"] == "not compared"
+
+
+def test_the_specificity_profile_tells_a_marker_of_one_disease_from_one_of_several():
+    """Dim 0 is higher in B only; dim 1 higher in B and C alike: against C the second is no marker of B."""
+    matched, tables, shap, effects = synthetic_study(shifts={(1, 1): 1.5, (1, 2): 1.5}, leaned=[(1, 1)],
+                                                     planted_shift=1.5)
+    result = confirmation.confirm(matched, tables, confirmation.percentile_ranks(shap), effects, CLASSES, top=10,
+                                  min_patients=5, resamples=20, level=0.95, seed=0)
+    profile = confirmation.specificity_profile(result.per_fold, tables, CLASSES)
+    b = profile[profile["class"] == "B"].set_index(["feature", "other"])["auc_directed"]
+    assert b[("f0000", "A")] > 0.75 and b[("f0000", "C")] > 0.75
+    assert b[("f0001", "A")] > 0.75 and 0.35 < b[("f0001", "C")] < 0.65
+    columns = confirmation.profile_columns(profile).set_index(["class", "feature"])
+    assert columns.loc[("B", "f0001"), "weakest_other"] == "C"
+    assert confirmation.marker_kind(-1, "vs Normal") == "negative marker (lower than Normal)"
+    assert confirmation.marker_kind(1, "vs rest").startswith("lesion marker")

@@ -470,6 +470,58 @@ def source_equivalence(per_fold: pd.DataFrame, tables: dict[int, PatientTable], 
     return pd.DataFrame(out, columns=EQUIVALENCE_COLUMNS)
 
 
+def specificity_profile(per_fold: pd.DataFrame, tables: dict[int, PatientTable], classes: list[str], *,
+                        min_patients: int = 3) -> pd.DataFrame:
+    """Per tested (class, feature): its AUC against each other class, on the side it was predicted on.
+
+    Held-out patients of the feature's tested folds, within fold x recorded-source strata (van
+    Elteren), one other class at a time; the AUC is directed (above 0.5: the class lies on the
+    predicted side of that class too). A marker of its disease stays above 0.5 against every other
+    class; one that marks a group of diseases (or only "not Normal") does not. Columns: class,
+    feature, other, auc_directed, n_class, n_other (NaN AUC where fewer than ``min_patients``).
+    """
+    rows = []
+    for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
+        c = classes.index(cls)
+        direction = int(np.sign(part["expected_direction"].sum())) or int(part["expected_direction"].iloc[0])
+        for k, other in enumerate(classes):
+            if k == c:
+                continue
+            found = []
+            for item in part.itertuples():
+                table = tables[int(item.fold)]
+                found += stratified.blocks(table.values[[item.dim]].to_numpy(np.float64), table.y == c, table.y == k,
+                                           table.stratum)
+            together = stratified.combine(found, 1)
+            enough = together.n_group >= min_patients and together.n_reference >= min_patients
+            auc = float(together.auc[0]) if enough and together.weight > 0 else np.nan
+            rows.append({"class": cls, "feature": feature, "other": other,
+                         "auc_directed": auc if direction > 0 or np.isnan(auc) else 1 - auc,
+                         "n_class": together.n_group, "n_other": together.n_reference})
+    return pd.DataFrame(rows, columns=["class", "feature", "other", "auc_directed", "n_class", "n_other"])
+
+
+def profile_columns(profile: pd.DataFrame) -> pd.DataFrame:
+    """class, feature, specificity ('Edema 0.91; Normal 0.88; ...', weakest first), min_auc_other, weakest_other."""
+    if profile.empty:
+        return pd.DataFrame(columns=["class", "feature", "specificity", "min_auc_other", "weakest_other"])
+    out = []
+    for (cls, feature), part in profile.groupby(["class", "feature"], sort=False):
+        known = part.dropna(subset=["auc_directed"]).sort_values("auc_directed")
+        out.append({"class": cls, "feature": feature,
+                    "specificity": "; ".join(f"{o} {a:.2f}" for o, a in zip(known["other"], known["auc_directed"])),
+                    "min_auc_other": float(known["auc_directed"].iloc[0]) if len(known) else np.nan,
+                    "weakest_other": str(known["other"].iloc[0]) if len(known) else ""})
+    return pd.DataFrame(out)
+
+
+def marker_kind(direction: int, contrast: str) -> str:
+    """'lesion marker' (higher in the disease than its reference) or 'negative marker' (lower: a normal pattern lost)."""
+    side = "higher" if direction > 0 else "lower"
+    reference = contrast.removeprefix("vs ") if contrast else "the rest"
+    return f"lesion marker ({side} than {reference})" if direction > 0 else f"negative marker ({side} than {reference})"
+
+
 def gate(combined: pd.DataFrame, acquisition: pd.DataFrame, audit: pd.DataFrame | None, settings: Any,
          tiers: dict[str, str] | None = None, equivalence: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every tested feature with each gate's outcome, its source tier, ``passed`` and ``failed_gates``; passing first.

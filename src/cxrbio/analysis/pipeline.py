@@ -250,6 +250,14 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                                 equivalence=equivalence)
     ranking = describe_candidates(ranking, descriptor_tables, confirmed.per_fold, shap_table, frames.get("audit_dims"),
                                   settings.descriptors)
+    with timed(summary.timings, "confirmation"):
+        profile = confirmation.specificity_profile(confirmed.per_fold, tables, inputs.classes,
+                                                   min_patients=settings.min_group)
+    if not ranking.empty:
+        ranking = ranking.merge(confirmation.profile_columns(profile), on=["class", "feature"], how="left")
+        ranking["marker"] = [confirmation.marker_kind(int(d), str(c))
+                             for d, c in zip(ranking["expected_direction"], ranking["contrast"])]
+    frames["specificity"] = profile
     frames.update(matching=matched.table(), matching_null=matched.pairs, confirmation=confirmed.per_fold, power=confirmed.power,
                   acquisition=acquisition, source_equivalence=equivalence, design=design, candidates=ranking,
                   stability=consistency(ranking, matched, inputs.classes))

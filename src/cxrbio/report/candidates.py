@@ -72,6 +72,10 @@ def candidate_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
             "lung_density": number(row.get("lung_density"), 2), "lung_key": sort_key(row.get("lung_density")),
             "outside_ratio": number(row.get("outside_ratio"), 2), "outside_key": sort_key(row.get("outside_ratio")),
             "flag": _flag(row),
+            "marker": str(row.get("marker") or "–").split(" (")[0],
+            "weakest": (f"{row.get('weakest_other')} {number(row.get('min_auc_other'), 2)}"
+                        if row.get("weakest_other") else "–"),
+            "weakest_key": sort_key(row.get("min_auc_other")), "specificity": str(row.get("specificity") or ""),
         })
     return rows
 
