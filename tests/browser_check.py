@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = ("summary", "confounding", "performance", "embeddings", "candidates", "radiomics", "limitations")
+SECTIONS = ("summary", "confounding", "performance", "embeddings", "candidates", "radiomics", "limitations", "methods")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--disable-quic",

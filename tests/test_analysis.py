@@ -376,6 +376,9 @@ def test_analysis_settings_may_come_from_another_config_and_the_report_shows_the
     # the gate header reads what the analysis used; the config's differing gate is named, not silently shown
     assert "as the last analysis used them" in page and "gates changed after this analysis" in page
     assert f"top_k 2 (used) → {own.analysis.top_k} (configured now)" in page and "Analysis log: 1 analysis run(s)" in page
+    # the methods paragraph says what the analysis used, not what the config says now
+    methods = page[page.index('<section id="methods">'):]
+    assert "the 2 best per class were selected" in methods and f"{own.folds.k}-fold cross-validation" in methods
     training = other.read_text().replace("learning_rate: 0.0001", "learning_rate: 0.5")
     other.write_text(training)
     refused = CliRunner().invoke(app, ["analyze", str(run.root), "--config", str(other)])

@@ -89,7 +89,11 @@ def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     page = report.read_text()
     sections = sections_of(page)
     assert list(sections) == ["summary", "confounding", "performance", "embeddings", "candidates", "radiomics",
-                              "limitations"]
+                              "limitations", "methods"]
+    # the methods paragraph is the run's own: its images, folds and the gates the analysis used
+    included = pd.read_parquet(out / "manifest.parquet").query("included")
+    assert f"We analysed {len(included)} chest X-rays" in sections["methods"]
+    assert "-fold cross-validation" in sections["methods"] and "Benjamini–Bogomolov" in sections["methods"]
     assert 'id="missing"' not in page  # a complete run
     # plotly.js once, inline; nothing fetched from the network.
     assert page.count("plotly.js v") == 1 and not re.search(r'<script[^>]+src=', page)

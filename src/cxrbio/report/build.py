@@ -19,6 +19,7 @@ from cxrbio.report.confounding import confounding_section
 from cxrbio.report.contents import Missing, RunContents, load_contents
 from cxrbio.report.figures import plotly_js
 from cxrbio.report.limitations import limitations
+from cxrbio.report.methods import methods_section
 from cxrbio.report.performance import performance_section, scoreboard
 from cxrbio.report.projection import projection_section
 from cxrbio.report.provenance import provenance_section
@@ -54,6 +55,7 @@ SECTION_BUILDERS: tuple[tuple[str, str, Callable[[RunContents], Any]], ...] = (
     ("candidates", "candidates", candidates_section),
     ("radiomics", "baseline", baseline_section),
     ("limitations", "limitations", limitations),
+    ("methods", "methods", methods_section),
 )
 
 
