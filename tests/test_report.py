@@ -120,7 +120,8 @@ def test_report_holds_every_section_with_the_runs_own_numbers(demo_run):
     best = candidates.sort_values(["passed", "p"], ascending=[False, True]).iloc[0]
     assert sections["candidates"].count('class="disease"') == 2 * 7
     assert f"<td>{best['feature']}</td>" in sections["candidates"]
-    assert "Gates, fixed in the configuration before the analysis" in sections["candidates"]
+    assert "Gates, as the last analysis used them (analysis/log.jsonl)" in sections["candidates"]
+    assert "Analysis log: " in sections["candidates"] and "gates changed after" not in sections["candidates"]
     assert "tested features pass every gate" in sections["candidates"]
     # Saliency thumbnails: small embedded PNGs of the configured size.
     thumbnails = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', markup)
