@@ -451,8 +451,8 @@ def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.D
             if found is None:
                 continue
             unit = found["dims"][item.dim].to_numpy(np.float64)[:, None]
-            for target, group in ((disease, c), (controls, control)):
-                if group is None or group == c or group not in found["within"]:
+            for target, group in ((disease, c), (controls, control if control != c else None)):
+                if group is None or group not in found["within"]:
                     continue
                 members, covariates, radiomics = found["within"][group]
                 if members.sum() >= 3:
