@@ -83,8 +83,19 @@ def main() -> None:
     parser.add_argument("--strategies", default="scratch")
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--only", default="null,site-null")
-    args = parser.parse_args()
+    parser.add_argument("--seeds", default=None,
+                        help="a sweep over seeds: calibration of the null classes' p-values (analyses/calibrate_null.py, "
+                             "which takes the same kinds plus partial-null and nested-null)")
+    args, rest = parser.parse_known_args()
     import sys
+
+    if args.seeds:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import calibrate_null
+
+        sys.argv = [sys.argv[0], "--seeds", args.seeds, "--kinds", args.only, "--out", str(args.out), *rest]
+        calibrate_null.main()
+        return
 
     sys.path.insert(0, str(Path(__file__).parent))
     from validate_phantom import pipeline
