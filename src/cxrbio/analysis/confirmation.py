@@ -23,8 +23,9 @@ folds combine as strata do.
 
 Gates, all fixed in config (``analysis.gate_*``) before the analysis runs:
 
-* ``confirmation``: the primary contrast's BH q < ``gate_q`` within the strategy and class, over
-  every tested feature;
+* ``confirmation``: q < ``gate_q``; :func:`gate` reads the BH q within the strategy and class
+  (``q``), and the analyze stage then replaces it with the error rate across every (strategy,
+  class) family (:mod:`cxrbio.analysis.error_rate`: ``q_hier``) and settles the verdict again;
 * ``direction``: tested on at least ``gate_min_folds`` held-out folds, a majority of which lie on
   the side the other folds predicted, and the combined effect on the predicted side (the
   confirmation p is one-sided in that direction); with ``direction_rule: random-effects`` also the
@@ -319,6 +320,11 @@ def _column(block: stratified.Block, j: int) -> stratified.Block:
     return stratified.Block(block.ranks[:, j:j + 1], block.in_group, block.t[j:j + 1], block.var[j:j + 1], block.weight)
 
 
+def predicted_direction(part: pd.DataFrame) -> int:
+    """A feature's predicted side over its tested folds: the majority of the folds' predictions (the first on a tie)."""
+    return int(np.sign(part["expected_direction"].sum())) or int(part["expected_direction"].iloc[0])
+
+
 COMBINED_COLUMNS = ["class", "feature", "contrast", "folds_tested", "folds_agree", "expected_direction", "auc", "auc_low",
                     "auc_high", "z", "p", "p_method", "q", "n_patients", "n_class", "n_reference", "strata", "auc_rest",
                     "z_rest", "p_rest", "q_rest", "re_auc", "re_low", "re_high", "re_p", "heterogeneity_q", "i2"]
@@ -370,7 +376,7 @@ def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray]
         p_rest = float(stratified.permutation_p(blocks_of["rest"], resamples=permutations, rng=rng,
                                                 signs=np.asarray(blocks_of["signs_rest"]))[0]) \
             if small_rest else float(stats.norm.sf(z_rest))
-        expected = int(np.sign(part["expected_direction"].sum())) or int(part["expected_direction"].iloc[0])
+        expected = predicted_direction(part)
         out.append({"class": cls, "feature": feature, "contrast": part["contrast"].iloc[0], "folds_tested": len(part),
                     "folds_agree": int(part["agrees"].sum()), "expected_direction": expected, "auc": auc,
                     "auc_low": float(low), "auc_high": float(high), "z": z, "p": p,
@@ -483,7 +489,7 @@ def specificity_profile(per_fold: pd.DataFrame, tables: dict[int, PatientTable],
     rows = []
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         c = classes.index(cls)
-        direction = int(np.sign(part["expected_direction"].sum())) or int(part["expected_direction"].iloc[0])
+        direction = predicted_direction(part)
         for k, other in enumerate(classes):
             if k == c:
                 continue

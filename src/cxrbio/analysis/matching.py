@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cxrbio.analysis.association import within_class_permutation
+
 
 def class_partialled(values: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Columns with their group means removed, then scaled to unit SD (0 where nothing is left)."""
@@ -55,18 +57,9 @@ def assign(correlation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(correlation, maximize=True)
 
 
-def shuffled_within(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A row order that permutes rows only within each group (the group structure kept, the pairing broken)."""
-    order = np.arange(len(groups))
-    for g in np.unique(groups):
-        rows = np.flatnonzero(groups == g)
-        order[rows] = rng.permutation(rows)
-    return order
-
-
 def null_assigned(a: np.ndarray, b: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The assigned correlations when b's rows are shuffled within group: what matching finds in nothing."""
-    order = shuffled_within(groups, rng)
+    order = within_class_permutation(groups, rng)  # the group structure kept, the pairing broken
     correlation = partialled_correlation(a, b[order], groups)
     rows, cols = assign(correlation)
     return correlation[rows, cols]

@@ -4,7 +4,7 @@ Why generated: a methods section written by hand drifts from the settings that p
 numbers (a gate changed after an analysis, a fold count lowered for speed). Every figure here is
 read from the run: the manifest and design check, the config, the analysis log's last entry (the
 gates the candidates were judged by), the installed package versions, and the limitations the
-report found.
+report found (the page takes them from its limitations section, built once).
 """
 
 from __future__ import annotations
@@ -91,11 +91,9 @@ def _candidate_sentence(contents: RunContents) -> str:
 
 
 def methods_section(contents: RunContents) -> dict[str, Any]:
-    """The paragraph (one string), the software sentence, and the run's own limitations."""
-    from cxrbio.report.limitations import limitations
-
+    """The paragraph (one string) with the software sentence; the page adds the limitations section's notes."""
     software = _versions(("cxrbio", "tensorflow", "keras", "scikit-learn", "scipy", "statsmodels", "pyradiomics",
                           "shap", "umap-learn"))
     paragraph = " ".join([_data_sentence(contents), _model_sentence(contents), _candidate_sentence(contents),
                           f"Software: {software}." if software else ""]).strip()
-    return {"paragraph": paragraph, "limitations": limitations(contents)}
+    return {"paragraph": paragraph}
