@@ -152,6 +152,40 @@ def test_audit_flags_the_marker_dim_and_region_blanking_hits_only_the_class_that
     assert set(result.maps) == {"fold-0/e0000", "fold-0/e0001"}
     by_source = flagged_by_source(result.dims)
     assert by_source[["audited", "flagged"]].to_numpy().tolist() == [[2, 1]]
+    # Outside swap: the donors are of the other class (one source). B's logit falls when its outside
+    # (the marker) is swapped for an A image's; A's rises when a B image's marker is swapped in: the
+    # class decision reads the outside for both, which is what the swap (a class-level figure) says.
+    assert dims.loc["e0001", "swap_flagged"] and dims.loc["e0001", "swap_ratio"] > 5
+    assert dims.loc["e0000", "swap_flagged"]
+    assert blanked.loc["B", "outside_swapped_accuracy"] == 0.0 and blanked.loc["A", "outside_swapped_accuracy"] == 0.0
+
+
+def test_the_outside_swap_stays_silent_for_a_model_that_reads_only_the_lungs():
+    """Every image's air differs (noise, another level per 'source'); nothing outside the body is read."""
+    from cxrbio.analysis.audit import AuditImages, audit_fold
+
+    model, images, ids, y = audit_fixture()
+    rng = np.random.default_rng(3)
+    stack = np.asarray(images.images).copy()
+    lung = images.lung[ids[0]]
+    outside = ~images.body[ids[0]]
+    for k in range(len(ids)):
+        stack[k][outside] = rng.integers(0, 60, int(outside.sum())) if k % 2 else rng.integers(0, 20, int(outside.sum()))
+        if k >= 6:  # no marker anywhere: class C (flat lungs) instead of B
+            stack[k][lung] = 80
+    y = np.where(np.arange(len(ids)) < 6, 0, 2)
+    quiet = AuditImages(stack, images.row, images.lung, images.content, images.body, images.sources,
+                        {i: "even" if k % 2 else "odd" for k, i in enumerate(ids)})
+    gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
+    test = np.asarray(gap(quiet.stack(list(ids))[..., None]))
+    candidates = pd.DataFrame({"class": ["A", "C"], "dim": ["e0000", "e0000"], "mean_abs_shap": [1.0, 1.0]})
+    settings = load_config().analysis.model_copy(update={"audit_dims": 1, "audit_images": 4})
+    result = audit_fold(model, 0, ids, test, y, ["e0000", "e0001"], candidates, quiet, ["A", "B", "C"], settings)
+    dims = result.dims.set_index("class")
+    assert not dims["swap_flagged"].any()
+    assert (dims["swap_ratio"] < 0.2).all() and (dims["swap_control_change"] > 0).all()
+    blanked = result.model.set_index("class")
+    assert (blanked["outside_swapped_accuracy"] == blanked["accuracy"]).all()
 
 
 def test_audit_without_any_real_lung_or_body_mask_gives_empty_but_well_formed_tables():
@@ -411,3 +445,23 @@ def test_a_report_without_thumbnails_holds_no_patient_pixels_and_still_draws_eve
     assert figures and figures <= drawn  # every figure of the report with thumbnails is drawn without them
     tiles = with_pixels.count('<img src="data:image/png')
     assert tiles and len([f for f in drawn - figures if f.startswith("saliency-")]) == tiles  # each tile, as a map
+
+
+def test_occlusion_verdicts_say_in_words_which_classes_need_their_lungs():
+    from cxrbio.analysis.audit import FROM_LUNGS, OUTSIDE_LUNGS, UNDETERMINED, occlusion_verdicts
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for cls, lungs_kept in (("Effusion", 1.0), ("Pneumonia", 0.1), ("Rare", 1.0)):
+        for k in range(40):
+            right = bool(rng.random() < (0.9 if cls != "Rare" else 0.1))
+            rows.append({"fold": 0, "image_id": f"{cls}-{k}", "class": cls, "correct": right,
+                         "lungs_blanked_correct": right and rng.random() < lungs_kept,
+                         "outside_blanked_correct": right, "outside_swapped_correct": right})
+    predictions = pd.DataFrame(rows)
+    patients = pd.Series({i: i for i in predictions["image_id"]})
+    table = occlusion_verdicts(predictions, patients, margin=0.1, resamples=400, level=0.95, seed=0).set_index("class")
+    assert table.loc["Effusion", "reading"] == OUTSIDE_LUNGS and table.loc["Effusion", "lungs_drop_high"] < 0.1
+    assert table.loc["Pneumonia", "reading"] == FROM_LUNGS and table.loc["Pneumonia", "lungs_drop_low"] > 0
+    assert table.loc["Rare", "reading"] == UNDETERMINED  # not recognised above chance: nothing to locate
+    assert "read from outside the lungs" in table.loc["Effusion", "sentence"]

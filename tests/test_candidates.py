@@ -614,3 +614,55 @@ def test_the_specificity_profile_tells_a_marker_of_one_disease_from_one_of_sever
     assert columns.loc[("B", "f0001"), "weakest_other"] == "C"
     assert confirmation.marker_kind(-1, "vs Normal") == "negative marker (lower than Normal)"
     assert confirmation.marker_kind(1, "vs rest").startswith("lesion marker")
+
+
+def test_the_mediation_share_credits_the_lesion_feature_and_not_a_feature_every_image_has():
+    """The unit is higher in the disease through its lesion; exposure moves it in both groups alike."""
+    rng = np.random.default_rng(5)
+    n = 120
+    disease = np.arange(2 * n) < n
+    lesion = np.where(disease, rng.uniform(0.3, 1.0, 2 * n), 0.0)
+    exposure = rng.normal(size=2 * n)
+    unit = 2.0 * lesion + 0.5 * exposure + rng.normal(0, 0.2, 2 * n)
+    mediators = np.column_stack([lesion + rng.normal(0, 0.05, 2 * n), exposure + rng.normal(0, 0.1, 2 * n)])
+    source = association.indicators(rng.choice(["a", "b"], 2 * n))
+    table = association.mediation(unit, disease, mediators, source, ["lesion_mean", "lung_exposure"],
+                                  resamples=100, level=0.95, seed=0).set_index("feature")
+    assert table.loc["lesion_mean", "mediates"]
+    assert table.loc["lesion_mean", "mediation_share"] > 0.8 and table.loc["lesion_mean", "mediation_low"] > 0.5
+    assert not table.loc["lung_exposure", "mediates"]
+    assert abs(table.loc["lung_exposure", "mediation_share"]) < 0.2
+    assert table.loc["lung_exposure", "mediation_low"] <= 0 and table.loc["lung_exposure", "mediation_high"] < 0.2
+    assert table.loc["lesion_mean", "a_effect"] > 0 and table.loc["lesion_mean", "total_effect"] > 0
+
+
+def test_on_the_phantom_an_exposure_unit_and_a_lung_brightness_unit_are_nuisance(tmp_path):
+    """The phantom writes each image's exposure; units built from it (or from the lungs' mean brightness)
+    follow lung brightness as much within Normal as within Pneumonia: nuisance, not disease-specific."""
+    from PIL import Image
+
+    from cxrbio.data.phantom import generate_phantom
+
+    manifest = generate_phantom(tmp_path / "p", per_class=30, size=64, seed=8, severity=(0.3, 1.0))
+    rng = np.random.default_rng(0)
+    groups = {}
+    for cls in ("Pneumonia", "Normal"):
+        part = manifest[manifest["label"] == cls]
+        brightness, spread = [], []
+        for row in part.itertuples():
+            image = np.asarray(Image.open(tmp_path / "p" / row.path), np.float64)
+            lung = np.asarray(Image.open(tmp_path / "p" / row.lung_mask)) > 0
+            brightness.append(image[lung].mean())
+            spread.append(image[lung].std())
+        exposure = (part["acq_gain"] + part["acq_bias"] - 0.5 * (part["acq_gamma"] - 1)).to_numpy()
+        groups[cls] = (exposure + rng.normal(0, 0.01, len(part)), np.array(brightness),
+                       np.column_stack([brightness, spread]), part["source"].to_numpy())
+    names = ["lung_firstorder_Mean", "lung_firstorder_StandardDeviation"]
+    for unit in (0, 1):  # 0: the exposure unit, 1: the mean-lung-brightness unit
+        disease, control = groups["Pneumonia"], groups["Normal"]
+        table = association.contrasted_descriptors(
+            _residual_parts(disease[unit], disease[2], disease[3]), _residual_parts(control[unit], control[2], control[3]),
+            names, 1).set_index("feature")
+        assert table.loc["lung_firstorder_Mean", "q_disease"] < 0.05
+        assert table.loc["lung_firstorder_Mean", "descriptor_tier"] == "nuisance"
+        assert association.candidate_tier(table.reset_index()) != "disease-specific"

@@ -369,6 +369,10 @@ class AnalysisConfig(StrictModel):
         "differ between the class's two largest sources when TOST puts their AUC within 0.5 +- this (at gate_q).")
     shap_max_images: int = Field(400, ge=1, description="Out-of-fold images explained per fold (a stratified sample above it).")
     descriptors: int = Field(3, ge=1, description="Radiomics descriptors named per candidate dim.")
+    mediation_features: int = Field(
+        10, ge=0, description="Per tested feature, its strongest within-disease descriptors (q below gate_q) given a "
+        "mediation share between the disease and the controls (0: none; docs/analysis.md).")
+    mediation_bootstrap: int = Field(200, ge=10, description="Patient bootstrap resamples for a mediation share's CI.")
     stability_top: int = Field(10, ge=1, description="Descriptors per (fold, class) compared across folds.")
     bootstrap: int = Field(50, ge=0, description="Patient bootstrap resamples for the radiomics ranking's stability.")
     permutations: int = Field(50, ge=0, description="Row permutations for the CCA baseline.")
@@ -385,6 +389,10 @@ class AnalysisConfig(StrictModel):
         "this many times more than an equal-area random region. Measured on five phantoms: at most 0.15 on the plain "
         "one, 1.44 wherever no outside cue was learnt; 2.4-4.7 for the dims of the fold model that learnt a marker "
         "(README, Validation).")
+    occlusion_margin: float = Field(
+        0.1, gt=0.0, lt=1.0, description="A class is 'read from outside the lungs' when filling its lungs lowers its "
+        "accuracy by less than this (the patient-bootstrap CI of the drop below it) while it is recognised above "
+        "chance; 'needs its lungs' when the drop's CI lies above 0 (docs/analysis.md).")
     sanity_max_rho: float = Field(
         0.8, ge=-1.0, le=1.0, description="A saliency map whose Spearman correlation with the map of a weight-randomised "
         "model reaches this is marked unreliable (Adebayo et al. 2018). Measured: trained scratch models on five "

@@ -26,6 +26,17 @@ random regions (``outside_ratio``). The same figures on ``audit_images`` random 
 fold (``random_outside_ratio``) show whether the behaviour is general or confined to the images
 the dim likes.
 
+**Outside swap** (a counterfactual beside the occlusion): filling the outside with its median is
+nearly a no-op on air, so occlusion only sees high-contrast overlays. Instead the outside of each
+audited image is replaced by that of a **donor** of the same fold: an image of another source
+(another class where the fold has one source), at the same positions (where the donor has body,
+the donor's air value). The control regions follow the same rule: equal-area random regions take
+the donor's pixels. The change is measured where a shortcut would act, on the **class logit**
+(the log-odds of the dim's class): ``swap_ratio`` is the mean change from swapping the outside
+over the mean change from swapping the control regions, flagged ``swap_flagged`` at the same
+``shortcut_margin``. Per class, the accuracy with the outside swapped is reported beside the
+lungs- and outside-filled accuracies.
+
 **Saliency sanity check** (Adebayo et al., 2018): the gradient maps kept for the report's gallery
 are recomputed on a copy of the fold model with every weight re-initialised; a map whose
 Spearman correlation with its randomised twin reaches ``sanity_max_rho`` depends on the input
@@ -59,8 +70,18 @@ FILL = {"lung": "mean", "body": "mean", "outside": "median", "control": "median"
 DIM_COLUMNS = ["fold", "class", "dim", "mean_abs_shap",
                *(f"{r}_share" for r in REGIONS), *(f"{r}_area" for r in REGIONS), *(f"{r}_density" for r in REGIONS),
                "outside_change", "control_change", "outside_ratio", "random_outside_ratio",
+               "swap_change", "swap_control_change", "swap_ratio", "swap_flagged",
                "map_rho", "map_unreliable", "images", "mask_sources", "body_sources", "likely_shortcut"]
-MODEL_COLUMNS = ["fold", "class", "n", "accuracy", "lungs_blanked_accuracy", "outside_blanked_accuracy"]
+MODEL_COLUMNS = ["fold", "class", "n", "accuracy", "lungs_blanked_accuracy", "outside_blanked_accuracy",
+                 "outside_swapped_accuracy"]
+#: Per audited out-of-fold image: whether it was classified correctly as it is and in each counterfactual.
+PREDICTION_COLUMNS = ["fold", "image_id", "class", "correct", "lungs_blanked_correct", "outside_blanked_correct",
+                      "outside_swapped_correct"]
+VERDICT_COLUMNS = ["class", "patients", "accuracy", "lungs_blanked_accuracy", "lungs_drop", "lungs_drop_low",
+                   "lungs_drop_high", "outside_blanked_accuracy", "outside_drop", "outside_drop_low", "outside_drop_high",
+                   "outside_swapped_accuracy", "swap_drop", "swap_drop_low", "swap_drop_high", "reading", "sentence"]
+#: How a class is read, from its accuracy with the lungs filled (:func:`occlusion_verdicts`).
+FROM_LUNGS, OUTSIDE_LUNGS, UNDETERMINED = "needs its lungs", "read from outside the lungs", "undetermined"
 
 
 def regions(lung: np.ndarray, body: np.ndarray, content: np.ndarray) -> dict[str, np.ndarray]:
@@ -133,6 +154,7 @@ class AuditImages:
     content: dict[str, np.ndarray]
     body: dict[str, np.ndarray] = field(default_factory=dict)  # image_id -> bool mask, lungs included
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # image_id -> (lung source, body source)
+    acquisition: dict[str, str] = field(default_factory=dict)  # image_id -> acquisition source (the donor rule)
 
     def stack(self, ids: list[str]) -> np.ndarray:
         return np.stack([np.asarray(self.images[self.row[i]]) for i in ids]).astype(np.float32)
@@ -167,7 +189,8 @@ def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditIma
         if outline is not None:
             body[image_id] = (outline | lung[image_id]) & content[image_id]
             sources[image_id] = (str(lung_source), str(body_source))
-    return AuditImages(data.images, row, lung, content, body, sources)
+    acquisition = {str(i): str(v) for i, v in manifest["source"].items()} if "source" in manifest else {}
+    return AuditImages(data.images, row, lung, content, body, sources, acquisition)
 
 
 @dataclass
@@ -175,6 +198,7 @@ class FoldAudit:
     dims: pd.DataFrame  # DIM_COLUMNS
     model: pd.DataFrame  # MODEL_COLUMNS
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # "fold-<k>/<dim>" -> mean saliency (S, S) float16
+    predictions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
 
 
 def activations(gap_model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -230,6 +254,91 @@ def dim_figures(occlusion: Occlusion, ids: list[str], j: int) -> dict[str, float
             "outside_change": outside, "control_change": control, "outside_ratio": ratio}
 
 
+def donors(ids: list[str], pool: list[str], labels: dict[str, int], images: AuditImages, seed: int) -> dict[str, str]:
+    """Per image, a donor from ``pool``: of another acquisition source where the pool has one, else of another class."""
+    out = {}
+    for image_id in ids:
+        source = images.acquisition.get(image_id, "")
+        others = [i for i in pool if images.acquisition.get(i, "") != source] or \
+            [i for i in pool if labels[i] != labels[image_id]]
+        if others:
+            rng = np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+            out[image_id] = others[int(rng.integers(len(others)))]
+    return out
+
+
+def transplanted(image: np.ndarray, region: np.ndarray, donor: np.ndarray, donor_outside: np.ndarray) -> np.ndarray:
+    """``image`` with ``region`` taken from ``donor`` at the same positions; where the donor has body there, its air value."""
+    version = image.copy()
+    if region.any():
+        version[region] = donor[region]
+        inside_donor = region & ~donor_outside
+        if inside_donor.any() and donor_outside.any():
+            version[inside_donor] = np.median(donor[donor_outside])
+    return version
+
+
+def log_odds(probabilities: np.ndarray) -> np.ndarray:
+    p = np.clip(probabilities.astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Swap:
+    """Per image (rows) and class (columns): the change of the class log-odds when the outside, or a control region, is swapped."""
+
+    change: np.ndarray  # (M, C)
+    control: np.ndarray  # (M, C): mean over the equal-area random regions
+    row: dict[str, int]
+
+
+def swap_outside(model: Any, ids: list[str], pool: list[str], labels: dict[str, int], images: AuditImages,
+                 controls: int, seed: int) -> Swap:
+    """Swap each image's outside (and ``controls`` equal-area random regions) for its donor's pixels; one pass per version.
+
+    ``pool``: the fold's audited images the donors are drawn from; ``labels``: their class indices.
+    """
+    pairs = donors(ids, pool, labels, images, seed)
+    kept = [i for i in ids if i in pairs]
+    if not kept:
+        return Swap(np.zeros((0, 0)), np.zeros((0, 0)), {})
+    originals = images.stack(kept)
+    swapped = np.empty_like(originals)
+    random_versions = np.empty((controls,) + originals.shape, np.float32)
+    for k, image_id in enumerate(kept):
+        donor_id = pairs[image_id]
+        donor = images.stack([donor_id])[0]
+        donor_outside = images.parts(donor_id)["outside"]
+        outside = images.parts(image_id)["outside"]
+        swapped[k] = transplanted(originals[k], outside, donor, donor_outside)
+        rng = np.random.default_rng([seed, zlib.crc32(image_id.encode()), 1])
+        blobs = random_regions(images.content[image_id], int(outside.sum()), controls, rng)
+        for c in range(controls):
+            random_versions[c, k] = transplanted(originals[k], blobs[c], donor, donor_outside) if blobs else originals[k]
+    base = log_odds(class_probabilities(model, originals))
+    change = np.abs(base - log_odds(class_probabilities(model, swapped)))
+    control = np.mean([np.abs(base - log_odds(class_probabilities(model, random_versions[c]))) for c in range(controls)],
+                      axis=0) if controls else np.zeros_like(base)
+    return Swap(change, control, {image_id: k for k, image_id in enumerate(kept)})
+
+
+def swap_figures(swap: Swap, ids: list[str], c: int, margin: float) -> dict[str, float]:
+    """One class's swap figures over some images (NaN where none had a donor)."""
+    rows = [swap.row[i] for i in ids if i in swap.row]
+    if not rows:
+        return {"swap_change": np.nan, "swap_control_change": np.nan, "swap_ratio": np.nan, "swap_flagged": False}
+    change, control = float(np.mean(swap.change[rows, c])), float(np.mean(swap.control[rows, c]))
+    ratio = change / control if control > 1e-9 else np.nan
+    return {"swap_change": change, "swap_control_change": control, "swap_ratio": ratio,
+            "swap_flagged": bool(np.isfinite(ratio) and ratio >= margin)}
+
+
+def class_probabilities(model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The classifier's output in batches (direct calls: model.predict retraces for every fold model)."""
+    parts = [np.asarray(model(images[i : i + batch, ..., None], training=False)) for i in range(0, len(images), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
 def randomised_copy(model: Any, seed: int) -> Any:
     """The model's architecture with every weight drawn afresh from its initialiser (Adebayo et al.'s cascade, at once).
 
@@ -279,6 +388,9 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
         if len(pool) else []
     needed = sorted({i for ids in chosen.values() for i in ids} | set(random_ids))
     occlusion = occlude(gap_model, needed, images, settings.audit_controls, settings.seed)
+    labels = {str(i): int(c) for i, c in zip(test_ids, y_test)}
+    swap = swap_outside(model, needed, [str(i) for i in test_ids[pool]], labels, images, settings.audit_controls,
+                        settings.seed)
     rows, maps, done = [], {}, {}
     for cls, item in audited:
         if item.dim not in chosen:
@@ -294,15 +406,16 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
             twin = unit_saliency(random_gap, stack, int(item.dim[1:])).mean(axis=0)
             rho = map_similarity(saliency, twin, np.logical_or.reduce([images.content[i] for i in ids]))
             maps[f"fold-{fold}/{item.dim}"] = (saliency / max(saliency.max(), 1e-12)).astype(np.float16)
-            done[item.dim] = {**figures, "map_rho": rho, "map_unreliable": bool(rho >= settings.sanity_max_rho),
+            swapped = swap_figures(swap, ids, classes.index(cls), settings.shortcut_margin)
+            done[item.dim] = {**figures, **swapped, "map_rho": rho, "map_unreliable": bool(rho >= settings.sanity_max_rho),
                               "images": "|".join(ids),
                               "mask_sources": _joined([images.sources[i][0] for i in ids]),
                               "body_sources": _joined([images.sources[i][1] for i in ids])}
         rows.append({"fold": fold, "class": cls, "dim": item.dim, "mean_abs_shap": item.mean_abs_shap, **done[item.dim]})
     dims = pd.DataFrame(rows, columns=DIM_COLUMNS[:-1])
     dims["likely_shortcut"] = (dims["outside_ratio"] >= settings.shortcut_margin).astype(bool)
-    blanked = region_blanked(model, test_ids[audited_ok], y_test[audited_ok], images, classes, fold)
-    return FoldAudit(dims, blanked, maps)
+    blanked, predictions = region_blanked(model, test_ids[audited_ok], y_test[audited_ok], images, classes, fold)
+    return FoldAudit(dims, blanked, maps, predictions)
 
 
 def predicted_classes(model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -313,19 +426,26 @@ def predicted_classes(model: Any, images: np.ndarray, batch: int = 64) -> np.nda
 
 
 def region_blanked(model: Any, ids: np.ndarray, y: np.ndarray, images: AuditImages, classes: list[str],
-                   fold: int) -> pd.DataFrame:
-    """Per class: accuracy on the fold's audited out-of-fold images as they are, lungs filled, outside filled."""
+                   fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per class: accuracy on the fold's audited out-of-fold images as they are, lungs filled, outside filled,
+    outside swapped; and per image whether each was right (:data:`PREDICTION_COLUMNS`)."""
     if not len(ids):
-        return pd.DataFrame(columns=MODEL_COLUMNS)
+        return pd.DataFrame(columns=MODEL_COLUMNS), pd.DataFrame(columns=PREDICTION_COLUMNS)
     keys = [str(i) for i in ids]
     original = images.stack(keys)
-    lungs_out, outside_out = np.empty_like(original), np.empty_like(original)
+    lungs_out, outside_out, swapped = np.empty_like(original), np.empty_like(original), original.copy()
+    pairs = donors(keys, keys, {i: int(c) for i, c in zip(keys, y)}, images, fold)
     for k, image_id in enumerate(keys):
         parts = images.parts(image_id)
         lungs_out[k] = filled(original[k], parts["lung"], FILL["lung"])
         outside_out[k] = filled(original[k], parts["outside"], FILL["outside"])
+        if image_id in pairs:
+            donor_id = pairs[image_id]
+            swapped[k] = transplanted(original[k], parts["outside"], images.stack([donor_id])[0],
+                                      images.parts(donor_id)["outside"])
     before = predicted_classes(model, original)
     lungs_after, outside_after = predicted_classes(model, lungs_out), predicted_classes(model, outside_out)
+    swapped_after = predicted_classes(model, swapped)
     rows = []
     for c, name in enumerate(classes):
         members = y == c
@@ -333,8 +453,56 @@ def region_blanked(model: Any, ids: np.ndarray, y: np.ndarray, images: AuditImag
             rows.append({"fold": fold, "class": name, "n": int(members.sum()),
                          "accuracy": float((before[members] == c).mean()),
                          "lungs_blanked_accuracy": float((lungs_after[members] == c).mean()),
-                         "outside_blanked_accuracy": float((outside_after[members] == c).mean())})
-    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+                         "outside_blanked_accuracy": float((outside_after[members] == c).mean()),
+                         "outside_swapped_accuracy": float((swapped_after[members] == c).mean())})
+    predictions = pd.DataFrame({"fold": fold, "image_id": keys, "class": [classes[int(c)] for c in y],
+                                "correct": before == y, "lungs_blanked_correct": lungs_after == y,
+                                "outside_blanked_correct": outside_after == y, "outside_swapped_correct": swapped_after == y})
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS), predictions
+
+
+def occlusion_verdicts(predictions: pd.DataFrame, patients: pd.Series, *, margin: float, resamples: int,
+                       level: float, seed: int) -> pd.DataFrame:
+    """Per class: accuracy as is and in each counterfactual, the drops with patient-bootstrap CIs, and the reading in words.
+
+    ``patients``: image_id -> patient_id. A class **needs its lungs** when filling them lowers its
+    accuracy (the drop's CI above 0); it is **read from outside the lungs** when the drop's CI lies
+    below ``margin`` (its accuracy barely moves without the lungs: at most ``margin`` lower, with
+    confidence) while it is recognised at all (its accuracy's CI above chance, 1 / classes);
+    otherwise undetermined (a class the model does not recognise has no reading to locate).
+    """
+    rows = []
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
+    chance = 1 / max(1, predictions["class"].nunique()) if len(predictions) else np.nan
+    for name, part in predictions.groupby("class", sort=False):
+        by_patient = part.assign(patient=patients.reindex(part["image_id"]).to_numpy()).groupby("patient")
+        sums = by_patient[["correct", "lungs_blanked_correct", "outside_blanked_correct",
+                           "outside_swapped_correct"]].sum().to_numpy(float)
+        counts = by_patient.size().to_numpy(float)
+        accuracy = sums.sum(axis=0) / counts.sum()
+        draws = rng.integers(0, len(counts), size=(resamples, len(counts)))
+        boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)[:, None]
+        drops = boot[:, :1] - boot[:, 1:]
+        low, high = np.quantile(drops, alpha, axis=0), np.quantile(drops, 1 - alpha, axis=0)
+        drop = accuracy[0] - accuracy[1:]
+        recognised = np.quantile(boot[:, 0], alpha) > chance  # the class's own accuracy above chance, with confidence
+        if low[0] > 0:
+            reading = FROM_LUNGS
+        elif high[0] < margin and recognised:
+            reading = OUTSIDE_LUNGS
+        else:
+            reading = UNDETERMINED
+        sentence = (f"{name} {reading}: accuracy {accuracy[0]:.2f}, {accuracy[1]:.2f} with its lungs filled (drop "
+                    f"{drop[0]:+.2f} [{low[0]:+.2f}, {high[0]:+.2f}], {len(counts)} patients), {accuracy[2]:.2f} with "
+                    f"the outside of the body filled, {accuracy[3]:.2f} with it swapped for another image's")
+        rows.append({"class": name, "patients": len(counts), "accuracy": accuracy[0],
+                     "lungs_blanked_accuracy": accuracy[1], "lungs_drop": drop[0], "lungs_drop_low": low[0],
+                     "lungs_drop_high": high[0], "outside_blanked_accuracy": accuracy[2], "outside_drop": drop[1],
+                     "outside_drop_low": low[1], "outside_drop_high": high[1], "outside_swapped_accuracy": accuracy[3],
+                     "swap_drop": drop[2], "swap_drop_low": low[2], "swap_drop_high": high[2], "reading": reading,
+                     "sentence": sentence})
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
 def shortcut_scores(dims: pd.DataFrame) -> pd.DataFrame:

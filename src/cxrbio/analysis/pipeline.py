@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from cxrbio.analysis import association, attribution, stability
 from cxrbio.analysis.inputs import AnalysisInputs, clean_columns, load_fold_embeddings
@@ -370,7 +371,7 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
 
     combined = confirmed.combined[["class", "feature", "p"]]
     wanted = confirmed.per_fold.merge(combined, on=["class", "feature"], suffixes=("", "_combined"))
-    rows, models, maps = [], [], {}
+    rows, models, maps, predictions = [], [], {}, []
     for fold in folds:
         part = wanted[wanted["fold"] == fold.fold].sort_values("p_combined")  # audit_fold keeps audit_dims per class
         if part.empty:
@@ -384,6 +385,7 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
         dims = result.dims.merge(chosen[["class", "dim", "feature"]], on=["class", "dim"], how="left")
         rows.append(dims)
         models.append(result.model)
+        predictions.append(result.predictions)
         maps.update(result.maps)
         del model
         keras.backend.clear_session()
@@ -391,6 +393,11 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
         return pd.DataFrame(columns=["class", "feature", "audited_dims", "flagged_dims"])
     frames["audit_dims"] = pd.concat(rows, ignore_index=True)
     frames["audit_model"] = pd.concat(models, ignore_index=True)
+    settings = inputs.config.analysis
+    frames["audit_predictions"] = pd.concat(predictions, ignore_index=True)
+    frames["audit_verdicts"] = audit_module.occlusion_verdicts(
+        frames["audit_predictions"], inputs.manifest["patient_id"].astype(str), margin=settings.occlusion_margin,
+        resamples=settings.confirm_bootstrap, level=inputs.config.evaluation.level, seed=settings.seed)
     frames["shortcut_scores"] = audit_module.shortcut_scores(frames["audit_dims"])
     frames["audit_sources"] = audit_module.flagged_by_source(frames["audit_dims"])
     if maps:
@@ -402,7 +409,7 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
 
 DESCRIPTOR_COLUMNS = ["feature", "rho_disease", "p_disease", "q_disease", "n_disease", "rho_control", "p_control",
                       "n_control", "z_difference", "p_difference", "descriptor_tier", "rho", "p", "q", "rho_pooled",
-                      "q_pooled", "class", "feature_id"]
+                      "q_pooled", *association.MEDIATION_COLUMNS, "class", "feature_id"]
 
 
 def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.DataFrame, rad_values: np.ndarray,
@@ -440,7 +447,8 @@ def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.D
             covariates = association.indicators(source[members])
             n_within = max(n_within, covariates.shape[1])
             within[int(c)] = (members, covariates, association.residual_ranks(radiomics.to_numpy()[members], covariates))
-        by_fold[fold.fold] = {"dims": dims, "within": within, "pooled": (
+        by_fold[fold.fold] = {"dims": dims, "within": within, "y": y, "source": source, "radiomics": radiomics.to_numpy(),
+                              "pooled": (
             pooled_covariates, association.residual_ranks(radiomics.to_numpy(), pooled_covariates))}
     out = []
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
@@ -465,8 +473,48 @@ def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.D
                                                    alpha=inputs.config.analysis.gate_q)
         everyone = association.partial_descriptors(pooled, rad_names, n_pooled)
         table["rho_pooled"], table["q_pooled"] = everyone["rho"].to_numpy(), everyone["q"].to_numpy()
+        if control is not None and control != c:
+            table = table.merge(descriptor_mediation(inputs, part, by_fold, table, c, control), on="feature", how="left")
+        for column in association.MEDIATION_COLUMNS:
+            if column not in table:
+                table[column] = np.nan
+        table["mediates"] = table["mediates"].astype("boolean").fillna(False).astype(bool)
         out.append(table.assign(**{"class": cls, "feature_id": feature}))
     return out
+
+
+def descriptor_mediation(inputs: AnalysisInputs, part: pd.DataFrame, by_fold: dict[int, dict[str, Any]],
+                         table: pd.DataFrame, disease: int, control: int) -> pd.DataFrame:
+    """Mediation shares of a tested feature's strongest within-disease descriptors, disease against controls.
+
+    Per held-out fold the disease's and the control class's patients, the unit and each radiomics
+    feature as ranks within the fold; fold and source are covariates (:func:`association.mediation`).
+    """
+    settings = inputs.config.analysis
+    chosen = table[table["q_disease"] < settings.gate_q]
+    chosen = chosen.reindex(chosen["rho_disease"].abs().sort_values(ascending=False).index).head(settings.mediation_features)
+    if chosen.empty:
+        return pd.DataFrame(columns=["feature", *association.MEDIATION_COLUMNS])
+    columns = [int(i) for i in chosen.index]  # the table's rows follow the radiomics columns
+    units, radiomics, sick, strata, sources = [], [], [], [], []
+    for item in part.itertuples():
+        found = by_fold.get(int(item.fold))
+        if found is None:
+            continue
+        members = np.isin(found["y"], [disease, control])
+        if (found["y"] == disease).sum() < 3 or (found["y"] == control).sum() < 3:
+            continue
+        units.append(stats.rankdata(found["dims"][item.dim].to_numpy(np.float64)[members]) / members.sum())
+        radiomics.append(stats.rankdata(found["radiomics"][members][:, columns], axis=0) / members.sum())
+        sick.append(found["y"][members] == disease)
+        strata.append(np.full(members.sum(), int(item.fold)))
+        sources.append(found["source"][members])
+    if not units:
+        return pd.DataFrame(columns=["feature", *association.MEDIATION_COLUMNS])
+    covariates = association.indicators(np.concatenate(strata), np.concatenate(sources))
+    return association.mediation(np.concatenate(units), np.concatenate(sick), np.concatenate(radiomics), covariates,
+                                 list(chosen["feature"]), resamples=settings.mediation_bootstrap,
+                                 level=inputs.config.evaluation.level, seed=settings.seed + disease)
 
 
 def describe_candidates(ranking: pd.DataFrame, descriptor_tables: list[pd.DataFrame], per_fold: pd.DataFrame,
@@ -478,7 +526,7 @@ def describe_candidates(ranking: pd.DataFrame, descriptor_tables: list[pd.DataFr
             .groupby(["class", "feature"]).agg(dims=("fold_dim", "|".join), selection_score=("selection_score", "mean"))
             .reset_index())
     ranking = ranking.merge(dims, on=["class", "feature"], how="left")
-    named, first, tiers, nuisance = {}, {}, {}, {}
+    named, first, tiers, nuisance, mediators = {}, {}, {}, {}, {}
     for table in descriptor_tables:
         key = (str(table["class"].iloc[0]), str(table["feature_id"].iloc[0]))
         tier = association.candidate_tier(table)
@@ -489,12 +537,17 @@ def describe_candidates(ranking: pd.DataFrame, descriptor_tables: list[pd.DataFr
                                           .assign(dim=key[1]).drop(columns=["feature_id", "class"]), top).get(key[1], [])
         named[key], first[key] = association.describe(pairs), (pairs[0][0] if pairs else "")
         tiers[key], nuisance[key] = tier, association.describe(flagged)
+        carried = table[table["mediates"].astype(bool)] if "mediates" in table else table.iloc[:0]
+        carried = carried.sort_values("mediation_share", ascending=False).head(top)
+        mediators[key] = "; ".join(f"{association.short_name(str(r.feature))} {r.mediation_share:.0%} "
+                                   f"[{r.mediation_low:.0%}, {r.mediation_high:.0%}]" for r in carried.itertuples())
     keys = list(zip(ranking["class"], ranking["feature"]))
     ranking["descriptors"] = [named.get(k, "") for k in keys]
     ranking["top_descriptor"] = [first.get(k, "") for k in keys]
     ranking["descriptor_tier"] = [tiers.get(k, association.NO_DESCRIPTOR) for k in keys]
     ranking["nuisance_descriptors"] = [nuisance.get(k, "") for k in keys]
     ranking["described"] = ranking["descriptor_tier"] == association.DISEASE_SPECIFIC
+    ranking["mediated_by"] = [mediators.get(k, "") for k in keys]
     if audit_dims is not None and not audit_dims.empty:
         figures = (audit_dims.groupby(["class", "feature"])
                    .agg(lung_density=("lung_density", "mean"), body_density=("body_density", "mean"),

@@ -91,6 +91,18 @@ FINDINGS: dict[str, tuple[str, ...]] = {
     "Pneumonia": ("consolidation",),
     "Normal": (),
 }
+#: What a localisation test scores per disease (:mod:`cxrbio.analysis.localisation`): the findings that make
+#: up its lesion, and the region the lesion is scored within ("lung": the lungs with the lesion, "body": the
+#: body mask). Emphysema is scored on its bullae (hyperinflation is the whole lung, nothing to localise);
+#: edema's enlarged heart lies outside the lungs, so its findings are scored within the body.
+LOCALISED: dict[str, tuple[tuple[str, ...], str]] = {
+    "COVID-19": (("ground_glass",), "lung"),
+    "Edema": (("perihilar_haze", "kerley_lines", "cardiomegaly"), "body"),
+    "Effusion": (("effusion",), "lung"),
+    "Emphysema": (("bullae",), "lung"),
+    "Fibrosis": (("reticulation",), "lung"),
+    "Pneumonia": (("consolidation",), "lung"),
+}
 
 
 def class_slug(label: str) -> str:

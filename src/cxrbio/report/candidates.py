@@ -42,7 +42,9 @@ def _descriptor_text(row: pd.Series) -> str:
     if tier == "nuisance":
         return f"nuisance (also within the controls): {row.get('nuisance_descriptors') or ''}"
     if tier in ("disease-specific", "not compared"):
-        return f"{tier}: {row.get('descriptors') or ''}"
+        mediated = str(row.get("mediated_by") or "")
+        return f"{tier}: {row.get('descriptors') or ''}" + (f"; carries the difference from the controls: {mediated}"
+                                                           if mediated else "")
     return str(row.get("descriptors") or "–") if not tier else "none"
 
 
@@ -191,7 +193,11 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
         if not audit_model.empty:
             panel["audit"] = {"accuracy": number(audit_model["accuracy"].mean(), 2),
                               "lungs_blanked": number(audit_model["lungs_blanked_accuracy"].mean(), 2),
-                              "outside_blanked": number(audit_model["outside_blanked_accuracy"].mean(), 2)}
+                              "outside_blanked": number(audit_model["outside_blanked_accuracy"].mean(), 2),
+                              "reading": ""}
+            verdict = _by_class(result.analysis.get("audit_verdicts"), disease)
+            if not verdict.empty:
+                panel["audit"]["reading"] = str(verdict["sentence"].iloc[0])
         panels.append(panel)
     return panels
 
@@ -253,6 +259,22 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "class"
 
 
+def descriptors_note(frame: pd.DataFrame | None) -> str:
+    """Said when the passing candidates' within-disease descriptors are mostly empty: what that means, and that it is not a failure."""
+    if frame is None or frame.empty or "descriptor_tier" not in frame:
+        return ""
+    passing = frame[frame["passed"].astype(bool)]
+    if passing.empty:
+        return ""
+    specific = int((passing["descriptor_tier"] == "disease-specific").sum())
+    if specific * 2 >= len(passing):
+        return ""
+    return (f"Within-disease descriptors are mostly empty: {specific} of {len(passing)} passing candidates have a "
+            "disease-specific one. A descriptor can only name what varies among the disease's own patients (the "
+            "finding's severity or extent); where the finding barely varies within the disease, no radiomics feature "
+            "can follow the unit there. This says nothing against the candidates themselves.")
+
+
 def candidates_section(contents: RunContents) -> dict[str, Any]:
     images = ImageSource(contents)
     strategies = []
@@ -260,7 +282,8 @@ def candidates_section(contents: RunContents) -> dict[str, Any]:
         # An npz reads each map on access: only the gallery's few maps leave the file.
         with contextlib.ExitStack() as stack:
             maps = stack.enter_context(np.load(result.saliency_file)) if result.saliency_file else {}
-            strategies.append({"name": result.name, "panels": disease_panels(contents, result, images, maps)})
+            strategies.append({"name": result.name, "panels": disease_panels(contents, result, images, maps),
+                               "descriptors_note": descriptors_note(result.analysis.get("candidates"))})
     return {"strategies": strategies, "unreadable": sorted(set(images.unreadable)),
             "gallery_dims": contents.config.report.gallery_dims, "margin": contents.config.analysis.shortcut_margin,
             "thumbnails": contents.config.report.thumbnails,

@@ -146,6 +146,11 @@ def verdicts(contents: RunContents, probes: list[dict[str, Any]]) -> list[str]:
         if len(known) and known.value_counts(normalize=True).iloc[0] >= 0.9 and used["source"].nunique() > 1:
             reasons.append(f"{known.value_counts(normalize=True).iloc[0]:.0%} of its images come from "
                            f"'{known.value_counts().index[0]}'")
+        for result in contents.analysed():
+            occluded = (result.analysis or {}).get("audit_verdicts")
+            if occluded is not None and name in set(occluded["class"]):
+                found_row = occluded[occluded["class"] == name].iloc[0]
+                reasons.append(f"{result.name}: " + str(found_row["sentence"]).removeprefix(f"{name} "))
         if reasons:
             sentences.append(f"{name}: " + "; ".join(r.rstrip(".") for r in reasons) + ".")
         elif row:

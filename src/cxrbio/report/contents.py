@@ -48,7 +48,7 @@ class StrategyResults:
 
 
 ANALYSIS_TABLES = ("candidates", "umap", "separation", "stability", "power", "audit_dims", "audit_model",
-                   "shortcut_scores", "audit_sources", "cca", "attribution", "source_probe")
+                   "audit_verdicts", "shortcut_scores", "audit_sources", "cca", "attribution", "source_probe")
 RADIOMICS_TABLES = ("candidates", "umap", "separation", "bootstrap", "predictions", "source_probe")
 
 

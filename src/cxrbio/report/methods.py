@@ -87,7 +87,11 @@ def _candidate_sentence(contents: RunContents) -> str:
             f"predicted it within class"
             + (f", and when no audited unit of it was flagged as a likely shortcut (occlusion ratio ≥ {g['margin']:g})"
                if g["audit"] else "") + ". Radiomics descriptors were tiered disease-specific or nuisance by "
-            "comparing partial correlations within the disease and within the controls.")
+            "comparing partial correlations within the disease and within the controls (Fisher z), and the strongest "
+            "were given a mediation share of the unit's disease-versus-control difference with a patient-bootstrap "
+            "interval. The audit also replaced the region outside the body with another source's image (the change "
+            "in the class logit against equal-area random regions swapped the same way), and read each class's "
+            "accuracy with its lungs filled, with patient-bootstrap intervals.")
 
 
 def methods_section(contents: RunContents) -> dict[str, Any]:
