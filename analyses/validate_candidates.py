@@ -73,8 +73,10 @@ class Saliency:
         self.run, self.strategy, self.seed = run, strategy, seed
         self.models: dict[int, tuple[object, object]] = {}
 
-    def maps(self, fold: int, dim: str, images: object) -> tuple[object, object]:
-        from cxrbio.analysis.audit import randomised_copy, unit_saliency
+    def maps(self, fold: int, dim: str, images: object, fill: object, direction: int, kind: str) -> tuple[object, object]:
+        """(the trained model's maps, the randomised model's): occlusion maps in the unit's direction, or |gradient|."""
+        from cxrbio.analysis.audit import activations, randomised_copy, unit_saliency
+        from cxrbio.analysis.localisation import occlusion_map
         from cxrbio.embed import embedding_model
         from cxrbio.models import saving
 
@@ -84,7 +86,17 @@ class Saliency:
             gap = embedding_model(model)
             self.models[fold] = (gap, randomised_copy(gap, self.seed + fold))
         gap, random = self.models[fold]
-        return unit_saliency(gap, images, int(dim[1:])), unit_saliency(random, images, int(dim[1:]))
+        unit = int(dim[1:])
+        if kind == "gradient":
+            return unit_saliency(gap, images, unit), unit_saliency(random, images, unit)
+        size = images.shape[-1]  # type: ignore[attr-defined]
+        patch = max(2, size // 8)
+
+        def maps_of(model: object) -> object:
+            return occlusion_map(lambda stack: activations(model, stack.astype("float32"))[:, unit], images, fill,
+                                 patch=patch, stride=max(1, patch // 2), direction=direction)
+
+        return maps_of(gap), maps_of(random)
 
 
 def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: list[float]) -> list[dict]:
@@ -132,7 +144,9 @@ def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: li
                 outline = read_mask(run, i) if region == "lung" else read_body_mask(run, i)
                 references[i] = outline | masks[i]
             images = np.stack([np.asarray(data.images[row[i]]) for i in own]).astype(np.float32)
-            real, random = saliency.maps(int(dim.fold), str(dim.dim), images)
+            # occluded patches take the lungs' mean (the audit's fill): structure gone, brightness kept
+            fill = np.array([images[k][read_mask(run, i)].mean() for k, i in enumerate(own)], np.float32)
+            real, random = saliency.maps(int(dim.fold), str(dim.dim), images, fill, int(item.direction), args.map)
             shuffled = localisation.shuffled_masks(masks, references, dict.fromkeys(own, cls), seed=seed)
             for sigma in smoothing:
                 tables[sigma].append(localisation.image_table(
@@ -233,7 +247,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--strategy", default="scratch")
-    parser.add_argument("--per-dim", type=int, default=16, help="held-out images of the disease per fold dim")
+    parser.add_argument("--per-dim", type=int, default=8, help="held-out images of the disease per fold dim")
+    parser.add_argument("--map", choices=("occlusion", "gradient"), default="occlusion",
+                        help="occlusion: patches of 1/8 of the image filled with the lungs' mean, stride half a patch, "
+                             "in the unit's direction (the pilot's choice); gradient: |d unit / d pixel|")
     parser.add_argument("--smooth", default="0",
                         help="Gaussian sigmas (pixels) for the saliency maps, comma-separated; the pilot compares "
                              "several, the confirmation uses the one written into docs before it ran")
@@ -270,7 +287,8 @@ def main() -> None:
     maps = pd.DataFrame(sanity)
     maps.to_csv(args.out / f"sanity-{args.phase}.csv", index=False)
     print(f"Sizes: {args.per_class} images per class at {args.size} px, 3 folds, {args.epochs} epochs, "
-          f"{args.strategy}; severities {SEVERITY[0]}-{SEVERITY[1]}; up to {args.per_dim} held-out images per fold dim")
+          f"{args.strategy}; severities {SEVERITY[0]}-{SEVERITY[1]}; up to {args.per_dim} held-out images per fold dim; "
+          f"{args.map} maps")
     for sigma in smoothing:
         part = frame[frame["smooth"] == sigma] if len(frame) else frame
         report(part, seeds, list(LOCALISED), f"{args.phase}, saliency smoothed with sigma {sigma:g} px")

@@ -107,3 +107,25 @@ def test_pixel_auroc_is_half_for_an_even_map_and_nan_without_a_lesion():
                                                "auroc_random": [0.5], "auroc_shuffled": [0.5],
                                                "energy_ratio": [2.0], "lesion_share": [0.1]}))
     assert not few["localises"] and np.isnan(few["minus_random"])
+
+
+def test_the_occlusion_map_finds_the_pixels_a_unit_reads_and_is_flat_for_an_exposure_unit(masks):
+    """A unit = mean brightness of a fixed lesion region; another = the image mean filled at its own mean."""
+    items = masks["Pneumonia"]
+    ids = sorted(items)[:4]
+    images = np.stack([items[i][0] for i in ids])
+    region = items[ids[0]][1]
+
+    def lesion_unit(stack: np.ndarray) -> np.ndarray:
+        return stack[:, region].mean(axis=1)
+
+    fill = np.array([items[i][0].mean() / 2 for i in ids])  # the phantom's consolidation saturates: fill darker
+    heat = localisation.occlusion_map(lesion_unit, images, fill, patch=8, stride=4)
+    assert heat.shape == images.shape
+    first = heat[0]
+    assert localisation.pixel_auroc(first, region, items[ids[0]][2]) > 0.85
+    # the direction flips the sign: a unit lower in the disease is read where hiding raises it
+    flipped = localisation.occlusion_map(lesion_unit, images, fill, patch=8, stride=4, direction=-1)
+    assert np.allclose(flipped, -heat)
+    exposure = localisation.occlusion_map(lambda s: s.mean(axis=(1, 2)) * 0 + 1.0, images, fill, patch=8, stride=4)
+    assert np.allclose(exposure, 0)

@@ -16,22 +16,61 @@ the lungs scores 0.5 whatever its size). Two nulls, each on the same images:
 
 Per image the three AUROCs; per candidate the patient means, bootstrapped by patient, and the
 differences from each null with their CIs. A candidate **localises** when both differences'
-CIs lie above 0. The saliency maps are at input resolution (the gradient with respect to the
-letterboxed image the network reads), so small lesions are not blurred into their surroundings.
-The energy ratio (the lesion's share of the reference's saliency over its share of the
-reference's area) is kept as a secondary figure.
+CIs lie above 0. The energy ratio (the lesion's share of the reference's saliency over its share
+of the reference's area) is kept as a secondary figure.
+
+**Which map.** The maps are computed on the letterboxed image the network reads, at its
+resolution. The pilot on the graded phantom (docs/validation.md) compared the gradient
+(|d unit / d pixel|, with and without smoothing) with an **occlusion map**
+(:func:`occlusion_map`: each patch in turn filled with the lungs' mean, the unit's change in the
+candidate's direction, averaged over the patches covering a pixel). The gradient maps of
+trained models correlated with a randomised model's as much as two randomised models' maps did
+with each other (median Spearman 0.50 against 0.52) and scored a pixel AUROC of 0.44-0.59,
+the randomised model's alike: they show the input's edges, not what the unit reads. The
+occlusion map is made by the weights: 0.88-0.92 for edema and effusion detectors against
+0.42-0.56 for the randomised model. Its resolution is the patch's (8 px at 64 px; stride 4).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 IMAGE_COLUMNS = ["image_id", "patient_id", "auroc", "auroc_random", "auroc_shuffled", "energy_ratio", "lesion_share"]
+
+
+def occlusion_map(activation: Callable[[np.ndarray], np.ndarray], images: np.ndarray, fill: np.ndarray, *,
+                  patch: int, stride: int, direction: int = 1, batch: int = 256) -> np.ndarray:
+    """Per image (N, S, S): how much the unit falls (in ``direction``) when each patch is filled, per pixel.
+
+    ``activation`` maps a stack of images (M, S, S) to the unit's values (M,); ``fill`` is the value
+    each image's patches are filled with (N,), the lungs' mean, so a patch loses its structure and
+    keeps its brightness. A pixel's value is the mean change over the patches that cover it:
+    positive where hiding the pixel lowers a unit that is higher in the disease (``direction`` +1)
+    or raises one that is lower (-1).
+    """
+    n, height, width = images.shape
+    corners = [(y, x) for y in range(0, max(1, height - patch + 1), stride)
+               for x in range(0, max(1, width - patch + 1), stride)]
+    base = activation(images)
+    heat = np.zeros(images.shape, np.float64)
+    count = np.zeros(images.shape[1:], np.float64)
+    for y, x in corners:
+        count[y : y + patch, x : x + patch] += 1
+    per_batch = max(1, batch // max(1, n))
+    for start in range(0, len(corners), per_batch):
+        chunk = corners[start : start + per_batch]
+        versions = np.repeat(images[None], len(chunk), axis=0)
+        for k, (y, x) in enumerate(chunk):
+            versions[k, :, y : y + patch, x : x + patch] = fill[:, None, None]
+        values = activation(versions.reshape(-1, height, width)).reshape(len(chunk), n)
+        for k, (y, x) in enumerate(chunk):
+            heat[:, y : y + patch, x : x + patch] += (direction * (base - values[k]))[:, None, None]
+    return heat / np.maximum(count, 1)
 
 
 def pixel_auroc(saliency: np.ndarray, lesion: np.ndarray, reference: np.ndarray) -> float:
