@@ -388,7 +388,7 @@ class AnalysisConfig(StrictModel):
         2.0, gt=0.0, description="A dim is flagged 'likely shortcut' when occluding the outside of the body changes it "
         "this many times more than an equal-area random region. Measured on five phantoms: at most 0.15 on the plain "
         "one, 1.44 wherever no outside cue was learnt; 2.4-4.7 for the dims of the fold model that learnt a marker "
-        "(README, Validation).")
+        "(docs/validation.md).")
     occlusion_margin: float = Field(
         0.1, gt=0.0, lt=1.0, description="A class is 'read from outside the lungs' when filling its lungs lowers its "
         "accuracy by less than this (the patient-bootstrap CI of the drop below it) while it is recognised above "

@@ -1,6 +1,6 @@
 """Find the images of a data set and their labels, in any of the supported layouts.
 
-Layouts (``detect_layout`` picks one; see README "Your own data"):
+Layouts (``detect_layout`` picks one; see README "Your own data" and docs/data.md):
 
 * ``folders``  -- DATA/<class>/**/<image>, one sub-folder per class;
 * ``csv``      -- a CSV with ``path,label`` (+ optional ``patient_id``, ``source``; other
