@@ -278,3 +278,15 @@ def test_performance_views_put_fold_means_beside_the_paper_with_calibration_and_
     comparison = compare_strategies({"scratch": good, "offshelf": poor}, classes, n_train=120, n_test=60, resamples=50)
     row = comparison_rows(SimpleNamespace(comparison=comparison))[0]
     assert row["nb_holm"] != "–" and row["d_accuracy"].startswith("+") and row["mcnemar_holm"] != "–"
+
+
+def test_mostly_empty_within_disease_descriptors_are_said_in_words_and_not_as_a_failure():
+    from cxrbio.report.candidates import descriptors_note
+
+    plain = pd.DataFrame({"passed": [True, True, True, False], "descriptor_tier": ["none", "nuisance",
+                                                                                    "disease-specific", "none"]})
+    note = descriptors_note(plain)
+    assert "mostly empty: 1 of 3 passing candidates" in note and "nothing against the candidates" in note
+    graded = plain.assign(descriptor_tier=["disease-specific", "disease-specific", "none", "none"])
+    assert descriptors_note(graded) == ""
+    assert descriptors_note(plain.assign(passed=False)) == ""  # nothing passed: nothing to describe
