@@ -9,22 +9,26 @@ again). Per seed and disease it asks for a passing candidate that
 * carries the planted physics in a **within-disease** descriptor whose tier is
   ``disease-specific`` (``descriptors.parquet``; brighter for the density findings, darker or
   larger for emphysema, more textured for fibrosis: :data:`PHYSICS`), and
-* **localises**: the per-image pixel AUROC of its saliency, lesion against the rest of the lung
-  (edema: its heart against the rest of the body; emphysema: its bullae), bootstrapped by
-  patient, lies above both nulls (the weight-randomised model's maps, and another same-disease
-  image's lesion mask) with the CI of each difference above 0
-  (:mod:`cxrbio.analysis.localisation`).
+* **localises**: the per-image pixel AUROC of its map (``--map occlusion``, the pilot's choice:
+  patches filled with the lungs' mean, the unit's change in the candidate's direction; or
+  ``gradient``), lesion against the rest of the lung (edema: its findings, heart included,
+  against the rest of the body; emphysema: its bullae), bootstrapped by patient, lies above both
+  nulls (the weight-randomised model's maps, and another same-disease image's lesion mask) with
+  the CI of each difference above 0 (:mod:`cxrbio.analysis.localisation`).
 
 Two phases, so that the thresholds are set before the seeds they are judged on are seen:
 ``--phase pilot`` (2 seeds) prints per-disease power; the thresholds then go into
-docs/validation figures, and ``--phase confirm`` (at least 5 fresh seeds) prints the share of
-seeds per disease that meet the bar, with a Wilson 95% interval.
+docs/validation.md, and ``--phase confirm`` (at least 5 fresh seeds) prints the share of seeds
+per disease that meet the bar, with a Wilson 95% interval. Each seed's evaluation is kept beside
+its run (``evaluation-<map>-<images>-<smoothing>.csv``), so ``--phase evaluate`` can do some
+seeds ahead and the confirmation reuses them. Also printed: the gradient maps' Spearman
+correlation with a randomised model's, beside two randomised models' (``sanity_max_rho``).
 
 Sizes are smaller than the demo's (``--per-class``, ``--size``, ``--epochs``); one full-size
 graded run is ``analyses/validate_phantom.py --only graded``.
 
-    uv run python analyses/validate_candidates.py --phase pilot --seeds 11,12 [--out runs/candidates]
-    uv run python analyses/validate_candidates.py --phase confirm --seeds 21,22,23,24,25
+    uv run python analyses/validate_candidates.py --phase pilot --seeds 11,12 --per-class 80 --epochs 80
+    uv run python analyses/validate_candidates.py --phase confirm --seeds 21,22,23,24,25 --per-class 80 --epochs 80
 """
 
 from __future__ import annotations
@@ -239,8 +243,9 @@ def report(frame: object, seeds: list[int], classes: list[str], phase: str) -> N
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("pilot", "confirm", "train"), default="pilot",
-                        help="pilot: per-disease power; confirm: the bar on fresh seeds; train: the pipeline only")
+    parser.add_argument("--phase", choices=("pilot", "confirm", "train", "evaluate"), default="pilot",
+                        help="pilot: per-disease power; confirm: the bar on fresh seeds; train: the pipeline only; "
+                             "evaluate: evaluate (and keep) some seeds ahead of a confirm over them all")
     parser.add_argument("--seeds", default="11,12")
     parser.add_argument("--out", type=Path, default=Path("runs/candidates"))
     parser.add_argument("--per-class", type=int, default=60)
@@ -277,8 +282,15 @@ def main() -> None:
     rows, sanity = [], []
     for seed in seeds:
         root = args.out / f"graded-seed{seed}"
-        rows += evaluate_seed(root, seed, args, smoothing)
-        sanity += sanity_distribution(root, seed, args)
+        # Each seed's evaluation is kept beside its run, keyed by the settings: a sweep resumes.
+        key = f"{args.map}-{args.per_dim}-{'_'.join(f'{v:g}' for v in smoothing)}"
+        found, maps_found = root / f"evaluation-{key}.csv", root / "evaluation-sanity.csv"
+        if not found.is_file():
+            pd.DataFrame(evaluate_seed(root, seed, args, smoothing)).to_csv(found, index=False)
+        if not maps_found.is_file():
+            pd.DataFrame(sanity_distribution(root, seed, args)).to_csv(maps_found, index=False)
+        rows += pd.read_csv(found).to_dict("records") if found.stat().st_size > 1 else []
+        sanity += pd.read_csv(maps_found).to_dict("records") if maps_found.stat().st_size > 1 else []
     columns = ["seed", "smooth", "class", "feature", "carries_physics", "localises", "auroc", "minus_random",
                "minus_shuffled"]
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
