@@ -382,7 +382,7 @@ def planted_physics(run_root: Path) -> None:
         verdict = "as planted" if (auc - 0.5) * expected > 0 else "NOT as planted"
         print(f"{cls:<10} {feature:<32} AUC {auc:.3f}  expected {'up' if expected > 0 else 'down'}: {verdict}")
     ranking = pd.read_parquet(run.path("analysis", strategy="radiomics") / "candidates.parquet")
-    print("\nTop radiomics features by SHAP (logistic regression), per class:")
+    print("\nTop radiomics features by SHAP (logistic regression), per class (descriptive, not adjusted for source):")
     for cls, part in ranking.groupby("class"):
         print(f"  {cls:<10} " + ", ".join(part.head(3)["feature"]))
 
