@@ -48,7 +48,7 @@ def run_seed(root: Path, seed: int, args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from validate_phantom import pipeline
 
-    pipeline(root, None, args.per_class, None, [args.strategy], severity=SEVERITY, phantom_seed=seed,
+    pipeline(root, None, args.per_class, None, [args.strategy], severity=args.severity, phantom_seed=seed,
              extra={"folds.seed": seed, "train.epochs": args.epochs, "train.deterministic": False,
                     "data.image_size": args.size})
 
@@ -241,6 +241,14 @@ def report(frame: object, seeds: list[int], classes: list[str], phase: str) -> N
     print(f"diseases with a share of at least 0.8: {met_classes} of {len(classes)} (bar: 5 of 6)")
 
 
+def run_name(seed: int, args: argparse.Namespace) -> str:
+    """graded-seedN, or plain-seedN (or severity-LOW-HIGH-seedN) for another severity range."""
+    if tuple(args.severity) == SEVERITY:
+        return f"graded-seed{seed}"
+    return f"plain-seed{seed}" if tuple(args.severity) == (0.7, 1.0) else \
+        f"severity-{args.severity[0]:g}-{args.severity[1]:g}-seed{seed}"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=("pilot", "confirm", "train", "evaluate"), default="pilot",
@@ -252,6 +260,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--strategy", default="scratch")
+    parser.add_argument("--severity", type=lambda t: tuple(float(v) for v in t.split(",")), default=SEVERITY,
+                        help="LOW,HIGH severity range (default 0.3,1.0, graded; 0.7,1.0 is the plain phantom, where "
+                             "little varies within a disease)")
     parser.add_argument("--per-dim", type=int, default=8, help="held-out images of the disease per fold dim")
     parser.add_argument("--map", choices=("occlusion", "gradient"), default="occlusion",
                         help="occlusion: patches of 1/8 of the image filled with the lungs' mean, stride half a patch, "
@@ -267,7 +278,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     sys.path.insert(0, str(Path(__file__).parent))
     for seed in seeds:
-        run_seed(args.out / f"graded-seed{seed}", seed, args)
+        run_seed(args.out / run_name(seed, args), seed, args)
     if args.phase == "train":
         return
     if args.phase == "confirm" and len(seeds) < 5:
@@ -281,7 +292,7 @@ def main() -> None:
         raise SystemExit("--phase confirm takes one --smooth value (the pilot's choice, written into docs).")
     rows, sanity = [], []
     for seed in seeds:
-        root = args.out / f"graded-seed{seed}"
+        root = args.out / run_name(seed, args)
         # Each seed's evaluation is kept beside its run, keyed by the settings: a sweep resumes.
         key = f"{args.map}-{args.per_dim}-{'_'.join(f'{v:g}' for v in smoothing)}"
         found, maps_found = root / f"evaluation-{key}.csv", root / "evaluation-sanity.csv"
@@ -299,7 +310,7 @@ def main() -> None:
     maps = pd.DataFrame(sanity)
     maps.to_csv(args.out / f"sanity-{args.phase}.csv", index=False)
     print(f"Sizes: {args.per_class} images per class at {args.size} px, 3 folds, {args.epochs} epochs, "
-          f"{args.strategy}; severities {SEVERITY[0]}-{SEVERITY[1]}; up to {args.per_dim} held-out images per fold dim; "
+          f"{args.strategy}; severities {args.severity[0]}-{args.severity[1]}; up to {args.per_dim} held-out images per fold dim; "
           f"{args.map} maps")
     for sigma in smoothing:
         part = frame[frame["smooth"] == sigma] if len(frame) else frame

@@ -1,5 +1,6 @@
 """Embedding export: equal to a direct model call, one out-of-fold row per image, resumable, clear errors."""
 
+import logging
 import shutil
 
 import numpy as np
@@ -63,11 +64,14 @@ def test_current_embeddings_are_kept_and_a_changed_model_is_re_exported(fake_tra
     assert not np.allclose(before.filter(like="e0").to_numpy(), after.filter(like="e0").to_numpy())
 
 
-def test_missing_folds_are_reported_and_duplicate_out_of_fold_rows_refused(fake_trained_run, tmp_path):
+def test_missing_folds_are_reported_and_duplicate_out_of_fold_rows_refused(fake_trained_run, tmp_path, caplog):
     run = copy_run(fake_trained_run, tmp_path / "run")
     freshness.remove_stamp(run, "train_fold", {"strategy": "finetune-2", "fold": 2})  # never finished
-    summary = embed.run(run.root)
+    with caplog.at_level(logging.INFO, logger="cxrbio"):
+        summary = embed.run(run.root)  # no progress callback: a library caller hears it through logging
     assert summary.missing_folds == {"finetune-2": [2]} and "finetune-2" not in summary.dims
+    assert ("cxrbio.stages.embed", logging.WARNING, "finetune-2 fold 2: not trained") in [
+        (r.name, r.levelno, r.getMessage()) for r in caplog.records]
     with pytest.raises(DataError, match="miss"):
         read_out_of_fold(run, "finetune-2", expected=run.read_manifest().query("included")["image_id"])
     # A second export of fold 0 under another fold number: two out-of-fold rows per image.

@@ -161,6 +161,9 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """cxrbio reproduces Apostolopoulos et al. (2020) and looks for biomarkers behind it."""
+    from cxrbio.console import render_library_logging
+
+    render_library_logging()
 
 
 

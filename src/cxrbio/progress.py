@@ -3,11 +3,16 @@
 A stage reports counted work (``task``, ``done``, ``total``: "scan 120/700", "scratch fold 2
 epochs 40/130") and lines worth printing (``message`` alone: "scratch fold 0: trained"). The
 CLI turns events into rich progress bars and lines; a library caller may pass any callable, or
-nothing (silence).
+nothing. With nothing, the lines are not lost: :func:`say` logs them on the calling module's
+logger (``logging.getLogger(__name__)`` of the stage), INFO for a line and WARNING for a note
+(a stale model, a skipped audit, a changed setting), so ``logging.basicConfig(level=logging.INFO)``
+shows a stage's lines and Python's last-resort handler shows its warnings even unconfigured.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,5 +49,20 @@ def counter(progress: Progress | None, task: str) -> Callable[[int, int], None]:
     return update
 
 
-def say(progress: Progress | None, message: str, task: str = "") -> None:
-    (progress or silent)(ProgressEvent(task, message=message))
+def say(progress: Progress | None, message: str, task: str = "", *, level: int = logging.INFO,
+        logger: logging.Logger | None = None) -> None:
+    """A line to the progress callback; without one, to ``logger`` (default: the calling module's) at ``level``."""
+    if progress is not None:
+        progress(ProgressEvent(task, message=message))
+        return
+    if logger is None:
+        caller = sys._getframe(1).f_globals.get("__name__", "cxrbio")
+        logger = logging.getLogger(caller if str(caller).startswith("cxrbio") else "cxrbio")
+    logger.log(level, message)
+
+
+def warn(progress: Progress | None, message: str, task: str = "") -> None:
+    """A note worth a warning (a stale model, a skipped part): to the callback, or logged at WARNING."""
+    caller = sys._getframe(1).f_globals.get("__name__", "cxrbio")
+    say(progress, message, task, level=logging.WARNING,
+        logger=logging.getLogger(caller if str(caller).startswith("cxrbio") else "cxrbio"))

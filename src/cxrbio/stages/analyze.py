@@ -12,6 +12,7 @@ and the report shows them.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -26,9 +27,11 @@ from cxrbio.artifacts import command_for
 from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config
 from cxrbio.errors import ConfigError, CxrbioError
-from cxrbio.progress import Progress, say
+from cxrbio.progress import Progress, say, warn
 from cxrbio.rundir import open_run, supersede
 from cxrbio.timing import timed
+
+log = logging.getLogger(__name__)
 
 
 def require_tensorflow_backend() -> None:
@@ -136,7 +139,10 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
     if entry["changed_since_previous"]:
         names = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in entry["changed_since_previous"].items())
         summary.notes.append(f"analysis settings changed since the previous analysis: {names} (analysis/log.jsonl).")
-        message(f"note: analysis settings changed since the previous analysis: {names}")
+        warn(progress, f"note: analysis settings changed since the previous analysis: {names}")
+    if progress is None:  # a library caller without a callback still hears the notes (the CLI prints them itself)
+        for note in summary.notes:
+            log.warning(note)
     summary.seconds = time.perf_counter() - started
     atomic_write_text(run.output(STAGE, "analysis_summary"), json.dumps(
         {"strategies": chosen, "timings_s": dict(summary.timings), "notes": summary.notes,

@@ -19,7 +19,7 @@ from cxrbio import freshness
 from cxrbio.artifacts import command_for, missing_error
 from cxrbio.embed import export_fold, read_out_of_fold
 from cxrbio.errors import DataError
-from cxrbio.progress import Progress, ProgressEvent, say, silent
+from cxrbio.progress import Progress, ProgressEvent, say, silent, warn
 from cxrbio.rundir import open_run, supersede
 from cxrbio.training import trained_folds
 
@@ -80,7 +80,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
             model_state = freshness.status(run, freshness.expected(run, "train_fold", tree, unit))
             if not model_state.fresh:
                 result.missing_folds.setdefault(strategy, []).append(fold.fold)
-                say(progress, f"{strategy} fold {fold.fold}: not trained" if model_state.state == "missing"
+                warn(progress, f"{strategy} fold {fold.fold}: not trained" if model_state.state == "missing"
                     else f"{strategy} fold {fold.fold}: model is stale ({model_state.reason})")
                 continue
             want = freshness.expected(run, "embeddings", tree, unit)
