@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,24 +29,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/cxr-real-sample"))
     parser.add_argument("--out", type=Path, default=Path("runs/real-audit"))
     args = parser.parse_args()
-    if not (args.data / "manifest.csv").is_file():
-        raise SystemExit(f"no real sample at {args.data} (its manifest.csv is missing): pass --data.")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from real_sample_matching import show, trained_real_sample
+
+    trained_real_sample(args.data, args.out)  # scanned with the demo's model (scratch, 3 folds), trained, embedded
 
     import pandas as pd
 
     from cxrbio import stages
-    from cxrbio.config import bundled_config, load_config
-    from cxrbio.progress import ProgressEvent
 
-    def show(event: ProgressEvent) -> None:
-        if event.is_line:
-            print(event.message)
-
-    if not (args.out / "manifest.parquet").is_file():
-        config = load_config(bundled_config("demo.yaml"), {"train.strategies": ["scratch"], "folds.k": 3})
-        stages.scan.run(args.out, data=args.data / "manifest.csv", config=config, progress=show)
-    stages.train.run(args.out, progress=show)
-    stages.embed.run(args.out, progress=show)
     stages.masks.run(args.out, progress=show)
     stages.radiomics.run(args.out, progress=show)
     stages.analyze.run(args.out, progress=show)

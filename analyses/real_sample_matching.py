@@ -22,34 +22,41 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def show(event: object) -> None:
+    """Print a stage's lines (a ProgressEvent with no counts)."""
+    if event.is_line:  # type: ignore[attr-defined]
+        print(event.message)  # type: ignore[attr-defined]
+
+
+def trained_real_sample(data: Path, out: Path) -> None:
+    """The real sample scanned with the demo's model (scratch, 3 folds), trained and embedded; each stage resumed or skipped."""
+    if not (data / "manifest.csv").is_file():
+        raise SystemExit(f"no real sample at {data} (its manifest.csv is missing): pass --data.")
+    from cxrbio import stages
+    from cxrbio.config import bundled_config, load_config
+
+    if not (out / "manifest.parquet").is_file():
+        config = load_config(bundled_config("demo.yaml"), {"train.strategies": ["scratch"], "folds.k": 3})
+        stages.scan.run(out, data=data / "manifest.csv", config=config, progress=show)
+    stages.train.run(out, progress=show)
+    stages.embed.run(out, progress=show)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/cxr-real-sample"))
     parser.add_argument("--out", type=Path, default=Path("runs/real-matching"))
     parser.add_argument("--quantile", type=float, default=0.99)
     args = parser.parse_args()
-    if not (args.data / "manifest.csv").is_file():
-        raise SystemExit(f"no real sample at {args.data} (its manifest.csv is missing): pass --data.")
+    trained_real_sample(args.data, args.out)
 
     import numpy as np
     import pandas as pd
 
-    from cxrbio import stages
     from cxrbio.analysis import matching
     from cxrbio.analysis.inputs import load_fold_embeddings, load_inputs
-    from cxrbio.config import bundled_config, load_config
-    from cxrbio.progress import ProgressEvent
     from cxrbio.rundir import open_run
 
-    def show(event: ProgressEvent) -> None:
-        if event.is_line:
-            print(event.message)
-
-    if not (args.out / "manifest.parquet").is_file():
-        config = load_config(bundled_config("demo.yaml"), {"train.strategies": ["scratch"], "folds.k": 3})
-        stages.scan.run(args.out, data=args.data / "manifest.csv", config=config, progress=show)
-    stages.train.run(args.out, progress=show)
-    stages.embed.run(args.out, progress=show)
     run, config = open_run(args.out)
     inputs = load_inputs(run, config, need_radiomics=False)
     folds = load_fold_embeddings(inputs, "scratch")

@@ -53,23 +53,6 @@ def run_seed(root: Path, seed: int, args: argparse.Namespace) -> None:
                     "data.image_size": args.size})
 
 
-def physics_hits(descriptors: object, cls: str, feature: str, direction: int) -> list[tuple[str, str, float]]:
-    """(planted property, descriptor, rho) for each planted property carried by a *disease-specific* descriptor."""
-    import numpy as np
-    from validate_phantom import PHYSICS, of_family
-
-    out = []
-    table = descriptors[(descriptors["class"] == cls) & (descriptors["feature_id"] == feature)  # type: ignore[index]
-                        & (descriptors["descriptor_tier"] == "disease-specific")]  # type: ignore[index]
-    for what, family, sign in PHYSICS.get(cls, []):
-        d = table[np.array([of_family(name, family) for name in table["feature"]], dtype=bool)]
-        d = d[d["rho_disease"] * direction * sign > 0]
-        if not d.empty:
-            best = d.reindex(d["rho_disease"].abs().sort_values(ascending=False).index).iloc[0]
-            out.append((what, str(best["feature"]), float(best["rho_disease"])))
-    return out
-
-
 class Saliency:
     """Unit saliency of a run's fold models and of their weight-randomised copies, models loaded once."""
 
@@ -111,7 +94,7 @@ def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: li
     import numpy as np
     import pandas as pd
     from scipy import ndimage
-    from validate_phantom import lesion_masks
+    from validate_phantom import lesion_masks, physics_hits
 
     from cxrbio.analysis import localisation
     from cxrbio.data.phantom import LOCALISED
@@ -158,7 +141,8 @@ def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: li
                     {i: ndimage.gaussian_filter(m, sigma) if sigma > 0 else m for i, m in zip(own, real)},
                     {i: ndimage.gaussian_filter(m, sigma) if sigma > 0 else m for i, m in zip(own, random)},
                     masks, references, shuffled))
-        hits = physics_hits(descriptors, cls, feature, int(item.direction))
+        # rho and q of descriptors.parquet are the within-disease ones; the tier asks for disease-specific
+        hits = physics_hits(descriptors, cls, feature, int(item.direction), tier="disease-specific")
         for sigma in smoothing:
             table = (pd.concat(tables[sigma], ignore_index=True) if tables[sigma]
                      else pd.DataFrame(columns=localisation.IMAGE_COLUMNS))

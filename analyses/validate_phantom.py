@@ -244,14 +244,20 @@ def of_family(name: str, family: tuple[str, ...]) -> bool:
     return name.endswith(family) and (family is TEXTURE or name.startswith(("original_", "wavelet-LL_")))
 
 
-def physics_hits(descriptors: object, cls: str, feature: str, direction: int) -> list[tuple[str, str, float]]:
-    """(planted property, its strongest significant descriptor, rho) for each property of the disease found."""
+def physics_hits(descriptors: object, cls: str, feature: str, direction: int,
+                 tier: str | None = None) -> list[tuple[str, str, float]]:
+    """(planted property, its strongest significant descriptor, rho) for each property of the disease found.
+
+    ``tier``: only descriptors of that ``descriptor_tier`` count (e.g. "disease-specific").
+    """
     import numpy as np
 
     out = []
     for what, family, sign in PHYSICS.get(cls, []):
         d = descriptors[(descriptors["class"] == cls) & (descriptors["feature_id"] == feature)  # type: ignore[index]
                         & (descriptors["q"] < 0.05)]  # type: ignore[index]
+        if tier is not None:
+            d = d[d["descriptor_tier"] == tier]
         d = d[np.array([of_family(name, family) for name in d["feature"]], dtype=bool)]
         d = d[d["rho"] * direction * sign > 0]
         if not d.empty:

@@ -55,14 +55,15 @@ def say(progress: Progress | None, message: str, task: str = "", *, level: int =
     if progress is not None:
         progress(ProgressEvent(task, message=message))
         return
-    if logger is None:
-        caller = sys._getframe(1).f_globals.get("__name__", "cxrbio")
-        logger = logging.getLogger(caller if str(caller).startswith("cxrbio") else "cxrbio")
-    logger.log(level, message)
+    (logger or _caller_logger(2)).log(level, message)
 
 
 def warn(progress: Progress | None, message: str, task: str = "") -> None:
     """A note worth a warning (a stale model, a skipped part): to the callback, or logged at WARNING."""
-    caller = sys._getframe(1).f_globals.get("__name__", "cxrbio")
-    say(progress, message, task, level=logging.WARNING,
-        logger=logging.getLogger(caller if str(caller).startswith("cxrbio") else "cxrbio"))
+    say(progress, message, task, level=logging.WARNING, logger=_caller_logger(2))
+
+
+def _caller_logger(depth: int) -> logging.Logger:
+    """The logger of the module ``depth`` frames up (``getLogger(__name__)`` of the stage); "cxrbio" outside the package."""
+    caller = str(sys._getframe(depth).f_globals.get("__name__", "cxrbio"))
+    return logging.getLogger(caller if caller.startswith("cxrbio") else "cxrbio")

@@ -419,10 +419,9 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
 
 
 def predicted_classes(model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Direct calls in batches (model.predict retraces for every fold model it meets)."""
-    out = [np.asarray(model(images[i : i + batch, ..., None], training=False)).argmax(axis=1)
-           for i in range(0, len(images), batch)]
-    return np.concatenate(out) if out else np.zeros(0, int)
+    """The predicted class per image (:func:`class_probabilities`' argmax)."""
+    probabilities = class_probabilities(model, images, batch)
+    return probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
 
 
 def region_blanked(model: Any, ids: np.ndarray, y: np.ndarray, images: AuditImages, classes: list[str],
