@@ -7,20 +7,24 @@ alpha 1.0, random weights: speed does not depend on them), then, in one run:
   TensorFlow, the model, the memory-mapped image cache, streaming Parquet output);
 * images/s of ``stages.embed.run`` (reads batches from the memory-mapped cache, writes Parquet)
   against a bare ``predict`` of the same GAP model on the same images held as one in-memory
-  float32 tensor, same batch size. The one-off decoding into the image cache is timed apart.
+  float32 tensor, same batch size, in ``--pairs`` interleaved pairs (median ratio and range:
+  benchmarks/paired.py). The one-off decoding into the image cache is timed apart.
 
-    uv run python benchmarks/embed_throughput.py [--images 4000] [--size 200] [--alpha 1.0]
+    uv run python benchmarks/embed_throughput.py [--images 4000] [--size 200] [--alpha 1.0] [--pairs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from paired import interleaved
 
 from cxrbio.models import saving
 
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved baseline/variant pairs")
     args = parser.parse_args()
 
     import numpy as np
@@ -83,20 +88,15 @@ def main() -> None:
         gap = embedding_model(saving.load_model(fold_dir / "model.keras", compile=False))
         tensor = np.asarray(data.images, dtype=np.float32)[..., None]
         gap.predict(tensor[: args.batch_size * 2], batch_size=args.batch_size, verbose=0)  # trace once
-        started = time.perf_counter()
-        gap.predict(tensor, batch_size=args.batch_size, verbose=0)
-        bare_seconds = time.perf_counter() - started
-        del tensor
-
-        started = time.perf_counter()
-        embed.run(run.root, strategies=["scratch"], force=True)
-        ours_seconds = time.perf_counter() - started
+        times = interleaved(lambda: gap.predict(tensor, batch_size=args.batch_size, verbose=0),
+                            lambda: embed.run(run.root, strategies=["scratch"], force=True), pairs=args.pairs)
+        bare_seconds, ours_seconds = statistics.median(times.baseline), statistics.median(times.variant)
 
     print(f"{n} images at {args.size} px, MobileNetV2 alpha {args.alpha}, batch {args.batch_size}, one fold")
     print(f"image cache (decode + letterbox, once per run): {cache_seconds:.1f} s")
-    print(f"bare model.predict (in-memory tensor): {n / bare_seconds:7.1f} img/s ({bare_seconds:.1f} s)")
-    print(f"cxrbio embed stage (memmap + Parquet): {n / ours_seconds:7.1f} img/s ({ours_seconds:.1f} s)"
-          f"   ratio: {bare_seconds / ours_seconds:.2f}")
+    print(f"bare model.predict (in-memory tensor), median of pairs: {n / bare_seconds:7.1f} img/s ({bare_seconds:.1f} s)")
+    print(f"cxrbio embed stage (memmap + Parquet), median of pairs: {n / ours_seconds:7.1f} img/s ({ours_seconds:.1f} s)")
+    print(times.describe("ratio bare time / embed stage time (>= 0.9 wanted)"))
     print(f"'cxrbio embed' command: {command_seconds:.1f} s wall, peak memory {peak_mib:.0f} MiB")
 
 

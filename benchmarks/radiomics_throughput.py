@@ -10,9 +10,12 @@ one run, prints images/s of:
 * cxrbio with 1 worker against W workers;
 * a re-run served by the cache, as a share of the first run's time.
 
+The first comparison runs in ``--pairs`` interleaved pairs (each cxrbio run with an empty cache);
+it prints the median ratio and its range (benchmarks/paired.py).
+
 The same feature values from both tools are checked on every image.
 
-    uv run python benchmarks/radiomics_throughput.py [--images 210] [--size 200] [--workers N]
+    uv run python benchmarks/radiomics_throughput.py [--images 210] [--size 200] [--workers N] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from paired import interleaved
 
 
 def main() -> None:
@@ -33,6 +39,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--workers", type=int, default=None, help="default: every available core")
     parser.add_argument("--params", default="radiomics.yaml")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved pyradiomics/cxrbio pairs")
     args = parser.parse_args()
 
     import numpy as np
@@ -82,16 +89,22 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows)
         cli = Path(sys.executable).with_name("pyradiomics")
-        started = time.perf_counter()
-        subprocess.run([str(cli), str(tmp / "batch.csv"), "-p", str(params), "-j", str(workers),
-                        "-o", str(tmp / "cli.csv"), "-f", "csv", "--verbosity", "1"], check=True)
-        cli_seconds = time.perf_counter() - started
+        fresh_caches = iter(f"cache-w{k}" for k in range(args.pairs))
+        extracted = []
 
+        def pyradiomics_batch() -> None:
+            (tmp / "cli.csv").unlink(missing_ok=True)  # pyradiomics appends to an existing output
+            subprocess.run([str(cli), str(tmp / "batch.csv"), "-p", str(params), "-j", str(workers),
+                            "-o", str(tmp / "cli.csv"), "-f", "csv", "--verbosity", "1"], check=True)
+
+        def cxrbio_extraction() -> None:
+            extracted.append(extract(next(fresh_caches), workers))
+
+        times = interleaved(pyradiomics_batch, cxrbio_extraction, pairs=args.pairs)
+        cli_seconds, parallel_seconds = statistics.median(times.baseline), statistics.median(times.variant)
+        first = extracted[0]
         started = time.perf_counter()
-        first = extract("cache-w", workers)
-        parallel_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        cached = extract("cache-w", workers)
+        cached = extract("cache-w0", workers)
         cached_seconds = time.perf_counter() - started
         started = time.perf_counter()
         extract("cache-1", 1)
@@ -105,9 +118,9 @@ def main() -> None:
                                 / (np.abs(theirs[common].to_numpy().astype(float)) + 1e-9)))
 
     print(f"{n} images at {args.size} px, {len(common)} features each ({params.name}), {workers} worker(s)")
-    print(f"pyradiomics batch --jobs {workers}: {n / cli_seconds:7.2f} img/s ({cli_seconds:.1f} s)")
-    print(f"cxrbio, {workers} workers:          {n / parallel_seconds:7.2f} img/s ({parallel_seconds:.1f} s)"
-          f"   ratio to pyradiomics: {cli_seconds / parallel_seconds:.2f}")
+    print(f"pyradiomics batch --jobs {workers}, median of pairs: {n / cli_seconds:7.2f} img/s ({cli_seconds:.1f} s)")
+    print(f"cxrbio, {workers} workers, median of pairs:          {n / parallel_seconds:7.2f} img/s ({parallel_seconds:.1f} s)")
+    print(times.describe("ratio pyradiomics time / cxrbio time (>= 1.0 wanted)"))
     print(f"cxrbio, 1 worker:            {n / serial_seconds:7.2f} img/s ({serial_seconds:.1f} s)"
           f"   {workers} workers / 1: {serial_seconds / parallel_seconds:.2f}x")
     print(f"cxrbio, cached re-run:       {cached_seconds:.2f} s = {100 * cached_seconds / parallel_seconds:.1f}% of the first run")

@@ -4,9 +4,11 @@ Both train the same model (MobileNetV2 + the study's head, from scratch) with th
 on the same images, in this process. cxrbio's figure is wall time per epoch between the ends
 of consecutive epochs: fitting with on-the-fly augmentation, the validation pass and the
 per-epoch checkpoint -- everything ``cxrbio train`` does per epoch. The baseline is
-``model.fit(x, y)`` on float32 arrays without validation, augmentation or checkpoints.
+``model.fit(x, y)`` on float32 arrays without validation, augmentation or checkpoints (after
+one warm-up epoch, like cxrbio's first). The two run in ``--pairs`` interleaved pairs, each a
+fresh model; the figure is the median ratio and its range (benchmarks/paired.py).
 
-    uv run python benchmarks/train_throughput.py [--size 200] [--alpha 1.0] [--images 600] [--epochs 4]
+    uv run python benchmarks/train_throughput.py [--size 200] [--alpha 1.0] [--images 600] [--epochs 4] [--pairs 3]
 
 Bar (issue 3): cxrbio / bare >= 0.90.
 """
@@ -15,9 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from paired import interleaved
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,12 +35,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600, help="phantom images in all (per class = images / 7)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved baseline/variant pairs")
     args = parser.parse_args()
 
     import numpy as np
     import tensorflow as tf
 
-    from cxrbio import backend
+    from cxrbio import backend, freshness
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.models.mobilenet import build_model
@@ -58,24 +65,36 @@ def main() -> None:
         fold = data.folds[0]
         fit, _val, _test = split_fold(data, fold, config)
 
-        stamps: list[float] = []
-        FoldTrainer(run, config, data, "scratch", fold, on_epoch=lambda *a: stamps.append(time.perf_counter())).train()
-        cxrbio_rate = len(fit) * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        epochs_timed = len(fit) * (args.epochs - 1)
 
-        model = build_model(len(data.classes), args.size, config.model, Strategy.parse("scratch"))
-        model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        def cxrbio_epochs() -> float:
+            stamps: list[float] = []
+            trainer = FoldTrainer(run, config, data, "scratch", fold, on_epoch=lambda *a: stamps.append(time.perf_counter()))
+            freshness.remove_stamp(run, trainer.expected.artifact, trainer.expected.unit)  # train anew each pair
+            shutil.rmtree(trainer.out, ignore_errors=True)
+            trainer.train()
+            return (stamps[-1] - stamps[0]) * epochs_timed / (len(fit) * (len(stamps) - 1))
+
         x = tf.constant(np.asarray(data.images)[fit][..., None].astype("float32"))
         y = tf.constant(data.y[fit])
-        model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)  # warm-up, like cxrbio's first epoch
-        started = time.perf_counter()
-        model.fit(x, y, batch_size=args.batch, epochs=args.epochs - 1, verbose=0)
-        bare_rate = len(fit) * (args.epochs - 1) / (time.perf_counter() - started)
+
+        def bare_epochs() -> float:
+            model = build_model(len(data.classes), args.size, config.model, Strategy.parse("scratch"))
+            model.compile(optimizer=make_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)  # warm-up, like cxrbio's first epoch
+            started = time.perf_counter()
+            model.fit(x, y, batch_size=args.batch, epochs=args.epochs - 1, verbose=0)
+            return time.perf_counter() - started
+
+        times = interleaved(bare_epochs, cxrbio_epochs, pairs=args.pairs)
+        cxrbio_rate = epochs_timed / statistics.median(times.variant)
+        bare_rate = epochs_timed / statistics.median(times.baseline)
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     print(f"device {device}, {args.size} px, alpha {args.alpha}, batch {args.batch}, {len(fit)} training images per epoch")
-    print(f"cxrbio train (augment + validation + checkpoint): {cxrbio_rate:8.1f} img/s")
-    print(f"bare model.fit on in-memory tensors:             {bare_rate:8.1f} img/s")
-    print(f"ratio cxrbio / bare:                              {cxrbio_rate / bare_rate:8.3f}   (bar >= 0.90)")
+    print(f"cxrbio train (augment + validation + checkpoint), median of pairs: {cxrbio_rate:8.1f} img/s")
+    print(f"bare model.fit on in-memory tensors, median of pairs:             {bare_rate:8.1f} img/s")
+    print(times.describe("ratio cxrbio / bare (bar >= 0.90)"))
 
 
 if __name__ == "__main__":
