@@ -117,8 +117,8 @@ def permuted_reanalysis(root: Path, strategy: str, replicates: int, seed: int) -
     import pandas as pd
 
     from cxrbio.analysis.inputs import load_inputs
-    from cxrbio.analysis.pipeline import AnalysisSummary, analyze_strategy
-    from cxrbio.rundir import open_run
+    from cxrbio.analysis.spaces import AnalysisSummary, analyze_strategy
+    from cxrbio.run.rundir import open_run
 
     work = root.parent / f"{root.name}-permuted"
     if not work.exists():

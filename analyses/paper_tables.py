@@ -7,7 +7,8 @@ over folds (the paper's definition of its figures) with SD and range over folds,
 the pooled out-of-fold figure with its 95% patient-bootstrap interval. The paper's are from its
 10-fold cross-validation on 3,905 images and come without an SD. Confusion matrices are shown
 as the paper prints them: rows predicted, columns actual. Table 2's published matrix is garbled
-in the text we have, so only ours is shown. The published numbers live in ``cxrbio.paper`` (the HTML report shows the same tables).
+in the text we have, so only ours is shown. The published numbers live in
+``cxrbio.evaluation.paper`` (the HTML report shows the same tables).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6
+from cxrbio.evaluation.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6
 
 
 def _pct(value: float | None) -> str:
@@ -49,7 +50,7 @@ def ours(m: dict, key: str, section: str | None, field: str) -> str:
 
 
 def load_metrics(run_dir: Path) -> dict[str, dict]:
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     run = RunDir(run_dir)
     comparison = run.path("comparison")

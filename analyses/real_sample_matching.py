@@ -55,7 +55,7 @@ def main() -> None:
 
     from cxrbio.analysis import matching
     from cxrbio.analysis.inputs import load_fold_embeddings, load_inputs
-    from cxrbio.rundir import open_run
+    from cxrbio.run.rundir import open_run
 
     run, config = open_run(args.out)
     inputs = load_inputs(run, config, need_radiomics=False)

@@ -64,7 +64,7 @@ class Saliency:
         """(the trained model's maps, the randomised model's): occlusion maps in the unit's direction, or |gradient|."""
         from cxrbio.analysis.audit import activations, randomised_copy, unit_saliency
         from cxrbio.analysis.localisation import occlusion_map
-        from cxrbio.embed import embedding_model
+        from cxrbio.features.embedding import embedding_model
         from cxrbio.models import saving
 
         if fold not in self.models:
@@ -98,9 +98,9 @@ def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: li
 
     from cxrbio.analysis import localisation
     from cxrbio.data.phantom import LOCALISED
-    from cxrbio.masks import read_body_mask, read_mask
-    from cxrbio.rundir import open_run
-    from cxrbio.training import load_training_data
+    from cxrbio.features.lung_masks import read_body_mask, read_mask
+    from cxrbio.run.rundir import open_run
+    from cxrbio.training.fold_trainer import load_training_data
 
     run, cfg = open_run(root)
     folder = run.path("analysis", strategy=args.strategy)
@@ -162,10 +162,10 @@ def sanity_distribution(root: Path, seed: int, args: argparse.Namespace) -> list
     import pandas as pd
 
     from cxrbio.analysis.audit import map_similarity, randomised_copy, unit_saliency
-    from cxrbio.embed import embedding_model
+    from cxrbio.features.embedding import embedding_model
     from cxrbio.models import saving
-    from cxrbio.rundir import open_run
-    from cxrbio.training import load_training_data
+    from cxrbio.run.rundir import open_run
+    from cxrbio.training.fold_trainer import load_training_data
 
     run, cfg = open_run(root)
     dims = pd.read_parquet(run.path("analysis", strategy=args.strategy) / "audit_dims.parquet").drop_duplicates(["fold", "dim"])

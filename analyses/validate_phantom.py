@@ -63,7 +63,7 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
     from cxrbio import stages
     from cxrbio.config import bundled_config, load_config
     from cxrbio.data.phantom import generate_phantom, parse_shortcut
-    from cxrbio.progress import ProgressEvent
+    from cxrbio.runtime.progress import ProgressEvent
 
     # The demo's model with the validation's own folds, schedule and resamples (the demo changed them
     # for its 10-minute budget; the README's validation figures were measured with these).
@@ -97,7 +97,7 @@ def pipeline(out: Path, config_path: Path | None, per_class: int, shortcut: str 
 
 def _ids_by_file_name(run_root: Path) -> dict[str, str]:
     """Phantom file name -> image id (names are unique in a phantom; a copied run directory keeps them)."""
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     manifest = RunDir(run_root).read_manifest()
     return {Path(p).name: i for p, i in zip(manifest["path"], manifest["image_id"])}
@@ -110,7 +110,7 @@ def lesion_masks(run_root: Path, size: int) -> dict[str, dict[str, object]]:
     from PIL import Image
 
     from cxrbio.data.preprocess import letterbox_mask
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     by_name = _ids_by_file_name(run_root)
     phantom = RunDir(run_root).path("phantom")
@@ -132,7 +132,7 @@ def _saliency_shares(models: dict[int, object], run: object, strategy: str, fold
     import numpy as np
 
     from cxrbio.analysis.audit import unit_saliency
-    from cxrbio.embed import embedding_model
+    from cxrbio.features.embedding import embedding_model
 
     ids = [i for i in ids if any(f in lesions.get(i, {}) for f in findings)]
     if not ids:
@@ -163,8 +163,8 @@ def pointing_game(run_root: Path, strategy: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from cxrbio.rundir import open_run
-    from cxrbio.training import load_training_data
+    from cxrbio.run.rundir import open_run
+    from cxrbio.training.fold_trainer import load_training_data
 
     run, cfg = open_run(run_root)
     dims = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
@@ -270,7 +270,7 @@ def severities(run_root: Path) -> dict[str, float]:
     """image_id -> the planted finding's severity (0 for Normal), from the phantom's manifest.csv."""
     import pandas as pd
 
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     by_name = _ids_by_file_name(run_root)
     table = pd.read_csv(RunDir(run_root).path("phantom") / "manifest.csv")
@@ -316,8 +316,8 @@ def candidate_evidence(run_root: Path, strategy: str, per_dim: int = 16, bar: fl
     import pandas as pd
     from scipy import stats
 
-    from cxrbio.rundir import open_run
-    from cxrbio.training import load_training_data
+    from cxrbio.run.rundir import open_run
+    from cxrbio.training.fold_trainer import load_training_data
 
     run, cfg = open_run(run_root)
     folder = run.path("analysis", strategy=strategy)
@@ -369,7 +369,7 @@ def candidate_evidence(run_root: Path, strategy: str, per_dim: int = 16, bar: fl
 def planted_physics(run_root: Path) -> None:
     import pandas as pd
 
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     run = RunDir(run_root)
     features = pd.read_parquet(run.path("radiomics")).set_index("image_id")
@@ -400,7 +400,7 @@ def overlay_boxes(run_root: Path, kind: str) -> dict[str, object]:
     from PIL import Image
 
     from cxrbio.data.phantom import corner_label_box
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     run = RunDir(run_root)
     manifest = run.read_manifest()
@@ -434,10 +434,10 @@ def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
 
     from cxrbio.analysis.audit import FILL, activations, filled
     from cxrbio.data.preprocess import letterbox_geometry, letterbox_mask
-    from cxrbio.embed import embedding_model
-    from cxrbio.masks import read_body_mask
-    from cxrbio.rundir import open_run
-    from cxrbio.training import load_training_data
+    from cxrbio.features.embedding import embedding_model
+    from cxrbio.features.lung_masks import read_body_mask
+    from cxrbio.run.rundir import open_run
+    from cxrbio.training.fold_trainer import load_training_data
 
     run, cfg = open_run(run_root)
     dims = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
@@ -477,7 +477,7 @@ def shortcut_report(run_root: Path, strategy: str, title: str, kind: str | None 
     import numpy as np
     import pandas as pd
 
-    from cxrbio.rundir import open_run
+    from cxrbio.run.rundir import open_run
 
     run, cfg = open_run(run_root)
     folder = run.path("analysis", strategy=strategy)

@@ -27,10 +27,10 @@ def simulate_run(root: Path, images: int, folds: int, features: int, seed: int) 
     import numpy as np
     import pandas as pd
 
-    from cxrbio import freshness
     from cxrbio.config import load_config, save_config
-    from cxrbio.paper import PAPER_CLASSES
-    from cxrbio.rundir import RunDir
+    from cxrbio.evaluation.paper import PAPER_CLASSES
+    from cxrbio.run import freshness
+    from cxrbio.run.rundir import RunDir
 
     rng = np.random.default_rng(seed)
     run = RunDir(root)
@@ -65,14 +65,14 @@ def simulate_fold(root: Path, fold: int, dims: int, seed: int, model_config) -> 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cxrbio import freshness
     from cxrbio.config import load_config
-    from cxrbio.embed import embedding_columns
+    from cxrbio.evaluation.paper import PAPER_CLASSES
+    from cxrbio.features.embedding import embedding_columns
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
-    from cxrbio.paper import PAPER_CLASSES
-    from cxrbio.rundir import RunDir
-    from cxrbio.training import register_fold_model
+    from cxrbio.run import freshness
+    from cxrbio.run.rundir import RunDir
+    from cxrbio.training.fold_trainer import register_fold_model
 
     run = RunDir(root)
     manifest = run.read_manifest()
@@ -102,9 +102,9 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=753)
     args = parser.parse_args()
 
-    from cxrbio.backend import initialise_tensorflow
     from cxrbio.config import load_config
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
+    from cxrbio.runtime.backend import initialise_tensorflow
     from cxrbio.stages import analyze
 
     initialise_tensorflow()

@@ -44,7 +44,7 @@ def main() -> None:
 
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
     from cxrbio.stages import embed, scan
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -60,7 +60,7 @@ def main() -> None:
 
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
-        from cxrbio.training import load_training_data, register_fold_model
+        from cxrbio.training.fold_trainer import load_training_data, register_fold_model
 
         model = build_model(7, args.size, config.model, Strategy.parse("scratch"), seed=0)
         model(np.random.default_rng(0).uniform(0, 255, (8, args.size, args.size, 1)).astype(np.float32), training=True)
@@ -83,7 +83,7 @@ def main() -> None:
         peak_mib = peak_kib / 1024
 
 
-        from cxrbio.embed import embedding_model
+        from cxrbio.features.embedding import embedding_model
 
         gap = embedding_model(saving.load_model(fold_dir / "model.keras", compile=False))
         tensor = np.asarray(data.images, dtype=np.float32)[..., None]

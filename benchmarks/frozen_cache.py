@@ -34,13 +34,13 @@ def main() -> None:
 
     import pandas as pd
 
-    from cxrbio import backend
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.models.weights import WeightsUnavailable, load_backbone
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
+    from cxrbio.runtime import backend
     from cxrbio.stages import scan
-    from cxrbio.training import FoldTrainer, load_training_data, read_predictions
+    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data, read_predictions
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -48,7 +48,7 @@ PAPER_STRATEGIES = ["offshelf", "finetune-1", "finetune-3", "finetune-5", "finet
 
 
 def device_description() -> str:
-    from cxrbio import backend
+    from cxrbio.runtime import backend
 
     active = backend.name()
     if active == "jax":
@@ -82,10 +82,10 @@ class Bench:
     def build(self, strategy: str, precision: str) -> Any:
         import keras
 
-        from cxrbio import backend
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
-        from cxrbio.training import make_optimizer
+        from cxrbio.runtime import backend
+        from cxrbio.training.fold_trainer import make_optimizer
 
         keras.mixed_precision.set_global_policy(precision)
         augment = self.config.augment if backend.augments_in_model() else None
@@ -97,9 +97,9 @@ class Bench:
         """Images/s of model.fit over the timed epochs (after one epoch that compiles)."""
         import numpy as np
 
-        from cxrbio import backend
-        from cxrbio.data.pipeline import make_dataset
-        from cxrbio.training import feature_dataset
+        from cxrbio.data.input_pipeline import make_dataset
+        from cxrbio.runtime import backend
+        from cxrbio.training.fold_trainer import feature_dataset
 
         rows = np.arange(self.args.images)
         features = table
@@ -124,7 +124,7 @@ class Bench:
         """(images/s of model.predict over every image after one pass that compiles, its outputs)."""
         import numpy as np
 
-        from cxrbio.data.pipeline import make_dataset
+        from cxrbio.data.input_pipeline import make_dataset
 
         rows = np.arange(self.args.images)
         model.predict(make_dataset(self.images, rows, self.labels, batch, training=False), verbose=0)
@@ -133,7 +133,7 @@ class Bench:
         return self.args.images / (time.perf_counter() - started), outputs
 
     def embed_rate(self, model: Any, batch: int) -> float:
-        from cxrbio.embed import embedding_model
+        from cxrbio.features.embedding import embedding_model
 
         return self.predict_rate(embedding_model(model), batch)[0]
 
@@ -141,7 +141,7 @@ class Bench:
         """(frozen pass images/s, head training images/s on the cached features)."""
         import numpy as np
 
-        from cxrbio.training import frozen_and_trainable, make_optimizer
+        from cxrbio.training.fold_trainer import frozen_and_trainable, make_optimizer
 
         model = self.build("offshelf", precision)
         frozen, trainable = frozen_and_trainable(model, "offshelf")
@@ -197,8 +197,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from cxrbio import backend
     from cxrbio.models.weights import load_backbone
+    from cxrbio.runtime import backend
 
     started = time.perf_counter()
     device = device_description()

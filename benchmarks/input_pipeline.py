@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cxrbio.config import AugmentConfig  # noqa: E402
-from cxrbio.data.pipeline import make_dataset  # noqa: E402
+from cxrbio.data.input_pipeline import make_dataset  # noqa: E402
 
 
 def images_per_second(dataset: tf.data.Dataset, epochs: int = 3) -> float:

@@ -34,7 +34,7 @@ def simulated_predictions(images: int, folds: int, classes: list[str], accuracy:
 
 def loop_baseline(frame: pd.DataFrame, classes: list[str], resamples: int, seed: int) -> float:
     """Seconds for ``resamples`` resamples the old way: draw patients, gather rows, scikit-learn metrics."""
-    from cxrbio.metrics import auroc_per_class, paper_metrics
+    from cxrbio.evaluation.metrics import auroc_per_class, paper_metrics
 
     rng = np.random.default_rng(seed)
     codes, uniques = pd.factorize(frame["patient_id"], sort=True)
@@ -58,9 +58,9 @@ def main() -> None:
     parser.add_argument("--baseline-resamples", type=int, default=50)
     args = parser.parse_args()
 
-    from cxrbio.comparisons import compare_strategies
-    from cxrbio.metrics import strategy_metrics
-    from cxrbio.paper import PAPER_CLASSES
+    from cxrbio.evaluation.comparisons import compare_strategies
+    from cxrbio.evaluation.metrics import strategy_metrics
+    from cxrbio.evaluation.paper import PAPER_CLASSES
 
     classes = list(PAPER_CLASSES)
     predictions = {f"s{k}": simulated_predictions(args.images, args.folds, classes, 0.5 + 0.05 * k, seed=k)

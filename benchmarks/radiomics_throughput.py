@@ -50,11 +50,11 @@ def main() -> None:
     from cxrbio.data.imageio import read_image
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.data.preprocess import letterbox
-    from cxrbio.executors import make_executor
-    from cxrbio.masks import read_mask
-    from cxrbio.parallel import available_cores
-    from cxrbio.radiomics import BORDER, params_path
-    from cxrbio.rundir import RunDir
+    from cxrbio.features.lung_masks import read_mask
+    from cxrbio.features.radiomic_features import BORDER, params_path
+    from cxrbio.run.rundir import RunDir
+    from cxrbio.runtime.executors import make_executor
+    from cxrbio.runtime.parallel import available_cores
     from cxrbio.stages import masks, radiomics, scan
 
     workers = args.workers or available_cores()

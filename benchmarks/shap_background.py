@@ -37,7 +37,7 @@ def main() -> None:
 
     from cxrbio.analysis import attribution
     from cxrbio.analysis.inputs import load_fold_embeddings, load_inputs, stratified_sample
-    from cxrbio.rundir import open_run
+    from cxrbio.run.rundir import open_run
 
     run, config = open_run(args.run_dir)
     inputs = load_inputs(run, config, need_radiomics=False)

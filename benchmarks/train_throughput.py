@@ -41,14 +41,15 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from cxrbio import backend, freshness
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
-    from cxrbio.rundir import RunDir
+    from cxrbio.run import freshness
+    from cxrbio.run.rundir import RunDir
+    from cxrbio.runtime import backend
     from cxrbio.stages import scan
-    from cxrbio.training import FoldTrainer, load_training_data, make_optimizer, split_fold
+    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data, make_optimizer, split_fold
 
     config = load_config(None, {
         "data.image_size": args.size, "folds.k": 2, "model.alpha": args.alpha, "train.batch_size": args.batch,

@@ -70,7 +70,7 @@ def fake_trained_run(phantom_dir: Path, fast_params: Path, tmp_path_factory: pyt
     """The phantom scanned (32 px, 3 folds) with untrained fold models of scratch and finetune-2 registered: what the
     stages after training need, in seconds (embedding export does not care how the weights were reached)."""
     from cxrbio.config import load_config
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
     from tests.helpers import scan, untrained_fold_models
 
     root = tmp_path_factory.mktemp("fake-trained") / "run"
@@ -85,7 +85,7 @@ def embedded_run(fake_trained_run: Path, tmp_path_factory: pytest.TempPathFactor
     """:func:`fake_trained_run` with its embeddings (``cxrbio embed``) and radiomics (``cxrbio radiomics``)."""
     from typer.testing import CliRunner
 
-    from cxrbio.cli import app
+    from cxrbio.cli.app import app
 
     root = tmp_path_factory.mktemp("embedded") / "run"
     shutil.copytree(fake_trained_run, root)
@@ -129,7 +129,7 @@ def deterministic_fold(phantom_dir: Path, tmp_path_factory: pytest.TempPathFacto
     """
     from typer.testing import CliRunner
 
-    from cxrbio.cli import app
+    from cxrbio.cli.app import app
 
     folder = tmp_path_factory.mktemp("deterministic")
     config_file = folder / "my.yaml"

@@ -148,7 +148,7 @@ def tiny_config(**extra):
 
 def copy_run(source: Path, target: Path):
     """A copy of a shared run directory (session fixtures are read-only): the test writes into the copy."""
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     shutil.copytree(source, target)
     return RunDir(target)
@@ -156,7 +156,7 @@ def copy_run(source: Path, target: Path):
 
 def scanned_copy(source: Path, target: Path):
     """A copy of a trained run with nothing after the scan: no fold models, no later results (to train again)."""
-    from cxrbio.artifacts import ARTIFACTS, STAMPS
+    from cxrbio.run.artifacts import ARTIFACTS, STAMPS
 
     run = copy_run(source, target)
     for artifact in ARTIFACTS.values():
@@ -172,7 +172,7 @@ def scanned_copy(source: Path, target: Path):
 
 def scanned(data: Path, root: Path, config):
     """A run directory scanned from ``data`` with ``config`` (what most stage tests start from)."""
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
     from cxrbio.stages import scan
 
     scan.run(root, data=data, config=config)
@@ -194,7 +194,7 @@ def fold_model(config, seed: int):
 def untrained_fold_models(run, config, strategies=("scratch", "finetune-2")) -> None:
     """Fold models registered in the run without training: embedding export does not care how the
     weights were reached, and this takes seconds."""
-    from cxrbio.training import register_fold_model
+    from cxrbio.training.fold_trainer import register_fold_model
 
     for fold in range(config.folds.k):
         model = fold_model(config, seed=fold)
@@ -218,7 +218,7 @@ def synthetic_predictions(n_folds: int = 3, per_fold: int = 60, accuracy: float 
     """
     import pandas as pd
 
-    from cxrbio.paper import PAPER_CLASSES
+    from cxrbio.evaluation.paper import PAPER_CLASSES
 
     classes = list(classes or PAPER_CLASSES)
     rng = np.random.default_rng(seed)

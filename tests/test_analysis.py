@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.config import load_config
-from cxrbio.rundir import RunDir
+from cxrbio.run.rundir import RunDir
 
 keras = pytest.importorskip("keras")
 
@@ -378,7 +378,7 @@ def test_analyze_writes_every_table_prints_candidates_and_skips_when_unchanged(a
 def test_analyze_names_the_command_for_missing_inputs(embedded_run, tmp_path):
     shutil.copytree(embedded_run, tmp_path / "run")
     run = RunDir(tmp_path / "run")
-    from cxrbio import freshness
+    from cxrbio.run import freshness
 
     run.path("radiomics").unlink()
     freshness.remove_stamp(run, "radiomics", {})
@@ -393,8 +393,8 @@ def test_analyze_names_the_command_for_missing_inputs(embedded_run, tmp_path):
 
 
 def test_analysis_settings_may_come_from_another_config_and_the_report_shows_them(embedded_run, tmp_path):
-    from cxrbio import freshness
     from cxrbio.config import config_to_yaml
+    from cxrbio.run import freshness
 
     shutil.copytree(embedded_run, tmp_path / "run")
     run = RunDir(tmp_path / "run")

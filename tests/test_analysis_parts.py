@@ -7,7 +7,7 @@ import pytest
 from cxrbio.analysis import association, stability
 from cxrbio.analysis.inputs import clean_columns, stratified_sample
 from cxrbio.analysis.stats import class_tests, rank_auc
-from cxrbio.multiple_testing import benjamini_hochberg
+from cxrbio.evaluation.multiple_testing import benjamini_hochberg
 
 CLASSES = ["A", "B", "C"]
 
@@ -144,10 +144,10 @@ def test_the_radiomics_baseline_under_leave_one_source_out_uses_the_cnns_folds(t
     were not the CNN's (one per source) and the two were not comparable."""
 
     from cxrbio.analysis.inputs import AnalysisInputs
-    from cxrbio.analysis.pipeline import AnalysisSummary, analyze_radiomics
+    from cxrbio.analysis.spaces import AnalysisSummary, analyze_radiomics
     from cxrbio.config import load_config
     from cxrbio.data.folds import outer_folds
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
     config = load_config(None, {"data.classes": ["A", "B"], "data.positive_class": None,
                                 "folds.scheme": "leave-one-source-out", "analysis.bootstrap": 2,

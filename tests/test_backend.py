@@ -20,7 +20,7 @@ def test_in_model_augmentation_is_the_tf_data_transform():
     """Same angles and shifts: the same projective rows, and the same resampled image, as the tf.data path."""
     import tensorflow as tf
 
-    from cxrbio.data.pipeline import apply_transforms, transforms_for
+    from cxrbio.data.input_pipeline import apply_transforms, transforms_for
     from cxrbio.models.augment import transform_rows
 
     size = 48
@@ -54,7 +54,7 @@ def test_rotate_shift_draws_are_reseeded_per_epoch_and_survive_saving(tmp_path):
     """reseed_generators (every epoch) sets the layer's draw: a resumed epoch repeats it; the layer reloads."""
     from cxrbio.config import AugmentConfig
     from cxrbio.models.augment import RotateShift, rotate_shift
-    from cxrbio.training import reseed_generators
+    from cxrbio.training.fold_trainer import reseed_generators
 
     inputs = keras.Input((32, 32, 1))
     model = keras.Model(inputs, rotate_shift(AugmentConfig(), seed=0)(inputs))
@@ -73,7 +73,7 @@ def test_rotate_shift_draws_are_reseeded_per_epoch_and_survive_saving(tmp_path):
 
 def test_array_batches_give_the_tf_data_batches():
     from cxrbio.data.batches import ArrayBatches
-    from cxrbio.data.pipeline import make_dataset
+    from cxrbio.data.input_pipeline import make_dataset
 
     images = np.random.default_rng(2).integers(0, 256, (23, 16, 16), dtype=np.uint8)
     rows, labels = np.arange(3, 23), np.arange(20) % 4
@@ -93,7 +93,7 @@ def test_array_batches_give_the_tf_data_batches():
 
 def test_a_fold_started_on_another_backend_is_not_resumed_here(scanned_tiny, tmp_path):
     from cxrbio.errors import ConfigError
-    from cxrbio.training import FoldTrainer, load_training_data
+    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data
     from tests.helpers import copy_run
 
     cfg = tiny_config()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.data.imageio import read_image
 from cxrbio.errors import ImageTooLarge
 from tests.helpers import make_config, scan, write_huge_png, write_png

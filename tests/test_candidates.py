@@ -219,7 +219,7 @@ def test_untestable_never_passes():
 
 
 def test_a_control_class_absent_from_the_data_is_noted_at_its_default_and_refused_when_named():
-    from cxrbio.analysis.pipeline import control_class
+    from cxrbio.analysis.spaces import control_class
     from cxrbio.config import Config
     from cxrbio.errors import ConfigError
 
@@ -384,7 +384,7 @@ def test_a_class_isolated_at_a_site_without_controls_is_not_estimable_and_not_te
 
 
 def test_a_covariate_that_names_the_source_again_is_left_to_the_strata_and_others_stay_gate_targets():
-    from cxrbio.analysis.pipeline import patient_targets
+    from cxrbio.analysis.spaces import patient_targets
     from cxrbio.config import Config
 
     manifest = pd.DataFrame({"source": ["a", "a", "b", "b", "unknown"], "site": ["s1", "s1", "s2", "s2", "s3"],
@@ -509,7 +509,7 @@ def test_matching_compares_a_pair_only_on_the_images_one_of_them_held_out():
 
 def test_one_error_rate_across_56_null_families_holds_the_level_where_a_bh_per_family_does_not():
     """The paper's 8 strategies x 7 classes: a BH per family errs in about 56 x 5% x (share) of runs; the hierarchy at 5%."""
-    from cxrbio.multiple_testing import benjamini_bogomolov, benjamini_hochberg
+    from cxrbio.evaluation.multiple_testing import benjamini_bogomolov, benjamini_hochberg
 
     rng = np.random.default_rng(7)
     families = np.repeat(np.arange(56), 10)

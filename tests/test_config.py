@@ -4,7 +4,7 @@ import pytest
 
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.errors import ConfigError
-from cxrbio.paper import PAPER_CLASSES
+from cxrbio.evaluation.paper import PAPER_CLASSES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.confounding.acquisition import acquisition_baseline, acquisition_features
 from cxrbio.confounding.permutation import permutation_null, rank_auroc
 from tests.helpers import JUDGED_CHECKS, make_config, scan, xray_like
@@ -246,8 +246,8 @@ def test_the_source_probe_reads_the_site_from_radiomics_of_the_site_phantom(site
     reads the site well above its null. On the plain phantom (one source) it stays silent."""
     from cxrbio.analysis.inputs import clean_columns
     from cxrbio.confounding.source_probe import source_probe
-    from cxrbio.radiomics import read_features
-    from cxrbio.rundir import RunDir
+    from cxrbio.features.radiomic_features import read_features
+    from cxrbio.run.rundir import RunDir
     from cxrbio.stages import masks, radiomics
     from tests.helpers import FAST_PARAMS
 
@@ -275,7 +275,7 @@ def test_the_source_probe_reads_the_site_from_radiomics_of_the_site_phantom(site
 
 def test_analyze_probes_sources_in_every_space_and_the_report_shows_them(site_phantoms, tmp_path):
     """End to end on the site-confounded phantom (fold models registered untrained: the plumbing, in seconds)."""
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
     from tests.helpers import EMBED_TINY, FAST_PARAMS, untrained_fold_models
 
     params = tmp_path / "params.yaml"

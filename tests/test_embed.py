@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cxrbio import freshness
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.config import load_config
-from cxrbio.embed import read_out_of_fold
 from cxrbio.errors import DataError
-from cxrbio.rundir import RunDir
+from cxrbio.features.embedding import read_out_of_fold
+from cxrbio.run import freshness
+from cxrbio.run.rundir import RunDir
 from cxrbio.stages import embed
-from cxrbio.training import register_fold_model
+from cxrbio.training.fold_trainer import register_fold_model
 from tests.helpers import EMBED_TINY as TINY
 from tests.helpers import copy_run, fold_model, scan, untrained_fold_models
 
@@ -24,8 +24,8 @@ keras = pytest.importorskip("keras")
 
 def test_embeddings_equal_a_direct_model_call_and_every_image_has_one_out_of_fold_row(embedded_run):
     """On the shared run that ``cxrbio embed`` exported (conftest: embedded_run; read only)."""
-    from cxrbio.data.pipeline import load_letterboxed
-    from cxrbio.embed import embedding_columns
+    from cxrbio.data.input_pipeline import load_letterboxed
+    from cxrbio.features.embedding import embedding_columns
 
     run = RunDir(embedded_run)
     manifest = run.read_manifest()

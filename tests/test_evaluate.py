@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
-from cxrbio.rundir import RunDir
+from cxrbio.cli.app import app
+from cxrbio.run.rundir import RunDir
 from tests.helpers import copy_run
 
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxrbio import freshness
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.config import load_config
-from cxrbio.digests import file_digest
-from cxrbio.rundir import RunDir
+from cxrbio.run import freshness
+from cxrbio.run.digests import file_digest
+from cxrbio.run.rundir import RunDir
 from tests.helpers import FAST_PARAMS, scanned, tiny_config, untrained_fold_models
 
 keras = pytest.importorskip("keras")
@@ -166,7 +166,7 @@ def test_a_replaced_radiomics_parameter_file_makes_the_features_stale(masked_pha
 
 def test_an_external_image_replaced_in_place_makes_the_external_set_stale(phantom_dir, tmp_path):
     """The external set's manifest records its images' content (cxrbio evaluate writes it and its stamp)."""
-    from cxrbio.atomic import atomic_write_parquet
+    from cxrbio.run.atomic import atomic_write_parquet
 
     run = scanned(phantom_dir, tmp_path / "run", tiny_config())
     external = tmp_path / "external"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from cxrbio.progress import ProgressEvent, say, warn
+from cxrbio.runtime.progress import ProgressEvent, say, warn
 
 
 def test_without_a_callback_lines_are_logged_on_the_callers_logger_and_notes_as_warnings(caplog):
@@ -28,7 +28,7 @@ def test_with_a_callback_the_line_goes_to_the_callback_alone(caplog):
 def test_the_cli_renders_library_warnings_with_rich_once():
     from rich.logging import RichHandler
 
-    from cxrbio.console import render_library_logging
+    from cxrbio.cli.console import render_library_logging
 
     render_library_logging()
     render_library_logging()

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrbio.rundir import RunDir
+from cxrbio.run.rundir import RunDir
 from tests.helpers import copy_run, synthetic_predictions
 
 
 def test_central_box_is_centred_on_the_content_and_sized_by_it():
-    from cxrbio.confounding.lungs_removed import central_box, removed_images
+    from cxrbio.confounding.lung_removal import central_box, removed_images
 
     content = np.zeros((40, 40), bool)
     content[:, 10:30] = True  # a portrait image letterboxed: padding left and right
@@ -27,7 +27,7 @@ def test_central_box_is_centred_on_the_content_and_sized_by_it():
 
 
 def test_compare_scores_both_models_on_the_same_images_with_patient_intervals():
-    from cxrbio.confounding.lungs_removed import compare
+    from cxrbio.confounding.lung_removal import compare
 
     classes = ["A", "B", "C"]
     normal = synthetic_predictions(accuracy=0.95, seed=1, classes=classes)
@@ -60,7 +60,7 @@ def test_the_stage_refuses_a_strategy_that_is_not_trained(scanned_tiny, tmp_path
 def test_lungs_removed_trains_every_fold_on_blacked_out_images_resumes_and_reports(trained_run, tmp_path):
     from typer.testing import CliRunner
 
-    from cxrbio.cli import app
+    from cxrbio.cli.app import app
 
     run = copy_run(trained_run.root, tmp_path / "run")  # the session's trained run (scratch, 2 folds)
     result = CliRunner().invoke(app, ["lungs-removed", str(run.root)])

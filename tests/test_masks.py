@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.config import load_config
 from cxrbio.data.imageio import read_image
 from cxrbio.data.preprocess import letterbox, letterbox_mask
-from cxrbio.lungseg import segment_lungs
-from cxrbio.masks import read_mask, read_mask_table
-from cxrbio.rundir import RunDir
+from cxrbio.features.lung_masks import read_mask, read_mask_table
+from cxrbio.features.lungseg import segment_lungs
+from cxrbio.run.rundir import RunDir
 from cxrbio.stages import masks as masks_stage
 from tests.helpers import FAST_CHECKS, copy_run, scan, write_png
 
@@ -59,7 +59,7 @@ def test_segmentation_recovers_the_phantom_lungs_at_200_px(tmp_path):
 
 def test_body_segmentation_recovers_the_phantom_body_and_leaves_marker_and_label_outside(tmp_path):
     from cxrbio.data.phantom import generate_phantom
-    from cxrbio.lungseg import segment_body
+    from cxrbio.features.lungseg import segment_body
 
     generate_phantom(tmp_path / "marked", per_class=4, size=128, seed=3, shortcut=("Pneumonia", 1.0))
     generate_phantom(tmp_path / "sites", per_class=4, size=128, seed=3, site_confound=True)
@@ -123,7 +123,7 @@ def test_phantom_ground_truth_is_used_from_the_manifest_column_and_never_covers_
     # Body masks: the phantom's ground truth (manifest column body_mask), lungs included.
     assert kept.table["body_source"].eq("column").all() and kept.without_body.empty
     first = masks.iloc[0]["image_id"]
-    from cxrbio.masks import read_body_mask
+    from cxrbio.features.lung_masks import read_body_mask
 
     assert not (read_mask(run, first) & ~read_body_mask(run, first)).any()
     manifest_bytes = run.manifest.read_bytes()
@@ -213,7 +213,7 @@ def test_the_report_names_the_segmentation_caveat_for_a_segmented_run_and_only_t
 
 
 def test_a_body_mask_that_fails_qc_is_left_out_with_its_reason(tmp_path):
-    from cxrbio.masks import MaskJob, build_mask
+    from cxrbio.features.lung_masks import MaskJob, build_mask
 
     speck = np.full((80, 64), 10, np.uint8)
     speck[33:47, 25:39] = 200  # a small bright object in the dark: no plausible body (4% of the image)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cxrbio.metrics import paper_metrics
-from cxrbio.paper import PAPER_CLASSES
+from cxrbio.evaluation.metrics import paper_metrics
+from cxrbio.evaluation.paper import PAPER_CLASSES
 from tests.helpers import synthetic_predictions
 
 CLASSES = list(PAPER_CLASSES)
@@ -58,7 +58,7 @@ def test_without_positive_class_and_absent_class():
 
 
 def test_strategy_metrics_pool_folds_and_bootstrap_patients():
-    from cxrbio.metrics import strategy_metrics
+    from cxrbio.evaluation.metrics import strategy_metrics
 
     predictions = synthetic_predictions()
     m = strategy_metrics(predictions, CLASSES, "COVID-19", {0: "fold 0", 1: "fold 1", 2: "fold 2"}, n_boot=200)
@@ -76,7 +76,7 @@ def test_strategy_metrics_pool_folds_and_bootstrap_patients():
 def test_nadeau_bengio_is_more_conservative_than_the_naive_t_test():
     from scipy import stats
 
-    from cxrbio.metrics import nadeau_bengio_ttest
+    from cxrbio.evaluation.metrics import nadeau_bengio_ttest
 
     a = [0.80, 0.82, 0.79, 0.85, 0.81, 0.83, 0.80, 0.84, 0.82, 0.81]
     b = [0.78, 0.80, 0.79, 0.82, 0.80, 0.80, 0.79, 0.81, 0.80, 0.80]
@@ -89,7 +89,7 @@ def test_nadeau_bengio_is_more_conservative_than_the_naive_t_test():
 
 
 def test_mcnemar_counts_discordant_pairs():
-    from cxrbio.metrics import mcnemar_test
+    from cxrbio.evaluation.metrics import mcnemar_test
 
     a = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
     b = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 1], bool)
@@ -99,7 +99,7 @@ def test_mcnemar_counts_discordant_pairs():
 
 
 def test_balanced_class_weights_cover_every_class():
-    from cxrbio.training import class_weights
+    from cxrbio.training.fold_trainer import class_weights
 
     y = np.array([0] * 30 + [1] * 10 + [2] * 20)
     weights = class_weights(y, n_classes=4)
@@ -128,7 +128,7 @@ def hand_made_three_folds():
 
 
 def test_fold_mean_sd_and_range_by_hand_on_three_folds():
-    from cxrbio.metrics import strategy_metrics
+    from cxrbio.evaluation.metrics import strategy_metrics
 
     m = strategy_metrics(hand_made_three_folds(), ["A", "B"], "A", {}, n_boot=50)
     per_fold = [0.75, 1.0, 0.25]
@@ -142,7 +142,7 @@ def test_fold_mean_sd_and_range_by_hand_on_three_folds():
 
 
 def test_expected_calibration_error_and_brier_score_by_hand():
-    from cxrbio.calibration import brier_score, classwise_ece, expected_calibration_error
+    from cxrbio.evaluation.calibration import brier_score, classwise_ece, expected_calibration_error
 
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     y = np.array([0, 1, 1, 0])
@@ -156,7 +156,7 @@ def test_expected_calibration_error_and_brier_score_by_hand():
 
 
 def test_calibration_of_hand_made_predictions_in_the_strategy_metrics():
-    from cxrbio.metrics import strategy_metrics
+    from cxrbio.evaluation.metrics import strategy_metrics
 
     frame = hand_made_three_folds()
     m = strategy_metrics(frame, ["A", "B"], "A", {}, n_boot=50, bins=5)
@@ -170,7 +170,7 @@ def test_calibration_of_hand_made_predictions_in_the_strategy_metrics():
 
 
 def test_patient_bootstrap_moves_a_patients_images_as_one():
-    from cxrbio.bootstrap import PatientBootstrap, classification_statistics
+    from cxrbio.evaluation.bootstrap import PatientBootstrap, classification_statistics
 
     # Patient 0 has 91 images, all wrong; 9 other patients one image each, all right.
     patients = np.array([0] * 91 + list(range(1, 10)))
@@ -190,7 +190,7 @@ def test_patient_bootstrap_moves_a_patients_images_as_one():
 def test_weighted_statistics_equal_the_metrics_of_replicated_rows():
     from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-    from cxrbio.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics
+    from cxrbio.evaluation.bootstrap import PatientBootstrap, auroc_statistics, class_aurocs, classification_statistics
 
     rng = np.random.default_rng(1)
     n, k = 300, 4
@@ -212,7 +212,7 @@ def test_weighted_statistics_equal_the_metrics_of_replicated_rows():
 
 
 def test_temperature_scaling_recovers_a_known_temperature_and_changes_no_prediction():
-    from cxrbio.calibration import fit_temperature, log_loss, scale
+    from cxrbio.evaluation.calibration import fit_temperature, log_loss, scale
 
     rng = np.random.default_rng(0)
     logits = 3 * rng.normal(size=(4000, 5))
@@ -229,7 +229,7 @@ def test_temperature_scaling_recovers_a_known_temperature_and_changes_no_predict
 def test_temperature_is_fitted_on_validation_folds_only_and_calibration_is_split_by_source():
     import pandas as pd
 
-    from cxrbio.metrics import strategy_metrics
+    from cxrbio.evaluation.metrics import strategy_metrics
 
     predictions = synthetic_predictions(accuracy=0.5, seed=1)  # p = 0.9 on the prediction at ~57% accuracy
     validation = synthetic_predictions(accuracy=0.5, seed=2)
@@ -250,7 +250,7 @@ def test_temperature_is_fitted_on_validation_folds_only_and_calibration_is_split
 
 
 def test_per_class_intervals_come_from_the_patient_bootstrap():
-    from cxrbio.metrics import strategy_metrics
+    from cxrbio.evaluation.metrics import strategy_metrics
 
     m = strategy_metrics(synthetic_predictions(), CLASSES, "COVID-19", {}, n_boot=200)
     for name in CLASSES:
@@ -263,7 +263,7 @@ def test_per_class_intervals_come_from_the_patient_bootstrap():
 
 
 def test_holm_adjusts_known_p_values():
-    from cxrbio.multiple_testing import holm
+    from cxrbio.evaluation.multiple_testing import holm
 
     # Sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.02, 0.03, 0.06, 0.06.
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -272,7 +272,7 @@ def test_holm_adjusts_known_p_values():
 
 
 def test_strategy_comparisons_pair_on_patients_and_adjust_across_pairs():
-    from cxrbio.comparisons import compare_strategies
+    from cxrbio.evaluation.comparisons import compare_strategies
 
     good = synthetic_predictions(accuracy=0.9, seed=3)
     same = good.copy()
@@ -291,7 +291,7 @@ def test_strategy_comparisons_pair_on_patients_and_adjust_across_pairs():
     assert gap["difference"]["balanced_accuracy"]["estimate"] > 0.2
     assert np.isfinite(gap["difference"]["macro_auroc"]["estimate"])
     raw = [p["nadeau_bengio"]["p"] for p in result["pairs"]]
-    from cxrbio.multiple_testing import holm
+    from cxrbio.evaluation.multiple_testing import holm
 
     assert [p["nadeau_bengio"]["p_holm"] for p in result["pairs"]] == pytest.approx(holm(raw), nan_ok=True)
     assert "image-level" in result["secondary"] and "p_holm" in gap["mcnemar"]
@@ -300,7 +300,7 @@ def test_strategy_comparisons_pair_on_patients_and_adjust_across_pairs():
 def test_a_temperature_without_an_optimum_is_not_used_and_said():
     """Every validation image right: the loss falls as T -> 0 and the fit runs to its bound. Using
     it would sharpen the test predictions for no reason (the demo's small folds did exactly that)."""
-    from cxrbio.metrics import strategy_metrics
+    from cxrbio.evaluation.metrics import strategy_metrics
 
     predictions = synthetic_predictions(accuracy=0.7, seed=1)
     validation = synthetic_predictions(accuracy=1.0, seed=2)

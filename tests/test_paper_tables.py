@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from cxrbio.metrics import strategy_metrics
-from cxrbio.paper import PAPER_CLASSES
+from cxrbio.evaluation.metrics import strategy_metrics
+from cxrbio.evaluation.paper import PAPER_CLASSES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "paper_tables.py"
 

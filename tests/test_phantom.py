@@ -7,7 +7,7 @@ from PIL import Image
 
 from cxrbio.data.phantom import FINDINGS, generate_phantom, parse_shortcut
 from cxrbio.errors import DataError
-from cxrbio.paper import PAPER_CLASSES
+from cxrbio.evaluation.paper import PAPER_CLASSES
 
 
 def load(path):

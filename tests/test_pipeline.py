@@ -3,7 +3,7 @@ import pytest
 
 from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
-from cxrbio.data.pipeline import apply_transforms, build_image_cache, make_dataset, transforms_for
+from cxrbio.data.input_pipeline import apply_transforms, build_image_cache, make_dataset, transforms_for
 from cxrbio.data.preprocess import letterbox
 from tests.helpers import make_config, scan
 

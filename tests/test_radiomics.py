@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cxrbio import runconfig
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.config import bundled_config, load_config
 from cxrbio.errors import ConfigError
-from cxrbio.executors import RayExecutor, make_executor
-from cxrbio.masks import read_mask_table
-from cxrbio.radiomics import load_params
-from cxrbio.rundir import RunDir
+from cxrbio.features.lung_masks import read_mask_table
+from cxrbio.features.radiomic_features import load_params
+from cxrbio.run import runconfig
+from cxrbio.run.rundir import RunDir
+from cxrbio.runtime.executors import RayExecutor, make_executor
 from cxrbio.stages import masks, radiomics
 from tests.helpers import FAST_CHECKS, scan
 
@@ -82,7 +82,7 @@ def test_default_parameters_give_2d_texture_shape2d_and_four_wavelet_bands(maske
     assert {c.split("_")[0] for c in columns if c.startswith("log")} == {f"log-sigma-{s}-0-mm-3D" for s in (1, 2, 3)}
     assert not any("shape_" in c for c in columns)  # the 3-D shape class does not apply
     # The lung area is the mask's pixel count.
-    from cxrbio.masks import read_mask
+    from cxrbio.features.lung_masks import read_mask
 
     for row in features.itertuples():
         assert row.original_shape2D_PixelSurface == pytest.approx(read_mask(run, row.image_id).sum())
@@ -144,7 +144,7 @@ def test_bad_images_and_masks_are_listed_and_the_run_continues(masked_run, tmp_p
     corrupt_id, corrupt_path = manifest[["image_id", "path"]].iloc[2]
     broken_copy = tmp_path / "broken.png"
     broken_copy.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    from cxrbio.masks import resolve_column_path
+    from cxrbio.features.lung_masks import resolve_column_path
 
     corrupt = manifest["image_id"] == corrupt_id
     for column in ("lung_mask", "body_mask"):  # its mask files stay the same files (the masks stay fresh)

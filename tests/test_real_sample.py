@@ -3,7 +3,7 @@
 import pandas as pd
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.config import load_config
 from tests.helpers import FAST_CHECKS, scan
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from tests.browser_check import chromium_path
 from tests.helpers import FAST_CHECKS, FAST_PARAMS, write_png
 
@@ -251,9 +251,9 @@ def test_performance_views_put_fold_means_beside_the_paper_with_calibration_and_
     the mean over folds; calibration and Holm-adjusted paired comparisons are shown."""
     from types import SimpleNamespace
 
-    from cxrbio.comparisons import compare_strategies
-    from cxrbio.metrics import strategy_metrics
-    from cxrbio.paper import PAPER_CLASSES
+    from cxrbio.evaluation.comparisons import compare_strategies
+    from cxrbio.evaluation.metrics import strategy_metrics
+    from cxrbio.evaluation.paper import PAPER_CLASSES
     from cxrbio.report.calibration import calibration_view
     from cxrbio.report.contents import StrategyResults
     from cxrbio.report.performance import comparison_rows, paper_cells, per_class_rows

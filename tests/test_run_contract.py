@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cxrbio import freshness
-from cxrbio.artifacts import ARTIFACTS, STAGES, command_for, downstream, stages_shaped_by
-from cxrbio.cli import app
+from cxrbio.cli.app import app
 from cxrbio.errors import ConfigError, CxrbioError
-from cxrbio.rundir import RunDir, open_run
+from cxrbio.run import freshness
+from cxrbio.run.artifacts import ARTIFACTS, STAGES, command_for, downstream, stages_shaped_by
+from cxrbio.run.rundir import RunDir, open_run
 from tests.helpers import REPO, copy_run, make_config, scan
 
 runner = CliRunner()
@@ -128,7 +128,7 @@ def test_a_conflicting_config_is_refused_listing_the_keys_and_reconfigure_moves_
 def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(scanned_phantom, tmp_path):
     """Reconfiguration is per artifact: evaluation settings shape metrics (and the radiomics
     baseline's intervals), not models, so forcing one keeps every fold model for 'cxrbio train' to reuse."""
-    from cxrbio import runconfig
+    from cxrbio.run import runconfig
 
     config = make_config()
     run = copy_run(scanned_phantom, tmp_path / "run")
@@ -153,7 +153,7 @@ def test_an_evaluation_key_moves_the_metrics_aside_but_never_the_trained_folds(s
 
 
 def test_analysis_settings_may_differ_but_training_keys_may_not(scanned_phantom, tmp_path):
-    from cxrbio import runconfig
+    from cxrbio.run import runconfig
 
     config = make_config()
     run = copy_run(scanned_phantom, tmp_path / "run")

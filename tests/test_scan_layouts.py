@@ -314,8 +314,8 @@ def test_failed_scan_keeps_existing_manifest(tmp_path, small_config):
 
 
 def test_refuses_to_replace_manifest_of_trained_run(tmp_path, small_config):
-    from cxrbio import freshness
-    from cxrbio.rundir import RunDir
+    from cxrbio.run import freshness
+    from cxrbio.run.rundir import RunDir
 
     data = make_class_folders(tmp_path / "data")
     cfg = three_class_config(small_config)

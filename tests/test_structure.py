@@ -81,13 +81,13 @@ def test_the_circle_finder_finds_a_circle_hidden_in_a_function():
 
 def test_no_import_circle_among_cxrbio_modules_even_counting_imports_inside_functions():
     graph = module_graph()
-    assert "cxrbio.backend" in graph and "cxrbio.quiet" in graph["cxrbio.backend"]  # the graph is read
+    assert "cxrbio.runtime.backend" in graph and "cxrbio.runtime.quiet" in graph["cxrbio.runtime.backend"]  # the graph is read
     assert circles(graph) == []
 
 
 def test_every_declared_outside_file_kind_has_a_resolver():
-    from cxrbio.artifacts import ARTIFACTS
-    from cxrbio.file_inputs import RESOLVERS
+    from cxrbio.run.artifacts import ARTIFACTS
+    from cxrbio.run.file_inputs import RESOLVERS
 
     kinds = {a.files for a in ARTIFACTS.values() if a.files}
     assert kinds == set(RESOLVERS)

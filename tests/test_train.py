@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrbio import freshness
 from cxrbio.errors import DataError
-from cxrbio.rundir import RunDir
+from cxrbio.run import freshness
+from cxrbio.run.rundir import RunDir
 from tests.helpers import copy_run, scanned, tiny_config
 
 keras = pytest.importorskip("keras")
@@ -29,7 +29,7 @@ def fold_done(run, strategy, fold):
 
 
 def test_splits_keep_test_fold_out_of_training_and_validation(scanned_run):
-    from cxrbio.training import load_training_data, split_fold
+    from cxrbio.training.fold_trainer import load_training_data, split_fold
 
     cfg = tiny_config()
     data = load_training_data(RunDir(scanned_run), cfg)
@@ -66,9 +66,9 @@ def test_an_interrupted_fold_resumes_to_the_same_result_with_dense_or_sparse_che
     """The one test of resuming: op determinism on, a fold killed after its first epoch resumes from its checkpoint
     (checkpoint after every epoch) or, with checkpoints only after the last epoch, is recomputed from the start;
     both give the numbers of the uninterrupted fold (the session's deterministic_fold, trained by ``cxrbio train``)."""
-    from cxrbio import backend
     from cxrbio.config import load_config
-    from cxrbio.training import FoldTrainer, load_training_data
+    from cxrbio.runtime import backend
+    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data
     from tests.helpers import scanned_copy
 
     reference = RunDir(deterministic_fold.root)
@@ -104,7 +104,7 @@ def test_train_on_a_new_run_scans_it_first_and_marks_unreachable_weights_skipped
     """No network is trained: offshelf has no weights here, so it is skipped (said in every output) or refused."""
     from typer.testing import CliRunner
 
-    from cxrbio.cli import app
+    from cxrbio.cli.app import app
 
     run = RunDir(tmp_path / "run")
     config_path = tmp_path / "tiny.yaml"
@@ -128,7 +128,7 @@ def test_train_command_writes_every_output(trained_run, tmp_path):
     """The shared trained run with fold 1 set aside: ``cxrbio train`` trains it again and writes the metrics."""
     from typer.testing import CliRunner
 
-    from cxrbio.cli import app
+    from cxrbio.cli.app import app
 
     run = copy_run(trained_run.root, tmp_path / "run")
     shutil.rmtree(run.path("train_fold", strategy="scratch", fold=1))
@@ -161,7 +161,7 @@ def test_train_command_writes_every_output(trained_run, tmp_path):
 @pytest.mark.slow  # trains a network, starts Ray
 def test_ray_executor_matches_in_process(trained_run, ray_instance, tmp_path):
     """Fold 1 trained again as a Ray task; the shared run's fold 1 (trained in this process) is the reference."""
-    from cxrbio.executors import RayExecutor
+    from cxrbio.runtime.executors import RayExecutor
     from cxrbio.stages import train
 
     remote = copy_run(trained_run.root, tmp_path / "ray")
@@ -181,9 +181,9 @@ def test_ray_executor_matches_in_process(trained_run, ray_instance, tmp_path):
 
 def frozen_cache_setup(scanned_run, tmp_path, strategy):
     """A weights file made here, a config with the frozen-feature cache on, and the run's data."""
-    from cxrbio import backend
     from cxrbio.models.weights import load_backbone
-    from cxrbio.training import load_training_data
+    from cxrbio.runtime import backend
+    from cxrbio.training.fold_trainer import load_training_data
 
     weights = tmp_path / "backbone.weights.h5"
     load_backbone(32, 0.35, None).save_weights(weights)
@@ -196,7 +196,7 @@ def frozen_cache_setup(scanned_run, tmp_path, strategy):
 @pytest.mark.slow  # trains networks
 def test_frozen_feature_cache_trains_the_head_only_and_saves_a_full_model(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
-    from cxrbio.training import FoldTrainer
+    from cxrbio.training.fold_trainer import FoldTrainer
 
     weights, cfg, run, data = frozen_cache_setup(scanned_run, tmp_path, "offshelf")
     broken = FoldTrainer(run, cfg, data, "offshelf", data.folds[0], stop_after_epochs=1)
@@ -227,8 +227,8 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monke
 
     from typer.testing import CliRunner
 
-    import cxrbio.training as train_module
-    from cxrbio.cli import app
+    import cxrbio.training.fold_trainer as train_module
+    from cxrbio.cli.app import app
 
     run = scanned(phantom_dir, tmp_path / "run", tiny_config(train__epochs=2, train__checkpoint_seconds=0))
     real_write = train_module.atomic_write
@@ -255,7 +255,7 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monke
 @pytest.mark.slow  # trains a network
 def test_frozen_feature_cache_for_finetune_trains_only_the_top_blocks(scanned_run, tmp_path):
     from cxrbio.models.weights import load_backbone
-    from cxrbio.training import FoldTrainer
+    from cxrbio.training.fold_trainer import FoldTrainer
 
     weights, cfg, run, data = frozen_cache_setup(scanned_run, tmp_path, "finetune-2")
     assert FoldTrainer(run, cfg, data, "finetune-2", data.folds[0], stop_after_epochs=1).train() == "interrupted"

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cxrbio.atomic import atomic_write_text
 from cxrbio.errors import ConfigError
-from cxrbio.paper import PAPER_CLASSES
+from cxrbio.evaluation.paper import PAPER_CLASSES
+from cxrbio.run.atomic import atomic_write_text
 
 #: Common spellings of the study's classes in public data sets and folder names.
 DEFAULT_LABEL_ALIASES: dict[str, str] = {

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from cxrbio.analysis.stats import standardised_ranks
-from cxrbio.multiple_testing import benjamini_hochberg
+from cxrbio.evaluation.multiple_testing import benjamini_hochberg
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ markers. The heart, the diaphragm, the chest wall and pleural fluid lie outside 
 disease evidence, so the audit splits each letterboxed frame into three regions:
 
 * ``lung``: the lung mask (given, ground truth, or a segmentation that passed QC);
-* ``body``: the rest of the body mask (given, or :func:`cxrbio.lungseg.segment_body`);
+* ``body``: the rest of the body mask (given, or :func:`cxrbio.features.lungseg.segment_body`);
 * ``outside``: the image content outside the body (air, labels, markers, collimation).
 
 The letterbox padding is outside the body too but is never occluded: training always saw 0
@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from cxrbio.masks import ANATOMICAL
+from cxrbio.features.lung_masks import ANATOMICAL
 from cxrbio.models.layers import GAP_LAYER
 
 REAL_MASKS = ANATOMICAL
@@ -169,8 +169,8 @@ class AuditImages:
 def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditImages:
     """``manifest``: included rows indexed by image_id, with mask_source (and body_source)."""
     from cxrbio.data.preprocess import letterbox_geometry
-    from cxrbio.masks import NO_MASK, read_body_mask, read_mask
-    from cxrbio.training import load_training_data
+    from cxrbio.features.lung_masks import NO_MASK, read_body_mask, read_mask
+    from cxrbio.training.fold_trainer import load_training_data
 
     data = load_training_data(run, config, cache="disk")
     row = {image_id: i for i, image_id in enumerate(data.manifest["image_id"])}

@@ -59,7 +59,7 @@ from cxrbio.analysis.matching import MatchedFeatures
 from cxrbio.analysis.stats import rank_auc
 from cxrbio.confounding.design import INFERRED, NOT_ESTIMABLE, RECORDED, UNVERIFIED
 from cxrbio.confounding.source_probe import UNKNOWN
-from cxrbio.multiple_testing import benjamini_hochberg
+from cxrbio.evaluation.multiple_testing import benjamini_hochberg
 
 FREE_OF_SOURCE = "free of source"
 SOURCE_UNVERIFIED = "source unverified"

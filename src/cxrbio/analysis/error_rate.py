@@ -4,7 +4,7 @@ Each strategy and class is a family of tested features (``top_k`` per held-out f
 family, as the confirmation computes (``q``), lets the expected number of false discoveries grow
 with the number of families (the paper's configuration has 8 x 7 = 56). After every strategy is
 analysed, the features' p-values enter one Benjamini-Bogomolov hierarchy
-(:func:`cxrbio.multiple_testing.benjamini_bogomolov`): families are selected by their Simes p, and
+(:func:`cxrbio.evaluation.multiple_testing.benjamini_bogomolov`): families are selected by their Simes p, and
 features within a selected family at the level scaled by the share of families selected.
 
 What enters it is fixed in config before the analysis:
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.analysis.confirmation import settle
-from cxrbio.multiple_testing import benjamini_bogomolov
+from cxrbio.evaluation.multiple_testing import benjamini_bogomolov
 
 CONFIRMATORY, EXPLORATORY, EVERY_STRATEGY = "confirmatory", "exploratory", "every strategy"
 

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cxrbio import __version__
-from cxrbio.rundir import RunDir
+from cxrbio.run.rundir import RunDir
 
 #: Settings shown as "gates" (the rest are logged too, and any change is named).
 GATE_KEYS = ("gate_q", "gate_min_folds", "direction_rule", "gate_audit", "gate_control", "control_class",

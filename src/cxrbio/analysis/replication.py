@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from cxrbio.analysis import stratified
-from cxrbio.multiple_testing import benjamini_hochberg
+from cxrbio.evaluation.multiple_testing import benjamini_hochberg
 
 REPLICATED, NOT_REPLICATED, NOT_TESTABLE = "replicated", "not replicated", "not testable"
 

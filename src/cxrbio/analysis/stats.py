@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cxrbio.multiple_testing import benjamini_hochberg
+from cxrbio.evaluation.multiple_testing import benjamini_hochberg
 
 TEST_COLUMNS = ["feature", "test", "class", "n_class", "n_rest", "statistic", "p", "q", "auc"]
 

@@ -106,7 +106,7 @@ def acquisition_baseline(manifest: pd.DataFrame, classes: list[str], *, image_si
 
     from cxrbio.data.folds import outer_folds
     from cxrbio.errors import DataError
-    from cxrbio.multiple_testing import holm
+    from cxrbio.evaluation.multiple_testing import holm
 
     classifier = f"RandomForestClassifier({trees} trees, min_samples_leaf=2, class_weight='balanced')"
     thresholds = {"min_auroc": min_auroc, "alpha": alpha}

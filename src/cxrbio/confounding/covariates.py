@@ -84,7 +84,7 @@ def audit_covariates(manifest: pd.DataFrame, classes: list[str], *, listed: list
     """Test each covariate column against the label (included images); BH over the covariates."""
     from scipy import stats
 
-    from cxrbio.multiple_testing import benjamini_hochberg
+    from cxrbio.evaluation.multiple_testing import benjamini_hochberg
 
     audit = CovariateAudit()
     labels = manifest["label"].astype(str)

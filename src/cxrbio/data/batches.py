@@ -1,7 +1,7 @@
 """Training and inference batches without TensorFlow: ``keras.utils.PyDataset`` over the image cache.
 
 The non-TensorFlow backends (JAX) read batches of rows straight from the run's uint8 image cache
-(in memory or memory-mapped, :func:`cxrbio.data.pipeline.build_image_cache`) and hand the model
+(in memory or memory-mapped, :func:`cxrbio.data.input_pipeline.build_image_cache`) and hand the model
 float32 ``(B, S, S, 1)`` in 0..255, exactly what the tf.data path gives; the augmentation is a
 layer of the model (:mod:`cxrbio.models.augment`), so no per-image Python runs here. A training
 set is shuffled once per epoch from a seed (a new object per epoch, as the tf.data path), so an

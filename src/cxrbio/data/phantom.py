@@ -44,9 +44,9 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from cxrbio.atomic import atomic_write_text
 from cxrbio.errors import DataError
-from cxrbio.paper import PAPER_CLASSES
+from cxrbio.evaluation.paper import PAPER_CLASSES
+from cxrbio.run.atomic import atomic_write_text
 
 PHANTOM_VERSION = 3  # 3: ground-truth body masks (masks/body/)
 

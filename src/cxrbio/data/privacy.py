@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from cxrbio.atomic import atomic_write_text
+from cxrbio.run.atomic import atomic_write_text
 
 
 def load_or_create_salt(path: Path) -> bytes:

@@ -1,6 +1,6 @@
 """The study's augmentation as a layer of the model, for backends without tf.data.
 
-On TensorFlow, cxrbio augments in its tf.data pipeline (:mod:`cxrbio.data.pipeline`). On JAX (or
+On TensorFlow, cxrbio augments in its tf.data pipeline (:mod:`cxrbio.data.input_pipeline`). On JAX (or
 any other Keras backend) the batches are plain uint8 arrays from the image cache
 (:mod:`cxrbio.data.batches`) and this layer, placed right after the model's input, does the
 same thing on the device: one combined transform per image (rotation up to
@@ -10,7 +10,7 @@ as the letterbox; Keras's RandomRotation/RandomTranslation default to ``reflect`
 copy image content into the padding). It is active only while training: inference, embedding,
 saliency and the frozen-feature cache see the image unchanged.
 
-Its random state is a ``SeedGenerator``, which :func:`cxrbio.training.reseed_generators` sets at
+Its random state is a ``SeedGenerator``, which :func:`cxrbio.training.fold_trainer.reseed_generators` sets at
 the start of every epoch, so a resumed fold draws the same transforms as an uninterrupted one.
 """
 
@@ -20,12 +20,12 @@ from typing import Any
 
 import keras
 
-from cxrbio.data.pipeline import augmentation_bounds, projective_rows
+from cxrbio.data.input_pipeline import augmentation_bounds, projective_rows
 from cxrbio.models.layers import AUGMENT_LAYER
 
 
 def transform_rows(angles: Any, shift_x: Any, shift_y: Any, size: int) -> Any:
-    """(B, 8) projective rows in backend-neutral ops: :func:`cxrbio.data.pipeline.projective_rows`."""
+    """(B, 8) projective rows in backend-neutral ops: :func:`cxrbio.data.input_pipeline.projective_rows`."""
     return projective_rows(angles, shift_x, shift_y, size, keras.ops)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from cxrbio.errors import CxrbioError
 from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER
-from cxrbio.rundir import RunDir
+from cxrbio.run.rundir import RunDir
 
 
 class WeightsUnavailable(CxrbioError):

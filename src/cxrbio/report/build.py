@@ -11,7 +11,6 @@ from typing import Any
 
 import jinja2
 
-from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config
 from cxrbio.report.baseline import baseline_section
 from cxrbio.report.candidates import candidates_section
@@ -23,6 +22,7 @@ from cxrbio.report.methods import methods_section
 from cxrbio.report.performance import performance_section, scoreboard
 from cxrbio.report.projection import projection_section
 from cxrbio.report.provenance import provenance_section
+from cxrbio.run.atomic import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

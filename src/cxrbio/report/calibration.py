@@ -1,6 +1,6 @@
 """Calibration in the report: ECE and Brier per strategy and class, a reliability diagram, per source.
 
-Reads ``metrics/<strategy>.json["calibration"]`` (:mod:`cxrbio.calibration`, written by ``cxrbio
+Reads ``metrics/<strategy>.json["calibration"]`` (:mod:`cxrbio.evaluation.calibration`, written by ``cxrbio
 train``). Temperature-scaled figures sit beside the uncalibrated ones when the run fitted them
 (on each fold's inner validation patients).
 """

@@ -93,7 +93,7 @@ class ImageSource:
         self.unreadable: list[str] = []
 
     def image(self, image_id: str) -> np.ndarray | None:
-        from cxrbio.data.pipeline import load_letterboxed
+        from cxrbio.data.input_pipeline import load_letterboxed
 
         path = self.paths.get(image_id)
         try:
@@ -103,7 +103,7 @@ class ImageSource:
             return None
 
     def mask(self, image_id: str) -> np.ndarray | None:
-        from cxrbio.masks import read_mask
+        from cxrbio.features.lung_masks import read_mask
 
         try:
             return read_mask(self.contents.run, image_id)

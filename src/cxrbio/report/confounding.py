@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from cxrbio.artifacts import RADIOMICS_SPACE
 from cxrbio.data.provenance import UNKNOWN, dataset_from_filename
 from cxrbio.report.contents import RunContents
 from cxrbio.report.formatting import number, p_value, pct
+from cxrbio.run.artifacts import RADIOMICS_SPACE
 
 
 def _counts(values: pd.Series) -> str:
@@ -242,7 +242,7 @@ def lungs_removed_summaries(contents: RunContents) -> list[dict[str, Any]]:
 
 def external_rows(contents: RunContents) -> list[dict[str, Any]]:
     """Per external set and strategy: internal → external for each compared figure, the drop with its CI, ECE."""
-    from cxrbio.external import COMPARED
+    from cxrbio.evaluation.external import COMPARED
 
     rows = []
     for name, by_strategy in contents.external.items():

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from cxrbio.artifacts import RADIOMICS_SPACE as RADIOMICS
 from cxrbio.config import Config
-from cxrbio.rundir import RunDir, open_run
+from cxrbio.run.artifacts import RADIOMICS_SPACE as RADIOMICS
+from cxrbio.run.rundir import RunDir, open_run
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
 
 def _strategy_names(run: RunDir, config: Config) -> list[str]:
     """The configured strategies, then any other that left files (trained with --strategies)."""
-    from cxrbio.paper import strategy_order
+    from cxrbio.evaluation.paper import strategy_order
 
     found = set(config.train.strategies)
     for artifact in ("train_fold", "train_skipped", "metrics", "embeddings", "analysis"):
@@ -142,8 +142,8 @@ class UnitState:
 
 def unit_states(run: RunDir, config: Config) -> list[UnitState]:
     """Every stamped unit, judged against the run's config (analyses: their own recorded settings)."""
-    from cxrbio import freshness
-    from cxrbio.artifacts import ARTIFACTS
+    from cxrbio.run import freshness
+    from cxrbio.run.artifacts import ARTIFACTS
 
     tree = config.model_dump(mode="json")
     states = []
@@ -160,8 +160,8 @@ def unit_states(run: RunDir, config: Config) -> list[UnitState]:
 
 
 def _inputs_changed(run: RunDir, stamp: Any) -> bool:
-    from cxrbio import freshness
-    from cxrbio.artifacts import ARTIFACTS
+    from cxrbio.run import freshness
+    from cxrbio.run.artifacts import ARTIFACTS
 
     current = {label: s.digest for label, s in freshness.input_units(run.root, ARTIFACTS[stamp.artifact], stamp.unit).items()}
     return current != stamp.inputs
@@ -172,9 +172,9 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
 
     ``config``: the run's own, with report settings from elsewhere (the report stage passes it).
     """
-    from cxrbio.artifacts import command_for
-    from cxrbio.masks import with_masks
-    from cxrbio.training import read_predictions, trained_folds
+    from cxrbio.features.lung_masks import with_masks
+    from cxrbio.run.artifacts import command_for
+    from cxrbio.training.fold_trainer import read_predictions, trained_folds
 
     run, own = open_run(run_dir)
     config = config or own
@@ -184,7 +184,7 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
     strategies: dict[str, StrategyResults] = {}
     has_embeddings: dict[str, bool] = {}
     folds = trained_folds(run)
-    from cxrbio.embed import embedded_folds
+    from cxrbio.features.embedding import embedded_folds
 
     embedded = embedded_folds(run)
     for name in _strategy_names(run, config):

@@ -12,7 +12,7 @@ import pandas as pd
 
 from cxrbio.config import load_config
 from cxrbio.data.provenance import UNKNOWN
-from cxrbio.masks import SEGMENTED
+from cxrbio.features.lung_masks import SEGMENTED
 from cxrbio.report.contents import RunContents
 
 SMALL_CLASS_IMAGES = 50

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from sklearn.metrics import roc_curve
 
-from cxrbio.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
+from cxrbio.evaluation.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
 from cxrbio.report.calibration import calibration_view
 from cxrbio.report.contents import RunContents, StrategyResults
 from cxrbio.report.figures import CLASS_COLOURS, figure_html, plot_text

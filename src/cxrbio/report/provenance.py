@@ -40,7 +40,7 @@ def where(row: pd.Series, show_file_names: bool) -> str:
 
 def unit_summary(contents: RunContents) -> dict[str, Any]:
     """Fresh and stale units, and the analysis settings that differ from the run's config (from the stamps)."""
-    from cxrbio.artifacts import flatten
+    from cxrbio.run.artifacts import flatten
 
     own = {f"analysis.{k}": v for k, v in flatten(contents.config.analysis.model_dump(mode="json")).items()}
     differing = []

@@ -15,8 +15,8 @@
 
 Each ``run(run_dir, *, ...)`` opens the run directory, checks that the stages it needs have run
 (the error names the command that fixes it), does its work, writes only its own artifacts
-(:mod:`cxrbio.artifacts`) with a stamp per unit (:mod:`cxrbio.freshness`), and returns a typed
-result. ``progress`` takes :class:`cxrbio.progress.ProgressEvent`s. The ``cxrbio`` command is a
+(:mod:`cxrbio.run.artifacts`) with a stamp per unit (:mod:`cxrbio.run.freshness`), and returns a typed
+result. ``progress`` takes :class:`cxrbio.runtime.progress.ProgressEvent`s. The ``cxrbio`` command is a
 thin shell over these functions.
 
 Stages are imported on first use (``stages.train`` imports :mod:`cxrbio.stages.train` alone), so

@@ -5,7 +5,7 @@ fingerprint covers its inputs (embeddings of every fold, radiomics, masks, manif
 analysis settings and parts. A fresh unit is kept (``force`` redoes it, moving the old one to
 ``superseded-<time>/``). Analysis settings may
 differ from the run's config (a ``config`` that differs only in ``analysis``/``report``;
-:mod:`cxrbio.runconfig`): every result records, in its stamp, the settings it was made with,
+:mod:`cxrbio.run.runconfig`): every result records, in its stamp, the settings it was made with,
 and the report shows them.
 """
 
@@ -18,25 +18,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrbio import freshness, runconfig
 from cxrbio.analysis import log as analysis_log
 from cxrbio.analysis.error_rate import across_families
 from cxrbio.analysis.inputs import analysable_strategies, load_inputs
-from cxrbio.analysis.pipeline import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
-from cxrbio.artifacts import command_for
-from cxrbio.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.analysis.spaces import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
 from cxrbio.config import Config
 from cxrbio.errors import ConfigError, CxrbioError
-from cxrbio.progress import Progress, say, warn
-from cxrbio.rundir import open_run, supersede
-from cxrbio.timing import timed
+from cxrbio.run import freshness, runconfig
+from cxrbio.run.artifacts import command_for
+from cxrbio.run.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.run.rundir import open_run, supersede
+from cxrbio.runtime.progress import Progress, say, warn
+from cxrbio.runtime.timing import timed
 
 log = logging.getLogger(__name__)
 
 
 def require_tensorflow_backend() -> None:
     """The analysis's SHAP (DeepExplainer) and saliency (GradientTape) need TensorFlow: say so before any work."""
-    from cxrbio.backend import TENSORFLOW, configured_name
+    from cxrbio.runtime.backend import TENSORFLOW, configured_name
 
     active = configured_name()
     if active != TENSORFLOW:
@@ -49,7 +49,7 @@ def require_tensorflow_backend() -> None:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | None = None, audit: bool = True,
         config: Config | None = None, force: bool = False, progress: Progress | None = None) -> AnalysisSummary:
     """Analyse the run's embedded strategies (default: all) and its radiomics space."""
-    from cxrbio.backend import initialise_tensorflow
+    from cxrbio.runtime.backend import initialise_tensorflow
 
     if top is not None and top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}.")

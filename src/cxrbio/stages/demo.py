@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrbio import freshness
 from cxrbio.config import Config, bundled_config, load_config
-from cxrbio.progress import Progress, counter
-from cxrbio.rundir import RunDir
-from cxrbio.timing import timed
+from cxrbio.run import freshness
+from cxrbio.run.rundir import RunDir
+from cxrbio.runtime.progress import Progress, counter
+from cxrbio.runtime.timing import timed
 
 STAGE = "demo"
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrbio import freshness
-from cxrbio.artifacts import command_for, missing_error
-from cxrbio.embed import export_fold, read_out_of_fold
 from cxrbio.errors import DataError
-from cxrbio.progress import Progress, ProgressEvent, say, silent, warn
-from cxrbio.rundir import open_run, supersede
-from cxrbio.training import trained_folds
+from cxrbio.features.embedding import export_fold, read_out_of_fold
+from cxrbio.run import freshness
+from cxrbio.run.artifacts import command_for, missing_error
+from cxrbio.run.rundir import open_run, supersede
+from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent, warn
+from cxrbio.training.fold_trainer import trained_folds
 
 STAGE = "embed"
 
@@ -49,9 +49,9 @@ def _reporter(report: Progress, task: str) -> Callable[[int, int], None]:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size: int | None = None,
         force: bool = False, progress: Progress | None = None) -> EmbedResult:
     """Export the embeddings of every trained fold of the chosen (default: all trained) strategies."""
-    from cxrbio import backend
-    from cxrbio.backend import initialise_tensorflow
-    from cxrbio.training import load_training_data
+    from cxrbio.runtime import backend
+    from cxrbio.runtime.backend import initialise_tensorflow
+    from cxrbio.training.fold_trainer import load_training_data
 
     started = time.perf_counter()
     report = progress or silent

@@ -1,4 +1,4 @@
-"""Stage ``evaluate``: a run's fold models on an external data set (:mod:`cxrbio.external`).
+"""Stage ``evaluate``: a run's fold models on an external data set (:mod:`cxrbio.evaluation.external`).
 
 ``data`` is scanned with the run's own config (classes, letterbox size, QC, label rules; patients
 pseudonymised with the run's salt) into ``external/<name>/manifest.parquet``. For every strategy
@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio import freshness
 from cxrbio.analysis import replication
 from cxrbio.analysis.replication import parse_dims
-from cxrbio.artifacts import command_for
-from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.errors import CxrbioError, DataError
 from cxrbio.models import saving
-from cxrbio.progress import Progress, ProgressEvent, counter, say, silent
-from cxrbio.rundir import open_run
+from cxrbio.run import freshness
+from cxrbio.run.artifacts import command_for
+from cxrbio.run.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.run.rundir import open_run
+from cxrbio.runtime.progress import Progress, ProgressEvent, counter, say, silent
 
 STAGE = "evaluate"
 
@@ -70,7 +70,7 @@ def passing_candidates(run: Any, strategy: str) -> pd.DataFrame:
 
 def fold_embeddings(model: Any, images: np.ndarray, batch: int = 64) -> pd.DataFrame:
     """(n images, D) GAP embedding of one fold model, columns named as ``cxrbio embed`` names them."""
-    from cxrbio.embed import embedding_columns, embedding_model
+    from cxrbio.features.embedding import embedding_columns, embedding_model
 
     cut = embedding_model(model)
     parts = [np.asarray(cut(images[i : i + batch, ..., None].astype(np.float32), training=False))
@@ -84,14 +84,14 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
     """Scan ``data`` as the run would, apply every complete strategy's fold models, write metrics and the drop."""
     import keras
 
-    from cxrbio.backend import initialise_tensorflow
     from cxrbio.data.folds import outer_folds
-    from cxrbio.data.pipeline import build_image_cache
+    from cxrbio.data.input_pipeline import build_image_cache
+    from cxrbio.data.manifest import build_manifest, manifest_digest
     from cxrbio.data.privacy import load_or_create_salt
-    from cxrbio.data.scan import build_manifest, manifest_digest
-    from cxrbio.executors import make_executor
-    from cxrbio.external import COMPARED, drop_intervals, external_metrics, fold_predictions, prediction_frame
-    from cxrbio.training import read_predictions, trained_folds
+    from cxrbio.evaluation.external import COMPARED, drop_intervals, external_metrics, fold_predictions, prediction_frame
+    from cxrbio.runtime.backend import initialise_tensorflow
+    from cxrbio.runtime.executors import make_executor
+    from cxrbio.training.fold_trainer import read_predictions, trained_folds
 
     started = time.perf_counter()
     report = progress or silent

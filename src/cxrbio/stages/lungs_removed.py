@@ -6,7 +6,7 @@ split, seeds, schedule and augmentation -- on images whose central box
 (``confounding.lungs_removed_box``) is 0. Fold models go to
 ``lungs-removed/<strategy>/fold-<k>/`` (resumable, stamped like ``train/``); the
 comparison with the normal model, per class, to ``lungs-removed/<strategy>.json``
-(:func:`cxrbio.confounding.lungs_removed.compare`). The strategy itself must be trained first:
+(:func:`cxrbio.confounding.lung_removal.compare`). The strategy itself must be trained first:
 the comparison is on the same out-of-fold images.
 """
 
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrbio import freshness
-from cxrbio.artifacts import command_for
-from cxrbio.atomic import atomic_write_text
-from cxrbio.confounding.lungs_removed import compare, removed_images, variant_name
+from cxrbio.confounding.lung_removal import compare, removed_images, variant_name
 from cxrbio.errors import CxrbioError
-from cxrbio.progress import Progress, ProgressEvent, say, silent
-from cxrbio.rundir import open_run, supersede
+from cxrbio.run import freshness
+from cxrbio.run.artifacts import command_for
+from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.rundir import open_run, supersede
+from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent
 
 STAGE = "lungs_removed"
 FOLD_ARTIFACT = "lungs_removed_fold"
@@ -42,10 +42,10 @@ class LungsRemovedResult:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool = False,
         progress: Progress | None = None) -> LungsRemovedResult:
     """Train the lungs-removed folds of each strategy (resuming), then compare them with the normal models."""
-    from cxrbio import backend
-    from cxrbio.backend import initialise_tensorflow
+    from cxrbio.runtime import backend
+    from cxrbio.runtime.backend import initialise_tensorflow
     from cxrbio.stages.train import resolve_strategies, strategy_complete
-    from cxrbio.training import FoldTrainer, load_training_data, read_predictions
+    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data, read_predictions
 
     started = time.perf_counter()
     report = progress or silent

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrbio import freshness
-from cxrbio.atomic import atomic_write_parquet
 from cxrbio.errors import CxrbioError
-from cxrbio.executors import Executor, make_executor
-from cxrbio.masks import MASK_COLUMNS, NO_MASK, SEGMENTATION_VERSION, WHOLE_CONTENT, build_mask, plan_masks, read_mask_table
-from cxrbio.progress import Progress, counter
-from cxrbio.rundir import open_run, supersede
+from cxrbio.features.lung_masks import MASK_COLUMNS, NO_MASK, SEGMENTATION_VERSION, WHOLE_CONTENT, build_mask, plan_masks, read_mask_table
+from cxrbio.run import freshness
+from cxrbio.run.atomic import atomic_write_parquet
+from cxrbio.run.rundir import open_run, supersede
+from cxrbio.runtime.executors import Executor, make_executor
+from cxrbio.runtime.progress import Progress, counter
 
 STAGE = "masks"
 SOURCES = ("auto", "folder", "column", "segment", "content")

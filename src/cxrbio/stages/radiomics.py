@@ -1,7 +1,7 @@
 """Stage ``radiomics``: pyradiomics features of every included image inside its lung mask.
 
 Runs the masks stage first when the run has no masks (or when ``masks`` names a folder). Cache
-hits (by image, mask and parameter hashes, shared by runs: :mod:`cxrbio.radiomics`) are read in
+hits (by image, mask and parameter hashes, shared by runs: :mod:`cxrbio.features.radiomic_features`) are read in
 this process; only misses go to the executor's workers or Ray tasks. Writes
 ``radiomics/features.parquet`` and ``radiomics/status.parquet``; failed images are listed there,
 never dropped silently.
@@ -19,12 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio import freshness
-from cxrbio.atomic import atomic_write_parquet
-from cxrbio.executors import Executor, make_executor
-from cxrbio.masks import with_masks
-from cxrbio.progress import Progress, counter
-from cxrbio.radiomics import (
+from cxrbio.features.lung_masks import with_masks
+from cxrbio.features.radiomic_features import (
     STATUS_OK,
     RadiomicsResult,
     cached_features,
@@ -34,7 +30,11 @@ from cxrbio.radiomics import (
     params_path,
     plan_jobs,
 )
-from cxrbio.rundir import open_run, supersede
+from cxrbio.run import freshness
+from cxrbio.run.atomic import atomic_write_parquet
+from cxrbio.run.rundir import open_run, supersede
+from cxrbio.runtime.executors import Executor, make_executor
+from cxrbio.runtime.progress import Progress, counter
 
 STAGE = "radiomics"
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrbio import runconfig
 from cxrbio.config import Config
-from cxrbio.progress import Progress, ProgressEvent, silent
 from cxrbio.report.build import ReportResult, build_report
-from cxrbio.rundir import open_run
+from cxrbio.run import runconfig
+from cxrbio.run.rundir import open_run
+from cxrbio.runtime.progress import Progress, ProgressEvent, silent
 
 STAGE = "report"
 

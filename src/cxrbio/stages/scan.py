@@ -3,7 +3,7 @@
 The stage that creates a run: it writes ``config.yaml`` (every later stage reads it),
 ``run.json`` (layout version, where the data came from) and ``manifest.parquet`` with its stamp.
 Re-scanning an existing run with another config is refused unless ``reconfigure``
-(:mod:`cxrbio.runconfig`); re-scanning one whose later stages have results needs ``force`` (or
+(:mod:`cxrbio.run.runconfig`); re-scanning one whose later stages have results needs ``force`` (or
 ``reconfigure``), and a manifest that then differs from the old one is moved aside with every result
 made from it. A failed scan writes nothing.
 """
@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrbio import freshness, runconfig
-from cxrbio.artifacts import downstream
-from cxrbio.atomic import atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.confounding.acquisition import AcquisitionBaseline, acquisition_baseline
 from cxrbio.confounding.covariates import CovariateAudit, audit_covariates
 from cxrbio.confounding.design import control_of, design_table
+from cxrbio.data.manifest import ScanResult, build_manifest, manifest_digest
 from cxrbio.data.privacy import load_or_create_salt
-from cxrbio.data.scan import ScanResult, build_manifest, manifest_digest
 from cxrbio.errors import DataError
-from cxrbio.executors import Executor, make_executor
-from cxrbio.progress import Progress, counter
-from cxrbio.rundir import RunDir, check_layout, supersede
+from cxrbio.run import freshness, runconfig
+from cxrbio.run.artifacts import downstream
+from cxrbio.run.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.run.rundir import RunDir, check_layout, supersede
+from cxrbio.runtime.executors import Executor, make_executor
+from cxrbio.runtime.progress import Progress, counter
 
 STAGE = "scan"
 
@@ -48,7 +48,7 @@ class ScanStageResult(ScanResult):
 
 def _later_results(run: RunDir) -> bool:
     """Whether stages after the scan completed anything (the demo's phantom is its input, not a result)."""
-    from cxrbio.artifacts import ARTIFACTS
+    from cxrbio.run.artifacts import ARTIFACTS
 
     return any(ARTIFACTS[stamp.artifact].stage not in (STAGE, "demo") for _, stamp in freshness.all_stamps(run.root))
 
@@ -89,7 +89,7 @@ def run(run_dir: str | Path, *, data: str | Path, config: Config | None = None, 
     unchanged = previous is not None and previous.digest == digest
     aside = None
     if previous is not None and not unchanged:
-        from cxrbio.runconfig import top_level_paths
+        from cxrbio.run.runconfig import top_level_paths
 
         aside = supersede(run, top_level_paths(downstream({STAGE}) - {STAGE}) + ["manifest.parquet"],
                           reason=f"re-scanned {data}: the manifest changed")

@@ -1,11 +1,11 @@
 """Stage ``train``: every strategy x fold of a run, then each strategy's metrics and the comparisons.
 
 Reads the run's config (a ``config`` that differs is refused unless ``reconfigure``:
-:mod:`cxrbio.runconfig`) and manifest (a run without one is scanned first from ``data``).
+:mod:`cxrbio.run.runconfig`) and manifest (a run without one is scanned first from ``data``).
 ``force`` retrains folds that are up to date, moving the old ones to ``superseded-<time>/``.
 Pretrained weights must be reachable, or ``skip_unavailable`` marks those strategies skipped in
 every output. A fold whose stamp is fresh is skipped; an interrupted one resumes from its last
-checkpoint (:class:`cxrbio.training.FoldTrainer`). After training, ``metrics/<strategy>.json`` per
+checkpoint (:class:`cxrbio.training.fold_trainer.FoldTrainer`). After training, ``metrics/<strategy>.json`` per
 complete strategy and ``metrics/comparison.json``.
 """
 
@@ -19,19 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from cxrbio import freshness, runconfig
-from cxrbio.artifacts import command_for
-from cxrbio.atomic import atomic_write_text
-from cxrbio.comparisons import compare_strategies
 from cxrbio.config import Config, load_config
 from cxrbio.errors import CxrbioError, DataError
-from cxrbio.executors import Executor, make_executor
-from cxrbio.metrics import strategy_metrics
+from cxrbio.evaluation.comparisons import compare_strategies
+from cxrbio.evaluation.metrics import strategy_metrics
 from cxrbio.models.strategies import Strategy
 from cxrbio.models.weights import WeightsUnavailable, load_backbone
-from cxrbio.progress import Progress, ProgressEvent, say, silent
-from cxrbio.rundir import RunDir, check_layout, supersede
-from cxrbio.training import STAGE, FoldTrainer, TrainingData, read_predictions, read_validation_predictions
+from cxrbio.run import freshness, runconfig
+from cxrbio.run.artifacts import command_for
+from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.rundir import RunDir, check_layout, supersede
+from cxrbio.runtime.executors import Executor, make_executor
+from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent
+from cxrbio.training.fold_trainer import STAGE, FoldTrainer, TrainingData, read_predictions, read_validation_predictions
 
 EpochLogs = dict[str, float]
 
@@ -109,7 +109,7 @@ def write_strategy_metrics(run: RunDir, config: Config, strategy: str, data: Tra
 
 
 def write_comparison(run: RunDir, config: Config, data: TrainingData, strategies: list[str]) -> dict[str, Any]:
-    """metrics/comparison.json: every pair of complete strategies over the same folds and images (:mod:`cxrbio.comparisons`)."""
+    """metrics/comparison.json: every pair of complete strategies over the same folds and images (:mod:`cxrbio.evaluation.comparisons`)."""
     finished = [s for s in strategies if strategy_complete(run, config, s, data)]
     n = len(data.manifest)
     n_test = float(np.mean([int(f.test.sum()) for f in data.folds]))
@@ -153,9 +153,9 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
     ``executor``: local with one worker (default) trains in this process with per-epoch progress;
     more workers, or Ray, train one fold per task from the run's disk cache.
     """
-    from cxrbio import backend
-    from cxrbio.backend import initialise_tensorflow
-    from cxrbio.training import load_training_data
+    from cxrbio.runtime import backend
+    from cxrbio.runtime.backend import initialise_tensorflow
+    from cxrbio.training.fold_trainer import load_training_data
 
     report = progress or silent
     initialise_tensorflow()  # before anything imports it: keeps its C++ start-up notices off the screen
@@ -246,8 +246,8 @@ def _train(jobs: list[tuple[str, int]], run: RunDir, config: Config, data: Train
 
 def train_fold_task(task: tuple[str, dict[str, Any], str, int]) -> tuple[str, int, str]:
     """Body of one task in another process: load the run's data from its disk cache and train one fold."""
-    from cxrbio import backend
-    from cxrbio.training import load_training_data
+    from cxrbio.runtime import backend
+    from cxrbio.training.fold_trainer import load_training_data
 
     run_dir, config_json, strategy, fold = task
     backend.limit_threads()

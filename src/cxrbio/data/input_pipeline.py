@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrbio.atomic import atomic_write
 from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
+from cxrbio.data.manifest import ProgressCallback, iter_images, map_images
 from cxrbio.data.preprocess import letterbox
-from cxrbio.data.scan import ProgressCallback, iter_images, map_images
+from cxrbio.run.atomic import atomic_write
 
 
 def load_letterboxed(job: tuple[str, int]) -> np.ndarray:
@@ -145,7 +145,7 @@ def make_dataset(
     (shuffled per seed when training); the augmentation is then the model's own layer
     (:mod:`cxrbio.models.augment`), so ``augment`` is not applied here.
     """
-    from cxrbio import backend
+    from cxrbio.runtime import backend
 
     if not backend.uses_tf_data():
         from cxrbio.data.batches import ArrayBatches

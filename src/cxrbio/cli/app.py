@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
 from cxrbio import __version__
-from cxrbio.console import console, err_console, frame_table
+from cxrbio.cli.console import console, err_console, frame_table
 from cxrbio.errors import CxrbioError
-from cxrbio.progress import ProgressEvent
-from cxrbio.rundir import RunDir
+from cxrbio.run.rundir import RunDir
+from cxrbio.runtime.progress import ProgressEvent
 
 GRAMMAR = """Every command takes the run directory (or data folder) as an argument:
 
@@ -161,7 +161,7 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """cxrbio reproduces Apostolopoulos et al. (2020) and looks for biomarkers behind it."""
-    from cxrbio.console import render_library_logging
+    from cxrbio.cli.console import render_library_logging
 
     render_library_logging()
 
@@ -249,7 +249,7 @@ def _given_config(path: Path | None) -> Any:
 
 
 def _executor(kind: str, workers: int | None, address: str | None, gpus_per_task: float = 0.0) -> Any:
-    from cxrbio.executors import make_executor
+    from cxrbio.runtime.executors import make_executor
 
     return make_executor(kind, workers=workers, address=address, gpus_per_task=gpus_per_task)
 
@@ -299,7 +299,7 @@ def data_phantom(
     cxrbio data phantom FOLDER [--per-class N] [--size PX] [--seed S] [--severity LOW,HIGH] ...
     """
     from cxrbio.data.phantom import generate_phantom, parse_severity, parse_shortcut
-    from cxrbio.progress import counter
+    from cxrbio.runtime.progress import counter
 
     if old_out is not None:
         if folder is not None and folder != old_out:
@@ -512,7 +512,7 @@ def radiomics_command(
 
 
 def print_radiomics_summary(result: Any, run_dir: Path) -> None:
-    from cxrbio.radiomics import STATUS_OK
+    from cxrbio.features.radiomic_features import STATUS_OK
 
     run = RunDir(run_dir)
     if result.masks is not None and not result.masks.up_to_date:
@@ -642,7 +642,7 @@ def evaluate_command(
 def print_external(result: Any) -> None:
     from rich.table import Table
 
-    from cxrbio.external import COMPARED
+    from cxrbio.evaluation.external import COMPARED
 
     table = Table(title=f"External set '{result.name}' ({result.images} images): internal out-of-fold → external "
                         "ensemble", title_justify="left")
@@ -716,7 +716,7 @@ def print_report_summary(result: Any, seconds: float) -> None:
 def config_show(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Run directory.")]) -> None:
     """Print the config a run was made with (its config.yaml) and the history of its changes."""
     from cxrbio.config import config_to_yaml
-    from cxrbio.rundir import open_run
+    from cxrbio.run.rundir import open_run
 
     run, config = open_run(run_dir)
     console.print(config_to_yaml(config), markup=False, highlight=False, end="")
@@ -732,7 +732,7 @@ def config_diff(
     b: Annotated[Path, typer.Argument(help="Another run directory or config file.")],
 ) -> None:
     """The keys whose values differ between two runs' configs (or config files); exit 1 when any do."""
-    from cxrbio.runconfig import differences
+    from cxrbio.run.runconfig import differences
 
     changes = differences(_config_of(a), _config_of(b))
     if not changes:
@@ -745,7 +745,7 @@ def config_diff(
 
 def _config_of(path: Path) -> Any:
     from cxrbio.config import load_config
-    from cxrbio.rundir import open_run
+    from cxrbio.run.rundir import open_run
 
     return open_run(path)[1] if path.is_dir() else load_config(path)
 

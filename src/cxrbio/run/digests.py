@@ -20,8 +20,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from cxrbio.atomic import atomic_write_text
 from cxrbio.data.duplicates import sha256_file
+from cxrbio.run.atomic import atomic_write_text
 
 #: The digest recorded for a file that does not exist (a missing input is a change, never a crash).
 MISSING = "missing"

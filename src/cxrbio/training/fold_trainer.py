@@ -8,7 +8,7 @@ Per fold (``train/<strategy>/fold-<k>/``):
 * ``best-<epoch>.weights.h5``: weights of the epoch with the lowest validation loss (named in state.json).
 * At the end: ``model.keras`` (best weights), ``history.csv``, ``predictions.parquet`` (its
   test fold), ``validation.parquet`` (its inner validation patients, for temperature scaling),
-  ``summary.json``, then the fold's stamp (last; :mod:`cxrbio.freshness`). A fold with a fresh
+  ``summary.json``, then the fold's stamp (last; :mod:`cxrbio.run.freshness`). A fold with a fresh
   stamp is skipped; a fold without one resumes from its state, if that state was started under
   the same fingerprint (same inputs and settings), else starts over.
 
@@ -29,15 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio import freshness
-from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.config import Config
 from cxrbio.data.folds import TestFold, inner_validation_split, outer_folds
-from cxrbio.digests import file_digest
 from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER, GAP_LAYER, HEAD_LAYERS, PREPROCESS_LAYER
 from cxrbio.models.weights import weights_file
-from cxrbio.rundir import RunDir
+from cxrbio.run import freshness
+from cxrbio.run.atomic import atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.run.digests import file_digest
+from cxrbio.run.rundir import RunDir
 
 STAGE = "train"
 
@@ -61,7 +61,7 @@ class TrainingData:
 def load_training_data(run: RunDir, config: Config, cache: str | None = None, workers: int | None = None,
                        progress: Callable[[int, int], None] | None = None) -> TrainingData:
     """The run's included images and labels; ``cache`` overrides data.cache ('disk' for Ray tasks)."""
-    from cxrbio.data.pipeline import build_image_cache
+    from cxrbio.data.input_pipeline import build_image_cache
     from cxrbio.errors import DataError
 
     manifest = run.read_manifest()
@@ -193,7 +193,7 @@ def frozen_features(run: RunDir, config: Config, data: TrainingData, frozen: Any
     """Frozen-part outputs of every image (pretrained weights, no augmentation); cached per run on disk."""
     import hashlib
 
-    from cxrbio.data.pipeline import cache_key, make_dataset
+    from cxrbio.data.input_pipeline import cache_key, make_dataset
 
     tag = split_layer(strategy) or "gap"
     source = weights_file(config.model.weights)  # a file's content, not its path: a replaced file is another cache
@@ -239,8 +239,8 @@ class FoldTrainer:
         if state.get("fingerprint") != self.expected.fingerprint:
             self._clear()  # started under other inputs or settings: its epochs are not ours
             return None
-        from cxrbio import backend
         from cxrbio.errors import ConfigError
+        from cxrbio.runtime import backend
 
         started_on = state.get("keras_backend", backend.TENSORFLOW)
         if started_on != backend.name():
@@ -254,9 +254,9 @@ class FoldTrainer:
             leftover.unlink(missing_ok=True)
 
     def _build(self, steps_per_epoch: int) -> Any:
-        from cxrbio import backend
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
+        from cxrbio.runtime import backend
 
         in_model = (backend.augments_in_model() and self.config.augment.enabled
                     and not uses_feature_cache(self.config, self.strategy))
@@ -271,8 +271,8 @@ class FoldTrainer:
         """Run the fold to completion; returns 'done' (already), 'trained' or 'interrupted'."""
         import keras
 
-        from cxrbio import backend
-        from cxrbio.data.pipeline import make_dataset
+        from cxrbio.data.input_pipeline import make_dataset
+        from cxrbio.runtime import backend
 
         if self.done:
             return "done"
@@ -411,7 +411,7 @@ class FoldTrainer:
 
 def predict_rows(model: Any, data: TrainingData, rows: np.ndarray, fold: int, config: Config) -> pd.DataFrame:
     """Predictions of ``model`` on the given row positions: ids, truth, prediction and one p_<class> per class."""
-    from cxrbio.data.pipeline import make_dataset
+    from cxrbio.data.input_pipeline import make_dataset
 
     dataset = make_dataset(data.images, rows, data.y[rows], config.train.batch_size, training=False)
     probabilities = model.predict(dataset, verbose=0).astype(np.float64)
@@ -446,7 +446,7 @@ def read_validation_predictions(run: RunDir, strategy: str, folds: list[int]) ->
 
 def feature_dataset(features: Any, indices: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None) -> Any:
     """Batches of cached feature rows; shuffled with a per-epoch seed when training."""
-    from cxrbio import backend
+    from cxrbio.runtime import backend
 
     if not backend.uses_tf_data():
         from cxrbio.data.batches import ArrayBatches

@@ -8,7 +8,7 @@ padding. Where it came from is recorded in the masks stage's own table, ``masks/
 ``mask_source``
     ``folder`` (a user mask file named like the image), ``column`` (a path in the manifest
     column ``masks.column``; the phantom's ground truth), ``segmented`` (the built-in classical
-    segmentation, :mod:`cxrbio.lungseg`), ``content`` (the whole non-padding area: the
+    segmentation, :mod:`cxrbio.features.lungseg`), ``content`` (the whole non-padding area: the
     segmentation scored below ``masks.min_qc``, or ``masks.source: content``), or ``none`` (no
     usable mask: unreadable image, unreadable/empty/mismatched user mask; no features).
 ``mask_qc``
@@ -19,7 +19,7 @@ padding. Where it came from is recorded in the masks stage's own table, ``masks/
     The body (thorax outline) mask, ``masks/body/<image_id>.png``, that the shortcut audit uses
     to tell evidence inside the patient from evidence outside (padding, air, burned-in labels):
     ``column`` (a path in the manifest column ``masks.body_column``; the phantom's ground
-    truth), ``segmented`` (:func:`cxrbio.lungseg.segment_body`, united with the lung mask) or
+    truth), ``segmented`` (:func:`cxrbio.features.lungseg.segment_body`, united with the lung mask) or
     ``none`` (segmentation QC below ``masks.body_min_qc``, or an unreadable file: the image is
     left out of the audit, with the reason here).
 
@@ -37,12 +37,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from cxrbio.atomic import atomic_write
 from cxrbio.config import Config
 from cxrbio.errors import CxrbioError, DataError
-from cxrbio.rundir import RunDir
+from cxrbio.run.atomic import atomic_write
+from cxrbio.run.rundir import RunDir
 
-SEGMENTATION_VERSION = 2  # bump when cxrbio.lungseg changes its output (2: body masks)
+SEGMENTATION_VERSION = 2  # bump when cxrbio.features.lungseg changes its output (2: body masks)
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 BODY_COLUMNS = ("body_source", "body_qc", "body_note")
 MASK_COLUMNS = ("mask_source", "mask_qc", "mask_note", *BODY_COLUMNS)
@@ -91,7 +91,7 @@ def build_mask(job: MaskJob) -> dict[str, Any]:
     """Make and write one mask; returns its manifest fields (never raises for one bad image)."""
     from cxrbio.data.imageio import read_image
     from cxrbio.data.preprocess import letterbox, letterbox_mask
-    from cxrbio.lungseg import segment_lungs
+    from cxrbio.features.lungseg import segment_lungs
 
     result: dict[str, Any] = {"image_id": job.image_id, "mask_source": NO_MASK, "mask_qc": np.nan, "mask_note": "",
                               "body_source": NO_MASK, "body_qc": np.nan, "body_note": ""}
@@ -138,7 +138,7 @@ def _body_fields(job: MaskJob, shape: tuple[int, ...], image: np.ndarray, conten
                  lungs: np.ndarray | None) -> dict[str, Any]:
     """Make and write one body mask (given, else segmented); its body_* fields."""
     from cxrbio.data.preprocess import letterbox_mask
-    from cxrbio.lungseg import segment_body
+    from cxrbio.features.lungseg import segment_body
 
     assert job.body_out is not None
     if job.body_mask is not None:

@@ -6,7 +6,7 @@ many times as its patient was drawn. Written as a (resamples x images) matrix of
 weights, one resample is a weighted copy of the data: the metrics below are weighted sums,
 vectorised over resamples, so 1,000 resamples of 4,000 images and 7 classes take well under
 a second, and two strategies compared on the same weights are compared on the same patients
-(paired differences; :mod:`cxrbio.comparisons`).
+(paired differences; :mod:`cxrbio.evaluation.comparisons`).
 
 Every weighted statistic here equals the unweighted statistic of the data with each image
 repeated ``weight`` times (tests check this against scikit-learn on replicated rows).
@@ -101,9 +101,9 @@ def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, wei
 
 def classification_statistics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, positive: int | None,
                               weights: np.ndarray) -> dict[str, np.ndarray]:
-    """The scalar metrics of :data:`cxrbio.metrics.SUMMARY_KEYS` and per-class rates, per resample.
+    """The scalar metrics of :data:`cxrbio.evaluation.metrics.SUMMARY_KEYS` and per-class rates, per resample.
 
-    Definitions follow scikit-learn, as :func:`cxrbio.metrics.paper_metrics` does: balanced
+    Definitions follow scikit-learn, as :func:`cxrbio.evaluation.metrics.paper_metrics` does: balanced
     accuracy averages recall over the classes present; macro F1 averages over every class with
     0 where a class is neither present nor predicted.
     """

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
-from cxrbio import calibration
-from cxrbio.bootstrap import PatientBootstrap, classification_statistics, percentile_interval, prediction_statistics
+from cxrbio.evaluation import calibration
+from cxrbio.evaluation.bootstrap import PatientBootstrap, classification_statistics, percentile_interval, prediction_statistics
 
 
 def _ratio(numerator: float, denominator: float) -> float:

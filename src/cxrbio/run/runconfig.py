@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxrbio.artifacts import ARTIFACTS, artifacts_shaped_by, downstream_artifacts, flatten
 from cxrbio.config import Config, load_config, save_config
 from cxrbio.errors import ConfigError
-from cxrbio.rundir import RunDir, supersede
+from cxrbio.run.artifacts import ARTIFACTS, artifacts_shaped_by, downstream_artifacts, flatten
+from cxrbio.run.rundir import RunDir, supersede
 
 #: Sections a stage may take from a --config that differs from the run's (they shape no stored model).
 FREE_SECTIONS: dict[str, tuple[str, ...]] = {"analyze": ("analysis", "report"), "report": ("analysis", "report")}

@@ -2,7 +2,7 @@
 
 TensorFlow 2.21 prints oneDNN/CUDA notices to file descriptor 2 before its logging is
 configured, so TF_CPP_MIN_LOG_LEVEL cannot silence them. While TensorFlow initialises
-(:func:`cxrbio.backend.initialise_tensorflow`) descriptor 2 goes to a temporary file; if
+(:func:`cxrbio.runtime.backend.initialise_tensorflow`) descriptor 2 goes to a temporary file; if
 initialisation fails, what it wrote is replayed. This module knows nothing of Keras backends.
 """
 

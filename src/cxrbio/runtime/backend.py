@@ -4,7 +4,7 @@ cxrbio's model code is Keras 3 and runs on TensorFlow (the default) or JAX (``KE
 ``uv sync --extra jax``). What differs:
 
 * **input pipeline**: TensorFlow trains from tf.data with the augmentation in the pipeline
-  (:mod:`cxrbio.data.pipeline`; measured faster on CPU); other backends train from
+  (:mod:`cxrbio.data.input_pipeline`; measured faster on CPU); other backends train from
   ``keras.utils.PyDataset`` batches of the uint8 image cache (:mod:`cxrbio.data.batches`) with the
   augmentation inside the model (:mod:`cxrbio.models.augment`). Neither path imports the other's
   framework.
@@ -23,7 +23,7 @@ import logging
 import os
 from typing import Any
 
-from cxrbio.quiet import ExpectedRetracing, native_stderr_captured
+from cxrbio.runtime.quiet import ExpectedRetracing, native_stderr_captured
 
 TENSORFLOW = "tensorflow"
 

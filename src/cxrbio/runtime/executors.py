@@ -37,7 +37,7 @@ class LocalExecutor:
 
     def map(self, function: Callable[[T], R], jobs: Iterable[T], progress: Counter | None = None,
             min_jobs: int = 2, chunksize: int = 1) -> Iterator[R]:
-        from cxrbio.parallel import imap_jobs
+        from cxrbio.runtime.parallel import imap_jobs
 
         return imap_jobs(function, jobs, self.workers, progress, min_jobs=min_jobs, chunksize=chunksize)
 

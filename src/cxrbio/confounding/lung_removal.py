@@ -7,7 +7,7 @@ what a model that saw lungs does without them; retraining asks what the *data* o
 them. Here a fixed central box -- ``confounding.lungs_removed_box`` of the content's width and
 height, centred on the content -- is set to 0 (the padding's black) in every image, training,
 validation and test alike, and the strategy is trained again with the run's folds, seeds and
-schedule (:class:`cxrbio.training.FoldTrainer` with its own artifact).
+schedule (:class:`cxrbio.training.fold_trainer.FoldTrainer` with its own artifact).
 
 The result per class is the one-vs-rest AUROC of the out-of-fold probabilities (chance 0.5) with
 its patient-bootstrap CI, beside the normal model's; a class is *recognised without the lungs*
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
+from cxrbio.evaluation.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
 
 
 def central_box(content: np.ndarray, fraction: float) -> np.ndarray:

@@ -3,8 +3,8 @@
 This module is the contract between stages (docs/architecture.md). Each :class:`Artifact` is
 declared once with its path pattern, the one stage that writes it, its schema version, the
 artifacts it is computed from and the config keys that shape it. Writers and readers take
-paths from here (:class:`cxrbio.rundir.RunDir`), freshness is judged from here
-(:mod:`cxrbio.freshness`), and "run X first" messages are written from here
+paths from here (:class:`cxrbio.run.rundir.RunDir`), freshness is judged from here
+(:mod:`cxrbio.run.freshness`), and "run X first" messages are written from here
 (:func:`missing_error`). Adding a stage means adding its declarations, not editing messages in
 sixteen modules.
 
@@ -24,7 +24,7 @@ from cxrbio.errors import CxrbioError
 
 #: Version of the run-directory layout; a folder without ``run.json`` predates layout 2.
 LAYOUT_VERSION = 2
-#: Folder of the run directory holding one stamp per completed unit (:mod:`cxrbio.freshness`).
+#: Folder of the run directory holding one stamp per completed unit (:mod:`cxrbio.run.freshness`).
 STAMPS = "stamps"
 #: The analysis unit of the radiomics space (``analysis/radiomics/``), beside one per strategy.
 RADIOMICS_SPACE = "radiomics"
@@ -49,7 +49,7 @@ class Artifact:
     also has is bound to the same value, a field it lacks means "every unit" (an analysis of a
     strategy depends on every fold's embeddings of that strategy). ``settings`` are the config
     key prefixes that shape the result (``ignore`` lists keys under them that do not).
-    ``files`` names the kind of files *outside* the run a unit reads (:mod:`cxrbio.file_inputs`:
+    ``files`` names the kind of files *outside* the run a unit reads (:mod:`cxrbio.run.file_inputs`:
     ``weights``, ``masks``, ``radiomics_params``, ``external_data``); their content is part of
     the fingerprint. Artifacts without a stamp (``stamped=False``) are parts of a stamped unit or caches.
     """

@@ -23,12 +23,12 @@ from cxrbio.analysis import association, attribution, stability
 from cxrbio.analysis.inputs import AnalysisInputs, clean_columns, load_fold_embeddings
 from cxrbio.analysis.projection import project, projection_table
 from cxrbio.analysis.stats import class_tests
-from cxrbio.artifacts import RADIOMICS_SPACE
-from cxrbio.atomic import atomic_write, atomic_write_parquet, atomic_write_text
 from cxrbio.confounding.source_probe import covariate_probes, covariate_targets, source_probe
 from cxrbio.errors import ConfigError
 from cxrbio.models import saving
-from cxrbio.timing import timed
+from cxrbio.run.artifacts import RADIOMICS_SPACE
+from cxrbio.run.atomic import atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.runtime.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")  # stability: radiomics bootstrap
 STAGE = "analyze"
@@ -62,7 +62,7 @@ def probes(inputs: AnalysisInputs, space: str, values: np.ndarray, y: np.ndarray
 
 def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> pd.DataFrame:
     """analysis/radiomics/*: tests, classifier (baseline) + SHAP, bootstrap stability, UMAP, ranking."""
-    from cxrbio.metrics import bootstrap_ci, paper_metrics
+    from cxrbio.evaluation.metrics import bootstrap_ci, paper_metrics
 
     settings = inputs.config.analysis
     out = inputs.run.output(STAGE, "analysis", strategy=RADIOMICS)

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.artifacts import missing_error
-from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config, bundled_config
 from cxrbio.errors import ConfigError
-from cxrbio.masks import read_mask_file
-from cxrbio.rundir import RunDir
+from cxrbio.features.lung_masks import read_mask_file
+from cxrbio.run.artifacts import missing_error
+from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.rundir import RunDir
 
 EXTRACTION_VERSION = 2  # bump when the way images reach pyradiomics changes
 BORDER = 1  # px of black added around image and mask (see extract_features)

@@ -1,6 +1,6 @@
 """A run directory on disk: paths from the declarations, atomic writes, the run's identity.
 
-Every path comes from :mod:`cxrbio.artifacts` (``run.path("embeddings", strategy=..., fold=...)``);
+Every path comes from :mod:`cxrbio.run.artifacts` (``run.path("embeddings", strategy=..., fold=...)``);
 a stage asks for the paths it writes with ``run.output(stage, artifact, ...)``, which refuses an
 artifact that another stage owns, so "a stage writes only its own artifacts" is checked, not
 hoped. Every write goes through :func:`atomic_write` (temp file beside the target, then
@@ -24,10 +24,10 @@ from typing import Any
 import pandas as pd
 
 from cxrbio import __version__
-from cxrbio.artifacts import ARTIFACTS, LAYOUT_VERSION, STAMPS, missing_error
-from cxrbio.atomic import atomic_write_text
 from cxrbio.config import Config, load_config
 from cxrbio.errors import CxrbioError
+from cxrbio.run.artifacts import ARTIFACTS, LAYOUT_VERSION, STAMPS, missing_error
+from cxrbio.run.atomic import atomic_write_text
 
 
 class RunDir:

@@ -4,11 +4,11 @@ When a stage completes a unit (a fold model, a strategy's embeddings of one fold
 an analysis) it writes, last, a stamp: ``stamps/<artifact path>.json``. The stamp holds
 
 * ``fingerprint``: a hash of what the unit was made from: the artifact's schema version, the
-  cxrbio version, the config values that shape it (declared in :mod:`cxrbio.artifacts`), the
+  cxrbio version, the config values that shape it (declared in :mod:`cxrbio.run.artifacts`), the
   stage's options (a mask folder, the analysis parts), the ``digest`` of every input unit, and
   the *content* digest of every file outside the run it reads (``files``: a weights file, mask
-  files, the radiomics parameter file, an external data set; :mod:`cxrbio.file_inputs`), so a
-  file replaced in place makes the unit stale and a ``touch`` does not (:mod:`cxrbio.digests`);
+  files, the radiomics parameter file, an external data set; :mod:`cxrbio.run.file_inputs`), so a
+  file replaced in place makes the unit stale and a ``touch`` does not (:mod:`cxrbio.run.digests`);
 * ``digest``: the identity of what was written (a content hash where one is cheap, e.g. the
   model file, else a fresh token), which downstream fingerprints use;
 * ``settings``, ``options``, ``inputs``, ``files``: the parts of the fingerprint in the clear, so a
@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cxrbio import __version__
-from cxrbio.artifacts import ARTIFACTS, STAMPS, Artifact, settings_values
-from cxrbio.atomic import atomic_write_text
-from cxrbio.digests import MISSING, file_digests
-from cxrbio.file_inputs import outside_files
+from cxrbio.run.artifacts import ARTIFACTS, STAMPS, Artifact, settings_values
+from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.digests import MISSING, file_digests
+from cxrbio.run.file_inputs import outside_files
 
 if TYPE_CHECKING:
-    from cxrbio.rundir import RunDir
+    from cxrbio.run.rundir import RunDir
 
 
 

@@ -9,7 +9,7 @@ image has exactly one, computed by a model that never saw it (:func:`read_out_of
 Images are read batch by batch from the run's memory-mapped image cache and embeddings are
 written to Parquet a chunk at a time, so memory is bounded by the chunk, not the data set.
 There is no augmentation at export. Whether a file is current is its stamp's business
-(:mod:`cxrbio.freshness`): a retrained fold model makes its embeddings stale.
+(:mod:`cxrbio.run.freshness`): a retrained fold model makes its embeddings stale.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio import freshness
-from cxrbio.artifacts import command_for, missing_error
-from cxrbio.atomic import atomic_write
 from cxrbio.errors import DataError
 from cxrbio.models import saving
 from cxrbio.models.layers import GAP_LAYER
-from cxrbio.rundir import RunDir
+from cxrbio.run import freshness
+from cxrbio.run.artifacts import command_for, missing_error
+from cxrbio.run.atomic import atomic_write
+from cxrbio.run.rundir import RunDir
 
 CHUNK_IMAGES = 1024  # images per model.predict call and per Parquet row group
 
@@ -50,8 +50,8 @@ def export_fold(model_path: Path, target: Path, data: Any, test_mask: np.ndarray
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cxrbio.data.pipeline import make_dataset
-    from cxrbio.quiet import native_stderr_captured
+    from cxrbio.data.input_pipeline import make_dataset
+    from cxrbio.runtime.quiet import native_stderr_captured
 
     model = saving.load_model(model_path, compile=False)
     embedder = embedding_model(model)

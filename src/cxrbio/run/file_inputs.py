@@ -1,6 +1,6 @@
 """The files outside the run directory that a unit is made from, per kind (declared by ``Artifact.files``).
 
-A stamp's fingerprint covers the content of these files (:mod:`cxrbio.digests`), so replacing
+A stamp's fingerprint covers the content of these files (:mod:`cxrbio.run.digests`), so replacing
 one in place makes the units made from it stale, and a ``touch`` does not. Each resolver answers
 "which outside files would this unit read today?" from the run, the config and the unit's
 options, the same way the stage that makes the unit decides it; freshness calls it both when a
@@ -28,7 +28,7 @@ from cxrbio.config import Config
 from cxrbio.errors import CxrbioError
 from cxrbio.models.strategies import Strategy
 from cxrbio.models.weights import weights_file
-from cxrbio.rundir import RunDir
+from cxrbio.run.rundir import RunDir
 
 Files = dict[str, list[Path]]
 Resolver = Callable[[RunDir, dict[str, Any], dict[str, Any], dict[str, Any]], Files]
@@ -43,7 +43,7 @@ def weights_inputs(run: RunDir, tree: dict[str, Any], unit: dict[str, Any], opti
 
 
 def mask_inputs(run: RunDir, tree: dict[str, Any], unit: dict[str, Any], options: dict[str, Any]) -> Files:
-    from cxrbio.masks import plan_masks
+    from cxrbio.features.lung_masks import plan_masks
 
     if not run.manifest.is_file():
         return {}
@@ -65,7 +65,7 @@ def mask_inputs(run: RunDir, tree: dict[str, Any], unit: dict[str, Any], options
 
 
 def radiomics_parameter_inputs(run: RunDir, tree: dict[str, Any], unit: dict[str, Any], options: dict[str, Any]) -> Files:
-    from cxrbio.radiomics import params_path
+    from cxrbio.features.radiomic_features import params_path
 
     try:
         path = params_path(Config.model_validate(tree))

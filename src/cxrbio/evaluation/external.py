@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
-from cxrbio.metrics import auroc_per_class, fold_summary, paper_metrics, strategy_metrics
+from cxrbio.evaluation.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
+from cxrbio.evaluation.metrics import auroc_per_class, fold_summary, paper_metrics, strategy_metrics
 
 #: Figures compared between internal and external (key in the metrics, label).
 COMPARED = {"accuracy": "7-class accuracy", "balanced_accuracy": "balanced accuracy", "macro_auroc": "macro AUROC"}

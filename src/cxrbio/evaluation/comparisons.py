@@ -8,7 +8,7 @@ For every pair of strategies trained on the same folds and images:
   (statsmodels ``multipletests``), so "significant" means at the stated family-wise level.
 * **Effect sizes** -- paired differences (a - b) in accuracy, balanced accuracy and macro
   AUROC on the pooled out-of-fold predictions, with percentile intervals from a patient-cluster
-  bootstrap: both strategies are scored on the same resampled patients (:mod:`cxrbio.bootstrap`),
+  bootstrap: both strategies are scored on the same resampled patients (:mod:`cxrbio.evaluation.bootstrap`),
   so the interval is that of the difference, not of two separate estimates.
 * **Secondary, image-level** -- McNemar's test on paired correctness, which treats images as
   independent (several images of one patient are not): kept for comparison with the
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
-from cxrbio.metrics import mcnemar_test, nadeau_bengio_ttest
-from cxrbio.multiple_testing import holm
+from cxrbio.evaluation.bootstrap import PatientBootstrap, percentile_interval, prediction_statistics
+from cxrbio.evaluation.metrics import mcnemar_test, nadeau_bengio_ttest
+from cxrbio.evaluation.multiple_testing import holm
 
 #: Paired differences reported per pair, with their bootstrap intervals.
 DIFFERENCES = ("accuracy", "balanced_accuracy", "macro_auroc")

@@ -1,0 +1,1 @@
+"""Runtime plumbing: worker pools, progress and logging, timing, the Keras backend, quiet native output."""

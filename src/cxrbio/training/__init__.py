@@ -1,0 +1,1 @@
+"""Cross-validated training of one fold: the trainer, its data, the frozen-feature cache."""
