@@ -135,7 +135,7 @@ def permuted_reanalysis(root: Path, strategy: str, replicates: int, seed: int) -
         manifest["label"] = manifest["patient_id"].map(patients["label"])
         manifest["y"] = manifest["label"].map({c: i for i, c in enumerate(inputs.classes)})
         ranking = analyze_strategy(inputs, strategy, ("attribution", "stats"), AnalysisSummary([strategy]),
-                                   lambda message: None)
+                                   lambda message: None).ranking
         frames.append(ranking[["class", "feature", "p", "p_rest"]].assign(replicate=replicate))
     return pd.concat(frames, ignore_index=True)
 

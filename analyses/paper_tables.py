@@ -13,8 +13,8 @@ in the text we have, so only ours is shown. The published numbers live in
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -135,11 +135,10 @@ def print_tables(run_dir: Path, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(__doc__)
-        raise SystemExit(2)
-    print_tables(Path(args[0]), Console(width=200))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory trained with 'cxrbio train'")
+    args = parser.parse_args(argv)
+    print_tables(args.run_dir, Console(width=200))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: li
     from cxrbio.data.phantom import LOCALISED
     from cxrbio.features.lung_masks import read_body_mask, read_mask
     from cxrbio.run.rundir import open_run
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     run, cfg = open_run(root)
     folder = run.path("analysis", strategy=args.strategy)
@@ -165,7 +165,7 @@ def sanity_distribution(root: Path, seed: int, args: argparse.Namespace) -> list
     from cxrbio.features.embedding import embedding_model
     from cxrbio.models import saving
     from cxrbio.run.rundir import open_run
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     run, cfg = open_run(root)
     dims = pd.read_parquet(run.path("analysis", strategy=args.strategy) / "audit_dims.parquet").drop_duplicates(["fold", "dim"])

@@ -164,7 +164,7 @@ def pointing_game(run_root: Path, strategy: str) -> None:
     import pandas as pd
 
     from cxrbio.run.rundir import open_run
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     run, cfg = open_run(run_root)
     dims = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")
@@ -317,7 +317,7 @@ def candidate_evidence(run_root: Path, strategy: str, per_dim: int = 16, bar: fl
     from scipy import stats
 
     from cxrbio.run.rundir import open_run
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     run, cfg = open_run(run_root)
     folder = run.path("analysis", strategy=strategy)
@@ -437,7 +437,7 @@ def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
     from cxrbio.features.embedding import embedding_model
     from cxrbio.features.lung_masks import read_body_mask
     from cxrbio.run.rundir import open_run
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     run, cfg = open_run(run_root)
     dims = pd.read_parquet(run.path("analysis", strategy=strategy) / "audit_dims.parquet")

@@ -27,9 +27,10 @@ def simulate_run(root: Path, images: int, folds: int, features: int, seed: int) 
     import numpy as np
     import pandas as pd
 
-    from cxrbio.config import load_config, save_config
+    from cxrbio.config import load_config
     from cxrbio.evaluation.paper import PAPER_CLASSES
     from cxrbio.run import freshness
+    from cxrbio.run.runconfig import save_config
     from cxrbio.run.rundir import RunDir
 
     rng = np.random.default_rng(seed)
@@ -71,8 +72,8 @@ def simulate_fold(root: Path, fold: int, dims: int, seed: int, model_config) -> 
     from cxrbio.models.mobilenet import build_model
     from cxrbio.models.strategies import Strategy
     from cxrbio.run import freshness
+    from cxrbio.run.fold_files import register_fold_model
     from cxrbio.run.rundir import RunDir
-    from cxrbio.training.fold_trainer import register_fold_model
 
     run = RunDir(root)
     manifest = run.read_manifest()

@@ -60,7 +60,8 @@ def main() -> None:
 
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
-        from cxrbio.training.fold_trainer import load_training_data, register_fold_model
+        from cxrbio.run.fold_files import register_fold_model
+        from cxrbio.training.data import load_training_data
 
         model = build_model(7, args.size, config.model, Strategy.parse("scratch"), seed=0)
         model(np.random.default_rng(0).uniform(0, 255, (8, args.size, args.size, 1)).astype(np.float32), training=True)

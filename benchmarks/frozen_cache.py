@@ -37,10 +37,12 @@ def main() -> None:
     from cxrbio.config import load_config
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.models.weights import WeightsUnavailable, load_backbone
+    from cxrbio.run.fold_files import read_predictions
     from cxrbio.run.rundir import RunDir
     from cxrbio.runtime import backend
     from cxrbio.stages import scan
-    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data, read_predictions
+    from cxrbio.training.data import load_training_data
+    from cxrbio.training.fold_trainer import FoldTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

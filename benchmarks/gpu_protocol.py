@@ -85,7 +85,7 @@ class Bench:
         from cxrbio.models.mobilenet import build_model
         from cxrbio.models.strategies import Strategy
         from cxrbio.runtime import backend
-        from cxrbio.training.fold_trainer import make_optimizer
+        from cxrbio.training.data import make_optimizer
 
         keras.mixed_precision.set_global_policy(precision)
         augment = self.config.augment if backend.augments_in_model() else None
@@ -99,7 +99,7 @@ class Bench:
 
         from cxrbio.data.input_pipeline import make_dataset
         from cxrbio.runtime import backend
-        from cxrbio.training.fold_trainer import feature_dataset
+        from cxrbio.training.frozen_cache import feature_dataset
 
         rows = np.arange(self.args.images)
         features = table
@@ -141,7 +141,8 @@ class Bench:
         """(frozen pass images/s, head training images/s on the cached features)."""
         import numpy as np
 
-        from cxrbio.training.fold_trainer import frozen_and_trainable, make_optimizer
+        from cxrbio.models.surgery import frozen_and_trainable
+        from cxrbio.training.data import make_optimizer
 
         model = self.build("offshelf", precision)
         frozen, trainable = frozen_and_trainable(model, "offshelf")

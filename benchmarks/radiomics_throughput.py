@@ -53,8 +53,7 @@ def main() -> None:
     from cxrbio.features.lung_masks import read_mask
     from cxrbio.features.radiomic_features import BORDER, params_path
     from cxrbio.run.rundir import RunDir
-    from cxrbio.runtime.executors import make_executor
-    from cxrbio.runtime.parallel import available_cores
+    from cxrbio.runtime.executors import available_cores, make_executor
     from cxrbio.stages import masks, radiomics, scan
 
     workers = args.workers or available_cores()

@@ -49,7 +49,8 @@ def main() -> None:
     from cxrbio.run.rundir import RunDir
     from cxrbio.runtime import backend
     from cxrbio.stages import scan
-    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data, make_optimizer, split_fold
+    from cxrbio.training.data import load_training_data, make_optimizer, split_fold
+    from cxrbio.training.fold_trainer import FoldTrainer
 
     config = load_config(None, {
         "data.image_size": args.size, "folds.k": 2, "model.alpha": args.alpha, "train.batch_size": args.batch,

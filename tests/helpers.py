@@ -194,7 +194,7 @@ def fold_model(config, seed: int):
 def untrained_fold_models(run, config, strategies=("scratch", "finetune-2")) -> None:
     """Fold models registered in the run without training: embedding export does not care how the
     weights were reached, and this takes seconds."""
-    from cxrbio.training.fold_trainer import register_fold_model
+    from cxrbio.run.fold_files import register_fold_model
 
     for fold in range(config.folds.k):
         model = fold_model(config, seed=fold)

@@ -164,8 +164,7 @@ def test_the_radiomics_baseline_under_leave_one_source_out_uses_the_cnns_folds(t
     features[:, 0] += 2 * manifest["y"].to_numpy()
     radiomics = pd.DataFrame(features, index=manifest.index, columns=[f"original_firstorder_f{k}" for k in range(4)])
     inputs = AnalysisInputs(RunDir(tmp_path), config, manifest, ["A", "B"], radiomics)
-    analyze_radiomics(inputs, AnalysisSummary([]), lambda message: None)
-    predicted = pd.read_parquet(tmp_path / "analysis" / "radiomics" / "predictions.parquet").set_index("image_id")
+    predicted = analyze_radiomics(inputs, AnalysisSummary([]), lambda message: None).tables["predictions"].set_index("image_id")
     cnn = {image: fold.fold for fold in outer_folds(manifest, "leave-one-source-out") for image in manifest.index[fold.test]}
     assert predicted["fold"].to_dict() == cnn  # the folds training uses: one per source
     assert predicted["fold"].nunique() == 3

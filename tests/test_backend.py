@@ -54,7 +54,7 @@ def test_rotate_shift_draws_are_reseeded_per_epoch_and_survive_saving(tmp_path):
     """reseed_generators (every epoch) sets the layer's draw: a resumed epoch repeats it; the layer reloads."""
     from cxrbio.config import AugmentConfig
     from cxrbio.models.augment import RotateShift, rotate_shift
-    from cxrbio.training.fold_trainer import reseed_generators
+    from cxrbio.models.surgery import reseed_generators
 
     inputs = keras.Input((32, 32, 1))
     model = keras.Model(inputs, rotate_shift(AugmentConfig(), seed=0)(inputs))
@@ -93,7 +93,8 @@ def test_array_batches_give_the_tf_data_batches():
 
 def test_a_fold_started_on_another_backend_is_not_resumed_here(scanned_tiny, tmp_path):
     from cxrbio.errors import ConfigError
-    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data
+    from cxrbio.training.data import load_training_data
+    from cxrbio.training.fold_trainer import FoldTrainer
     from tests.helpers import copy_run
 
     cfg = tiny_config()

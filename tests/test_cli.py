@@ -111,7 +111,7 @@ def test_train_and_demo_take_the_run_directory_as_an_argument_and_the_old_out_st
 
     monkeypatch.setattr(train, "run", fake_train)
     monkeypatch.setattr(demo, "run", fake_demo)
-    monkeypatch.setattr("cxrbio.cli.app.print_metrics_table", lambda *args: None)
+    monkeypatch.setattr("cxrbio.cli.printers.print_metrics_table", lambda *args: None)
     run = str(tmp_path / "run")
     for args, deprecations in ((["train", run], 0), (["train", "--out", run], 1), (["train", run, "--force"], 0),
                                (["train", run, "--reconfigure"], 0), (["demo", run, "--html", "x.html"], 0),

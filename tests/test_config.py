@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from cxrbio.config import Config, load_config, save_config
+from cxrbio.config import Config, load_config
 from cxrbio.errors import ConfigError
 from cxrbio.evaluation.paper import PAPER_CLASSES
+from cxrbio.run.runconfig import save_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -13,9 +13,9 @@ from cxrbio.config import load_config
 from cxrbio.errors import DataError
 from cxrbio.features.embedding import read_out_of_fold
 from cxrbio.run import freshness
+from cxrbio.run.fold_files import register_fold_model
 from cxrbio.run.rundir import RunDir
 from cxrbio.stages import embed
-from cxrbio.training.fold_trainer import register_fold_model
 from tests.helpers import EMBED_TINY as TINY
 from tests.helpers import copy_run, fold_model, scan, untrained_fold_models
 

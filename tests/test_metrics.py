@@ -99,7 +99,7 @@ def test_mcnemar_counts_discordant_pairs():
 
 
 def test_balanced_class_weights_cover_every_class():
-    from cxrbio.training.fold_trainer import class_weights
+    from cxrbio.training.data import class_weights
 
     y = np.array([0] * 30 + [1] * 10 + [2] * 20)
     weights = class_weights(y, n_classes=4)

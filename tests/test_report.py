@@ -254,7 +254,7 @@ def test_performance_views_put_fold_means_beside_the_paper_with_calibration_and_
     from cxrbio.evaluation.comparisons import compare_strategies
     from cxrbio.evaluation.metrics import strategy_metrics
     from cxrbio.evaluation.paper import PAPER_CLASSES
-    from cxrbio.report.calibration import calibration_view
+    from cxrbio.report.calibration_section import calibration_view
     from cxrbio.report.contents import StrategyResults
     from cxrbio.report.performance import comparison_rows, paper_cells, per_class_rows
     from tests.helpers import synthetic_predictions

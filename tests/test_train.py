@@ -29,7 +29,7 @@ def fold_done(run, strategy, fold):
 
 
 def test_splits_keep_test_fold_out_of_training_and_validation(scanned_run):
-    from cxrbio.training.fold_trainer import load_training_data, split_fold
+    from cxrbio.training.data import load_training_data, split_fold
 
     cfg = tiny_config()
     data = load_training_data(RunDir(scanned_run), cfg)
@@ -68,7 +68,8 @@ def test_an_interrupted_fold_resumes_to_the_same_result_with_dense_or_sparse_che
     both give the numbers of the uninterrupted fold (the session's deterministic_fold, trained by ``cxrbio train``)."""
     from cxrbio.config import load_config
     from cxrbio.runtime import backend
-    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data
+    from cxrbio.training.data import load_training_data
+    from cxrbio.training.fold_trainer import FoldTrainer
     from tests.helpers import scanned_copy
 
     reference = RunDir(deterministic_fold.root)
@@ -183,7 +184,7 @@ def frozen_cache_setup(scanned_run, tmp_path, strategy):
     """A weights file made here, a config with the frozen-feature cache on, and the run's data."""
     from cxrbio.models.weights import load_backbone
     from cxrbio.runtime import backend
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     weights = tmp_path / "backbone.weights.h5"
     load_backbone(32, 0.35, None).save_weights(weights)
@@ -227,7 +228,7 @@ def test_disk_full_mid_fold_keeps_the_run_resumable(phantom_dir, tmp_path, monke
 
     from typer.testing import CliRunner
 
-    import cxrbio.training.fold_trainer as train_module
+    import cxrbio.run.fold_files as train_module
     from cxrbio.cli.app import app
 
     run = scanned(phantom_dir, tmp_path / "run", tiny_config(train__epochs=2, train__checkpoint_seconds=0))

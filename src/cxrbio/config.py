@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cxrbio.errors import ConfigError
 from cxrbio.evaluation.paper import PAPER_CLASSES
-from cxrbio.run.atomic import atomic_write_text
+
+__all__ = ["AnalysisConfig", "AugmentConfig", "Config", "ConfoundingConfig", "DataConfig", "EvaluationConfig", "FoldsConfig",
+           "MasksConfig", "ModelConfig", "RadiomicsConfig", "ReportConfig", "TrainConfig", "config_from_dict", "config_to_yaml",
+           "load_config"]
 
 #: Common spellings of the study's classes in public data sets and folder names.
 DEFAULT_LABEL_ALIASES: dict[str, str] = {
@@ -544,6 +547,3 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def config_to_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
-
-def save_config(config: Config, path: str | Path) -> None:
-    atomic_write_text(Path(path), config_to_yaml(config))

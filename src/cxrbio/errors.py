@@ -7,6 +7,8 @@ the offending item (file, row, key) so the user can find it without a debugger.
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "CxrbioError", "DataError", "ImageReadError", "ImageTooLarge"]
+
 
 class CxrbioError(Exception):
     """An error caused by the user's input or environment, with a suggested fix."""

@@ -170,7 +170,7 @@ def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditIma
     """``manifest``: included rows indexed by image_id, with mask_source (and body_source)."""
     from cxrbio.data.preprocess import letterbox_geometry
     from cxrbio.features.lung_masks import NO_MASK, read_body_mask, read_mask
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     data = load_training_data(run, config, cache="disk")
     row = {image_id: i for i, image_id in enumerate(data.manifest["image_id"])}

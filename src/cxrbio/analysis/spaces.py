@@ -1,10 +1,11 @@
-"""The analysis of one space, written under analysis/<space>/ (schemas: docs/analysis.md).
+"""The analysis of one space: the frames the stage writes under analysis/<space>/ (schemas: docs/analysis.md).
 
 Per strategy, fold by fold: statistics on the fold's out-of-fold embeddings, SHAP of the fold's
 head, the top dims per class (candidates), their radiomics descriptors, CCA, UMAP and the
 shortcut audit; then stability across folds and the ranking. The radiomics space gets the same
 treatment (analysis/radiomics/), with its own classifier as the baseline. Which spaces are
-redone is the stage's business (:mod:`cxrbio.stages.analyze`).
+redone, and writing the result, is the stage's business (:mod:`cxrbio.stages.analyze`): this
+module returns a :class:`SpaceResult` and writes nothing.
 """
 
 from __future__ import annotations
@@ -27,13 +28,27 @@ from cxrbio.confounding.source_probe import covariate_probes, covariate_targets,
 from cxrbio.errors import ConfigError
 from cxrbio.models import saving
 from cxrbio.run.artifacts import RADIOMICS_SPACE
-from cxrbio.run.atomic import atomic_write, atomic_write_parquet, atomic_write_text
+from cxrbio.run.fold_layout import model_file, predictions_file
 from cxrbio.runtime.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")  # stability: radiomics bootstrap
 STAGE = "analyze"
 RADIOMICS = RADIOMICS_SPACE
 Say = Callable[[str], None]
+
+
+@dataclass
+class SpaceResult:
+    """What the analysis of one space found: its ranking, and every table, document and array to keep.
+
+    ``tables`` become ``<name>.parquet``, ``documents`` ``<name>.json`` and ``arrays`` a compressed
+    ``<name>.npz`` of named arrays (:func:`cxrbio.run.analysis_files.write_space`).
+    """
+
+    ranking: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,12 +75,11 @@ def probes(inputs: AnalysisInputs, space: str, values: np.ndarray, y: np.ndarray
     return pd.concat(parts, ignore_index=True) if parts else found
 
 
-def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> pd.DataFrame:
+def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say) -> SpaceResult:
     """analysis/radiomics/*: tests, classifier (baseline) + SHAP, bootstrap stability, UMAP, ranking."""
     from cxrbio.evaluation.metrics import bootstrap_ci, paper_metrics
 
     settings = inputs.config.analysis
-    out = inputs.run.output(STAGE, "analysis", strategy=RADIOMICS)
     values, names, ids, dropped = inputs.radiomics_space
     y = inputs.labels(ids)
     say(f"radiomics: {len(ids)} images x {len(names)} features ({len(dropped)} dropped)")
@@ -122,28 +136,22 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
     ranking["effect"] = (ranking["auc"] - 0.5).abs()
     ranking = ranking.sort_values(["class", "effect"], ascending=[True, False])
     ranking["rank"] = ranking.groupby("class").cumcount() + 1
-    atomic_write_parquet(out / "tests.parquet", tests)
-    atomic_write_parquet(out / "attribution.parquet", shap_table)
-    atomic_write_parquet(out / "predictions.parquet", predicted)
-    atomic_write_parquet(out / "dropped.parquet", pd.DataFrame(dropped, columns=["feature", "reason"]))
-    atomic_write_parquet(out / "bootstrap.parquet", boot_summary)
-    atomic_write_parquet(out / "umap.parquet", projection_table(ids, inputs.manifest.loc[ids, "label"].tolist(), coords))
-    atomic_write_parquet(out / "separation.parquet", pd.DataFrame(separation))
-    atomic_write_parquet(out / "source_probe.parquet", probe)
-    atomic_write_parquet(out / "candidates.parquet", ranking)
-    atomic_write_text(out / "baseline.json", json.dumps(metrics, indent=1, default=float))
-    return ranking
+    tables = {"tests": tests, "attribution": shap_table, "predictions": predicted,
+              "dropped": pd.DataFrame(dropped, columns=["feature", "reason"]), "bootstrap": boot_summary,
+              "umap": projection_table(ids, inputs.manifest.loc[ids, "label"].tolist(), coords),
+              "separation": pd.DataFrame(separation), "source_probe": probe, "candidates": ranking}
+    return SpaceResult(ranking, tables, documents={"baseline": metrics})
 
 
 def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ...], summary: AnalysisSummary,
-                     say: Say, audit_images: Any = None) -> pd.DataFrame:
+                     say: Say, audit_images: Any = None) -> SpaceResult:
     """analysis/<strategy>/*: per fold tests, SHAP, CCA, UMAP, probes; then matched features, confirmation, gates."""
     import keras
 
     from cxrbio.analysis import confirmation, matching
 
     settings = inputs.config.analysis
-    out = inputs.run.output(STAGE, "analysis", strategy=strategy)
+    arrays: dict[str, dict[str, np.ndarray]] = {}
     folds = load_fold_embeddings(inputs, strategy)
     if settings.gate_min_folds > len(folds):
         raise ConfigError(f"analysis.gate_min_folds is {settings.gate_min_folds} but {strategy} has {len(folds)} fold "
@@ -173,7 +181,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
                 contrasts.append(confirmation.control_effects(fold.fold, values, fold.y_test, kept, inputs.classes,
                                                               control, settings.min_group))
             summary.notes += [f"{strategy} fold {fold.fold}: {n}" for n in notes]
-        model = saving.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
+        model = saving.load_model(model_file(inputs.run, strategy, fold.fold),
                                         compile=False)
         with timed(summary.timings, "attribution"):
             result = attribution.cnn_fold_attribution(model, fold.train, fold.y_train, fold.test, fold.y_test, fold.dims,
@@ -239,7 +247,7 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
     audit_summary = None
     if "audit" in parts and audit_images is not None and settings.audit_dims:
         with timed(summary.timings, "audit"):
-            audit_summary = audit_confirmed(inputs, strategy, folds, confirmed, shap_table, audit_images, frames, out)
+            audit_summary = audit_confirmed(inputs, strategy, folds, confirmed, shap_table, audit_images, frames, arrays)
     descriptor_tables = []
     if "association" in parts:
         with timed(summary.timings, "association"):
@@ -268,11 +276,9 @@ def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ..
         frames["descriptors"] = pd.DataFrame(columns=DESCRIPTOR_COLUMNS)
         summary.notes.append(f"{strategy}: no tested feature has 5 patients of its disease with radiomics features in "
                              "its held-out folds: no descriptors.")
-    for name, frame in frames.items():
-        atomic_write_parquet(out / f"{name}.parquet", frame)
     say(f"{strategy}: {len(ranking)} (class, feature) pairs tested; the error rate across every strategy's "
         "families is applied once all are analysed")
-    return ranking
+    return SpaceResult(ranking, frames, arrays=arrays)
 
 
 def out_of_fold_predictions(inputs: AnalysisInputs, strategy: str, folds: list[Any], every: np.ndarray,
@@ -288,7 +294,7 @@ def out_of_fold_predictions(inputs: AnalysisInputs, strategy: str, folds: list[A
     missing = []
     for fold in folds:
         held_out.loc[held_out.index.intersection(fold.test_ids)] = fold.fold
-        path = inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "predictions.parquet"
+        path = predictions_file(inputs.run, strategy, fold.fold)
         if not path.is_file():
             missing.append(fold.fold)
             continue
@@ -357,13 +363,15 @@ def class_designs(inputs: AnalysisInputs, control: int | None) -> tuple[pd.DataF
 
 
 def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], confirmed: Any, shap_table: pd.DataFrame,
-                    audit_images: Any, frames: dict[str, pd.DataFrame], out: Any) -> pd.DataFrame:
+                    audit_images: Any, frames: dict[str, pd.DataFrame],
+                    arrays: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """The shortcut audit of each held-out fold's dims of the tested features, strongest confirmation first.
 
     Up to ``audit_dims`` per fold and class: those that confirmed (q < gate_q) come first, so a
     feature that could pass is audited; the rest of the budget goes to the next strongest, so the
     gallery shows what the models read even where nothing confirms. Returns class, feature,
-    audited_dims, flagged_dims; the per-dim rows go to ``frames['audit_dims']``.
+    audited_dims, flagged_dims; the per-dim rows go to ``frames['audit_dims']``, the maps to
+    ``arrays['saliency']``.
     """
     import keras
 
@@ -378,7 +386,7 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
             continue
         shap = shap_table[shap_table["fold"] == fold.fold][["class", "dim", "mean_abs_shap"]]
         chosen = part[["class", "dim", "feature"]].merge(shap, on=["class", "dim"], how="left")
-        model = saving.load_model(inputs.run.path("train_fold", strategy=strategy, fold=fold.fold) / "model.keras",
+        model = saving.load_model(model_file(inputs.run, strategy, fold.fold),
                                         compile=False)
         result = audit_module.audit_fold(model, fold.fold, fold.test_ids, fold.test, fold.y_test, fold.dims,
                                          chosen, audit_images, inputs.classes, inputs.config.analysis)
@@ -401,7 +409,7 @@ def audit_confirmed(inputs: AnalysisInputs, strategy: str, folds: list[Any], con
     frames["shortcut_scores"] = audit_module.shortcut_scores(frames["audit_dims"])
     frames["audit_sources"] = audit_module.flagged_by_source(frames["audit_dims"])
     if maps:
-        atomic_write(out / "saliency.npz", lambda tmp: np.savez_compressed(tmp, **maps))
+        arrays["saliency"] = maps
     audited = frames["audit_dims"].dropna(subset=["outside_ratio"])
     return (audited.groupby(["class", "feature"])["likely_shortcut"]
             .agg(audited_dims="size", flagged_dims=lambda f: int(f.astype(bool).sum())).reset_index())

@@ -25,7 +25,7 @@ from cxrbio.config import AugmentConfig
 from cxrbio.data.imageio import read_image
 from cxrbio.data.manifest import ProgressCallback, iter_images, map_images
 from cxrbio.data.preprocess import letterbox
-from cxrbio.run.atomic import atomic_write
+from cxrbio.run.caches import cached_table, image_cache_file
 
 
 def load_letterboxed(job: tuple[str, int]) -> np.ndarray:
@@ -62,17 +62,15 @@ def build_image_cache(
         return np.stack(map_images(load_letterboxed, paths, size, workers, progress))
     if cache_dir is None:
         raise ValueError("a disk cache needs a cache_dir")
-    target = Path(cache_dir) / f"images-{size}-{cache_key(manifest, size)}.npy"
-    if not target.is_file():
-        def write(tmp: Path) -> None:
-            table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
-            for i, pixels in enumerate(iter_images(load_letterboxed, paths, size, workers, progress)):
-                table[i] = pixels
-            table.flush()
-            del table
 
-        atomic_write(target, write)
-    return np.load(target, mmap_mode="r")
+    def write(tmp: Path) -> None:
+        table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+        for i, pixels in enumerate(iter_images(load_letterboxed, paths, size, workers, progress)):
+            table[i] = pixels
+        table.flush()
+        del table
+
+    return cached_table(image_cache_file(cache_dir, size, cache_key(manifest, size)), write)
 
 
 def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed):  # noqa: ANN001 - tf tensors

@@ -34,8 +34,7 @@ from cxrbio.data.qc import (
     contrast_spread,
 )
 from cxrbio.errors import DataError, ImageReadError, ImageTooLarge
-from cxrbio.runtime.executors import Executor, LocalExecutor
-from cxrbio.runtime.parallel import imap_jobs
+from cxrbio.runtime.executors import Executor, LocalExecutor, imap_jobs
 
 ProgressCallback = Callable[[int, int], None]
 

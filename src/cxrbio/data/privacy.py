@@ -9,20 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
-from pathlib import Path
-
-from cxrbio.run.atomic import atomic_write_text
-
-
-def load_or_create_salt(path: Path) -> bytes:
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip().encode()
-    salt = secrets.token_hex(16)
-    atomic_write_text(path, salt + "\n")
-    os.chmod(path, 0o600)
-    return salt.encode()
 
 
 def pseudonym(raw_id: str, salt: bytes) -> str:

@@ -14,7 +14,8 @@ There is no augmentation at export. Whether a file is current is its stamp's bus
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from cxrbio.models import saving
 from cxrbio.models.layers import GAP_LAYER
 from cxrbio.run import freshness
 from cxrbio.run.artifacts import command_for, missing_error
-from cxrbio.run.atomic import atomic_write
 from cxrbio.run.rundir import RunDir
 
 CHUNK_IMAGES = 1024  # images per model.predict call and per Parquet row group
@@ -43,12 +43,20 @@ def embedding_model(model: Any) -> Any:
     return keras.Model(model.inputs[0], model.get_layer(GAP_LAYER).output, name="gap_embedder")
 
 
-def export_fold(model_path: Path, target: Path, data: Any, test_mask: np.ndarray, batch_size: int,
-                progress: Callable[[int, int], None] | None = None) -> int:
-    """Write one fold model's embedding of every image to ``target``; returns the dims."""
+@dataclass
+class EmbeddingStream:
+    """One fold model's embedding of every image, as Parquet tables made a chunk at a time while read."""
+
+    schema: Any  # pyarrow.Schema
+    dims: int
+    tables: Iterator[Any]  # pyarrow.Table chunks; the model is released when the last one is made
+
+
+def export_fold(model_path: Path, data: Any, test_mask: np.ndarray, batch_size: int,
+                progress: Callable[[int, int], None] | None = None) -> EmbeddingStream:
+    """One fold model's embedding of every image, streamed (the stage writes it: :mod:`cxrbio.run.table_files`)."""
     import keras
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from cxrbio.data.input_pipeline import make_dataset
     from cxrbio.runtime.quiet import native_stderr_captured
@@ -61,8 +69,8 @@ def export_fold(model_path: Path, target: Path, data: Any, test_mask: np.ndarray
     ids = data.manifest["image_id"].to_numpy()
     n = len(ids)
 
-    def write(tmp: Path) -> None:
-        with pq.ParquetWriter(tmp, schema) as writer:
+    def tables() -> Iterator[Any]:
+        try:
             for start in range(0, n, CHUNK_IMAGES):
                 rows = np.arange(start, min(n, start + CHUNK_IMAGES))
                 dataset = make_dataset(data.images, rows, data.y[rows], batch_size, training=False)
@@ -72,13 +80,13 @@ def export_fold(model_path: Path, target: Path, data: Any, test_mask: np.ndarray
                     vectors = np.asarray(embedder.predict(dataset, verbose=0), dtype=np.float32)
                 arrays = [pa.array(ids[rows].astype(str)), pa.array(np.where(test_mask[rows], "test", "train"))]
                 arrays += [pa.array(vectors[:, j]) for j in range(dims)]
-                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                yield pa.Table.from_arrays(arrays, schema=schema)
                 if progress:
                     progress(int(rows[-1]) + 1, n)
+        finally:
+            keras.backend.clear_session()
 
-    atomic_write(target, write)
-    keras.backend.clear_session()
-    return dims
+    return EmbeddingStream(schema, dims, tables())
 
 
 def embedded_folds(run: RunDir) -> dict[str, list[int]]:

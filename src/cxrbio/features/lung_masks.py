@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from cxrbio.config import Config
 from cxrbio.errors import CxrbioError, DataError
-from cxrbio.run.atomic import atomic_write
+from cxrbio.run.mask_files import read_mask_file, write_mask_png
 from cxrbio.run.rundir import RunDir
 
 SEGMENTATION_VERSION = 2  # bump when cxrbio.features.lungseg changes its output (2: body masks)
@@ -121,17 +121,11 @@ def build_mask(job: MaskJob) -> dict[str, Any]:
     except CxrbioError as error:
         result["mask_note"] = error.message + (f" ({error.fix})" if error.fix else "")
         return result
-    _write_png(Path(job.out), mask)
+    write_mask_png(Path(job.out), mask)
     if job.body_out is not None:
         lungs = mask if result["mask_source"] in ANATOMICAL else None
         result.update(_body_fields(job, decoded.pixels.shape, image, content, lungs))
     return result
-
-
-def _write_png(path: Path, mask: np.ndarray) -> None:
-    payload = mask.astype(np.uint8) * 255
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Image.fromarray(payload).save(tmp, format="PNG"))
 
 
 def _body_fields(job: MaskJob, shape: tuple[int, ...], image: np.ndarray, content: np.ndarray,
@@ -156,7 +150,7 @@ def _body_fields(job: MaskJob, shape: tuple[int, ...], image: np.ndarray, conten
                                  "left out of the shortcut audit"}
         body = segmentation.mask
         fields = {"body_source": SEGMENTED, "body_qc": segmentation.qc, "body_note": segmentation.note}
-    _write_png(Path(job.body_out), body)
+    write_mask_png(Path(job.body_out), body)
     return fields
 
 
@@ -234,12 +228,6 @@ def with_masks(manifest: pd.DataFrame, run: RunDir) -> pd.DataFrame:
     frame = manifest.reset_index() if indexed else manifest
     frame = frame.drop(columns=[c for c in MASK_COLUMNS if c in frame]).merge(table, on="image_id", how="left")
     return frame.set_index("image_id") if indexed else frame
-
-
-def read_mask_file(path: str | Path) -> np.ndarray:
-    """A mask PNG as a bool array (non-zero = lung); OSError when unreadable."""
-    with Image.open(path) as handle:
-        return np.asarray(handle.convert("L")) > 0
 
 
 def read_mask(run: RunDir, image_id: str) -> np.ndarray | None:

@@ -34,9 +34,9 @@ import pandas as pd
 
 from cxrbio.config import Config, bundled_config
 from cxrbio.errors import ConfigError
-from cxrbio.features.lung_masks import read_mask_file
 from cxrbio.run.artifacts import missing_error
-from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.caches import feature_cache_file, read_cached_json, write_cached_json
+from cxrbio.run.mask_files import read_mask_file
 from cxrbio.run.rundir import RunDir
 
 EXTRACTION_VERSION = 2  # bump when the way images reach pyradiomics changes
@@ -131,18 +131,11 @@ def mask_digest(mask: np.ndarray) -> str:
 
 def cache_file(job: FeatureJob) -> Path:
     key = hashlib.sha256(f"{job.image_sha256}|{job.size}|{job.mask_sha256}|{job.params_key}".encode()).hexdigest()
-    return Path(job.cache_dir) / job.params_key / key[:2] / f"{key}.json"
+    return feature_cache_file(job.cache_dir, job.params_key, key)
 
 
 def cached_features(job: FeatureJob) -> dict[str, float] | None:
-    path = cache_file(job)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        path.unlink(missing_ok=True)  # a damaged entry: compute again
-        return None
+    return read_cached_json(cache_file(job))  # a damaged entry is removed and computed again
 
 
 def extract_features(job: FeatureJob) -> dict[str, Any]:
@@ -184,9 +177,7 @@ def extract_features(job: FeatureJob) -> dict[str, Any]:
         return out
     features = {name: float(value) for name, value in result.items() if not name.startswith("diagnostics_")}
     try:
-        cached = cache_file(job)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cached, json.dumps(features, allow_nan=True))
+        write_cached_json(cache_file(job), features)
     except OSError as error:  # a read-only or full cache costs re-computation, not the result
         out["message"] = f"not cached ({error.strerror or error})"
     out.update(status=STATUS_OK, features=features, seconds=time.perf_counter() - started)

@@ -10,7 +10,7 @@ as the letterbox; Keras's RandomRotation/RandomTranslation default to ``reflect`
 copy image content into the padding). It is active only while training: inference, embedding,
 saliency and the frozen-feature cache see the image unchanged.
 
-Its random state is a ``SeedGenerator``, which :func:`cxrbio.training.fold_trainer.reseed_generators` sets at
+Its random state is a ``SeedGenerator``, which :func:`cxrbio.models.surgery.reseed_generators` sets at
 the start of every epoch, so a resumed fold draws the same transforms as an uninterrupted one.
 """
 

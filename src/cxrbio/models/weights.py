@@ -18,6 +18,7 @@ from typing import Any
 from cxrbio.errors import CxrbioError
 from cxrbio.models import saving
 from cxrbio.models.layers import BACKBONE_LAYER
+from cxrbio.run.fold_layout import model_file
 from cxrbio.run.rundir import RunDir
 
 
@@ -85,7 +86,7 @@ def weights_file(weights: str | None) -> Path | None:
         fold = 0
         if spec.name.startswith("fold-") and spec.name[5:].isdigit():
             fold, spec = int(spec.name[5:]), spec.parent
-        return RunDir(spec.parent).path("train_fold", strategy=spec.name, fold=fold) / "model.keras"
+        return model_file(RunDir(spec.parent), spec.name, fold)
     return Path(weights).expanduser()
 
 

@@ -1,5 +1,5 @@
 """``cxrbio report``: one self-contained, interactive HTML file from a run directory (docs/report.md)."""
 
-from cxrbio.report.build import ReportResult, build_report, default_report_path
+from cxrbio.report.build import RenderedReport, ReportResult, build_report
 
-__all__ = ["ReportResult", "build_report", "default_report_path"]
+__all__ = ["RenderedReport", "ReportResult", "build_report"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,8 @@ from cxrbio.report.figures import plotly_js
 from cxrbio.report.limitations import limitations
 from cxrbio.report.methods import methods_section
 from cxrbio.report.performance import performance_section, scoreboard
-from cxrbio.report.projection import projection_section
-from cxrbio.report.provenance import provenance_section
-from cxrbio.run.atomic import atomic_write_text
+from cxrbio.report.projection_section import projection_section
+from cxrbio.report.provenance_section import provenance_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -33,11 +31,6 @@ class ReportResult:
     size_bytes: int
     missing: list[Missing]
     thumbnails: bool = True  # whether X-ray pixels are embedded (burned-in text travels with the file)
-
-
-def default_report_path(run_dir: Path) -> Path:
-    """reports/<run folder name>.html under the working directory (docs/report.md)."""
-    return Path("reports") / f"{Path(run_dir).resolve().name}.html"
 
 
 def environment() -> jinja2.Environment:
@@ -79,19 +72,17 @@ def _script_safe(code: str) -> str:
     return code.replace("</script", "<\\/script")
 
 
-def build_report(run_dir: Path, out: Path | None = None, progress: Callable[[str], None] | None = None,
-                 config: Config | None = None) -> ReportResult:
-    """Write the report of ``run_dir`` to ``out`` (atomic: an interrupted build leaves any older report intact)."""
+@dataclass(frozen=True)
+class RenderedReport:
+    """The page of a run's report, and what the run lacks (the stage writes the page)."""
+
+    page: str
+    missing: list[Missing]
+    thumbnails: bool
+
+
+def build_report(run_dir: Path, progress: Callable[[str], None] | None = None,
+                 config: Config | None = None) -> RenderedReport:
+    """The report of ``run_dir`` as one HTML page (:mod:`cxrbio.stages.report` writes it)."""
     contents = load_contents(Path(run_dir), config)
-    page = render(contents, progress)
-    target = Path(out) if out is not None else default_report_path(run_dir)
-    atomic_write_text(target, page)
-    _readable_by_others(target)
-    return ReportResult(target, target.stat().st_size, contents.missing, contents.config.report.thumbnails)
-
-
-def _readable_by_others(path: Path) -> None:
-    """A report is meant to be shared: the permissions a new file gets under the umask, not the temp file's 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    return RenderedReport(render(contents, progress), contents.missing, contents.config.report.thumbnails)

@@ -218,8 +218,8 @@ def gate_settings(contents: RunContents) -> dict[str, Any]:
     the header shows what the candidates were judged by, and ``changed`` names every gate the
     config now sets otherwise. Runs analysed before the log existed fall back to the config.
     """
-    from cxrbio.analysis import log as analysis_log
     from cxrbio.config import AnalysisConfig
+    from cxrbio.run import analysis_log
 
     entries = analysis_log.read(contents.run)
     configured = contents.config.analysis
@@ -238,7 +238,7 @@ def gate_settings(contents: RunContents) -> dict[str, Any]:
 
 def analysis_log_rows(contents: RunContents) -> list[dict[str, Any]]:
     """One row per logged analysis: when, release, what changed, tests and passes, the error rate's families."""
-    from cxrbio.analysis import log as analysis_log
+    from cxrbio.run import analysis_log
 
     rows = []
     for entry in analysis_log.read(contents.run):

@@ -17,6 +17,7 @@ from cxrbio.data.provenance import UNKNOWN, dataset_from_filename
 from cxrbio.report.contents import RunContents
 from cxrbio.report.formatting import number, p_value, pct
 from cxrbio.run.artifacts import RADIOMICS_SPACE
+from cxrbio.run.external_files import read_replication
 
 
 def _counts(values: pd.Series) -> str:
@@ -267,12 +268,10 @@ def external_rows(contents: RunContents) -> list[dict[str, Any]]:
 
 def replication_rows(contents: RunContents, name: str, strategy: str) -> list[dict[str, Any]]:
     """Each passing candidate re-tested on the external patients (external/<name>/<strategy>/replication.parquet)."""
-    import pandas as pd
 
-    path = contents.run.path("external_predictions", name=name, strategy=strategy) / "replication.parquet"
-    if not path.is_file():
+    frame = read_replication(contents.run, name, strategy)
+    if frame is None:
         return []
-    frame = pd.read_parquet(path)
     return [{"class": row["class"], "feature": row["feature"], "contrast": row["contrast"],
              "direction": "higher" if row["expected_direction"] > 0 else "lower",
              "internal": number(row["internal_auc"], 2), "external": number(row["auc"], 2),

@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 
 from cxrbio.config import Config
+from cxrbio.run import fold_files
+from cxrbio.run.analysis_files import arrays_file, document_file, table_file
 from cxrbio.run.artifacts import RADIOMICS_SPACE as RADIOMICS
 from cxrbio.run.rundir import RunDir, open_run
 
@@ -123,7 +125,7 @@ def _histories(run: RunDir, strategy: str, folds: list[int]) -> dict[int, pd.Dat
     histories = {}
     for fold in folds:
         try:
-            histories[fold] = pd.read_csv(run.path("train_fold", strategy=strategy, fold=fold) / "history.csv")
+            histories[fold] = fold_files.read_history(run, strategy, fold)
         except (OSError, ValueError, pd.errors.ParserError):
             continue
     return histories
@@ -174,7 +176,7 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
     """
     from cxrbio.features.lung_masks import with_masks
     from cxrbio.run.artifacts import command_for
-    from cxrbio.training.fold_trainer import read_predictions, trained_folds
+    from cxrbio.run.fold_files import read_predictions, trained_folds
 
     run, own = open_run(run_dir)
     config = config or own
@@ -193,13 +195,12 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
             predictions = read_predictions(run, name)
             result.predictions = predictions if len(predictions) else None
             result.histories = _histories(run, name, folds.get(name, []))
-        folder = run.path("analysis", strategy=name)
         for table in ANALYSIS_TABLES:
-            frame = _read_parquet(folder / f"{table}.parquet")
+            frame = _read_parquet(table_file(run, name, table))
             if frame is not None:
                 result.analysis[table] = frame
-        if (folder / "saliency.npz").is_file():
-            result.saliency_file = folder / "saliency.npz"
+        if arrays_file(run, name, "saliency").is_file():
+            result.saliency_file = arrays_file(run, name, "saliency")
         has_embeddings[name] = name in embedded
         strategies[name] = result
     if not any(s.metrics for s in strategies.values()):
@@ -218,9 +219,9 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
     radiomics_status = _read_parquet(run.path("radiomics_status"))
     if not run.path("radiomics").is_file():
         missing.append(Missing("radiomics features", command_for("radiomics", root)))
-    radiomics_folder = run.path("analysis", strategy=RADIOMICS)
-    radiomics_analysis = {t: f for t in RADIOMICS_TABLES if (f := _read_parquet(radiomics_folder / f"{t}.parquet")) is not None}
-    baseline = _read_json(radiomics_folder / "baseline.json")
+    radiomics_analysis = {t: f for t in RADIOMICS_TABLES
+                          if (f := _read_parquet(table_file(run, RADIOMICS, t))) is not None}
+    baseline = _read_json(document_file(run, RADIOMICS, "baseline"))
     if baseline is None and run.path("radiomics").is_file():
         missing.append(Missing("radiomics baseline and its top features", command_for("analyze", root)))
     return RunContents(

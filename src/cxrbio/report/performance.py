@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from sklearn.metrics import roc_curve
 
 from cxrbio.evaluation.paper import PAPER_CLASSES, PUBLISHED_BINARY, PUBLISHED_METRICS, PUBLISHED_TABLE_6, strategy_order
-from cxrbio.report.calibration import calibration_view
+from cxrbio.report.calibration_section import calibration_view
 from cxrbio.report.contents import RunContents, StrategyResults
 from cxrbio.report.figures import CLASS_COLOURS, figure_html, plot_text
 from cxrbio.report.formatting import number, number_ci, p_value, pct, pct_ci, pct_range, pct_sd, signed_pct_ci

@@ -15,11 +15,13 @@ A later stage given ``--config`` compares it with the run's own:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from cxrbio.config import Config, load_config, save_config
+from cxrbio.config import Config, config_to_yaml, load_config
 from cxrbio.errors import ConfigError
 from cxrbio.run.artifacts import ARTIFACTS, artifacts_shaped_by, downstream_artifacts, flatten
+from cxrbio.run.atomic import atomic_write_text
 from cxrbio.run.rundir import RunDir, supersede
 
 #: Sections a stage may take from a --config that differs from the run's (they shape no stored model).
@@ -106,3 +108,8 @@ def adopt(run: RunDir, given: Config | None, *, stage: str, reconfigure: bool = 
     if blocking:
         apply_reconfiguration(run, config, blocking)
     return config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """The config as YAML, atomically (a run's config.yaml, or a file the user asked for)."""
+    atomic_write_text(Path(path), config_to_yaml(config))

@@ -16,20 +16,20 @@ import logging
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from cxrbio.analysis import log as analysis_log
 from cxrbio.analysis.error_rate import across_families
 from cxrbio.analysis.inputs import analysable_strategies, load_inputs
 from cxrbio.analysis.spaces import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
 from cxrbio.config import Config
 from cxrbio.errors import ConfigError, CxrbioError
-from cxrbio.run import freshness, runconfig
+from cxrbio.run import analysis_log, freshness, runconfig
+from cxrbio.run.analysis_files import read_candidates, write_candidates, write_space
 from cxrbio.run.artifacts import command_for
-from cxrbio.run.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.run.atomic import atomic_write_text
 from cxrbio.run.rundir import open_run, supersede
 from cxrbio.runtime.progress import Progress, say, warn
 from cxrbio.runtime.timing import timed
+
+__all__ = ["AnalysisSummary", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,20 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
     fresh = freshness.status(run, want).fresh
     if force or not fresh:
         set_aside_if_forced(RADIOMICS, fresh)
-        summary.candidates[RADIOMICS] = analyze_radiomics(inputs, summary, message)
+        result = analyze_radiomics(inputs, summary, message)
+        write_space(run, RADIOMICS, result)
+        summary.candidates[RADIOMICS] = result.ranking
         freshness.write_stamp(run, want, info={"settings_differ_from_run": effective.analysis != own.analysis})
     else:
         summary.skipped.append(RADIOMICS)
-        summary.candidates[RADIOMICS] = pd.read_parquet(run.path("analysis", strategy=RADIOMICS) / "candidates.parquet")
+        summary.candidates[RADIOMICS] = read_candidates(run, RADIOMICS)
     audit_images = None
     for strategy in chosen:
         want = unit(strategy)
         fresh = freshness.status(run, want).fresh
         if fresh and not force:
             summary.skipped.append(strategy)
-            summary.candidates[strategy] = pd.read_parquet(run.path("analysis", strategy=strategy) / "candidates.parquet")
+            summary.candidates[strategy] = read_candidates(run, strategy)
             continue
         set_aside_if_forced(strategy, fresh)
         if "audit" in parts and audit_images is None:
@@ -118,13 +120,15 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
                                          f"run 'cxrbio masks {run.root}'): left out of the shortcut audit.")
             else:
                 summary.notes.append(f"no lung masks: shortcut audit skipped (run 'cxrbio masks {run.root}').")
-        summary.candidates[strategy] = analyze_strategy(inputs, strategy, parts, summary, message, audit_images)
+        result = analyze_strategy(inputs, strategy, parts, summary, message, audit_images)
+        write_space(run, strategy, result)
+        summary.candidates[strategy] = result.ranking
         freshness.write_stamp(run, want, info={"settings_differ_from_run": effective.analysis != own.analysis})
     strategies_seen = {name: frame for name, frame in summary.candidates.items() if name != RADIOMICS}
     adjusted, error_rate = across_families(strategies_seen, effective.analysis)
     for name, frame in adjusted.items():
         if not frame.equals(summary.candidates[name]):
-            atomic_write_parquet(run.path("analysis", strategy=name) / "candidates.parquet", frame)
+            write_candidates(run, name, frame)
         summary.candidates[name] = frame
         tested, passed = len(frame), int(frame["passed"].sum()) if "passed" in frame else 0
         if name not in summary.skipped:

@@ -18,6 +18,8 @@ from cxrbio.run.rundir import RunDir
 from cxrbio.runtime.progress import Progress, counter
 from cxrbio.runtime.timing import timed
 
+__all__ = ["DemoResult", "run"]
+
 STAGE = "demo"
 
 

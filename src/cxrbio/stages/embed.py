@@ -19,9 +19,13 @@ from cxrbio.errors import DataError
 from cxrbio.features.embedding import export_fold, read_out_of_fold
 from cxrbio.run import freshness
 from cxrbio.run.artifacts import command_for, missing_error
+from cxrbio.run.fold_files import trained_folds
+from cxrbio.run.fold_layout import model_file
 from cxrbio.run.rundir import open_run, supersede
+from cxrbio.run.table_files import write_table_stream
 from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent, warn
-from cxrbio.training.fold_trainer import trained_folds
+
+__all__ = ["EmbedResult", "run"]
 
 STAGE = "embed"
 
@@ -51,7 +55,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
     """Export the embeddings of every trained fold of the chosen (default: all trained) strategies."""
     from cxrbio.runtime import backend
     from cxrbio.runtime.backend import initialise_tensorflow
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     started = time.perf_counter()
     report = progress or silent
@@ -91,9 +95,11 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, batch_size:
                 continue
             if fresh:
                 supersede(run, [freshness.unit_label("embeddings", unit)], reason="forced (--force)")
-            dims = export_fold(run.path("train_fold", **unit) / "model.keras", run.output(STAGE, "embeddings", **unit),
-                               data, np.asarray(fold.test, bool), batch_size or config.train.batch_size,
-                               progress=_reporter(report, f"{strategy} fold {fold.fold}"))
+            stream = export_fold(model_file(run, strategy, fold.fold), data, np.asarray(fold.test, bool),
+                                 batch_size or config.train.batch_size,
+                                 progress=_reporter(report, f"{strategy} fold {fold.fold}"))
+            write_table_stream(run.output(STAGE, "embeddings", **unit), stream.schema, stream.tables)
+            dims = stream.dims
             freshness.write_stamp(run, want, info={"dims": dims, "images": len(data.manifest)})
             result.written.setdefault(strategy, []).append(fold.fold)
             say(progress, f"{strategy} fold {fold.fold}: written")

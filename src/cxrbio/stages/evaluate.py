@@ -27,10 +27,15 @@ from cxrbio.analysis.replication import parse_dims
 from cxrbio.errors import CxrbioError, DataError
 from cxrbio.models import saving
 from cxrbio.run import freshness
+from cxrbio.run.analysis_files import candidates_file, read_candidates
 from cxrbio.run.artifacts import command_for
 from cxrbio.run.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.run.external_files import write_ensemble, write_fold_predictions, write_replication
+from cxrbio.run.fold_layout import model_file
 from cxrbio.run.rundir import open_run
 from cxrbio.runtime.progress import Progress, ProgressEvent, counter, say, silent
+
+__all__ = ["EvaluateResult", "run"]
 
 STAGE = "evaluate"
 
@@ -61,10 +66,9 @@ def read_results(run: Any) -> dict[str, dict[str, dict[str, Any]]]:
 
 def passing_candidates(run: Any, strategy: str) -> pd.DataFrame:
     """The strategy's candidates that passed every gate (empty when the run was not analysed)."""
-    path = run.path("analysis", strategy=strategy) / "candidates.parquet"
-    if not path.is_file():
+    if not candidates_file(run, strategy).is_file():
         return pd.DataFrame(columns=["class", "feature", "dims", "expected_direction", "auc", "passed"])
-    frame = pd.read_parquet(path)
+    frame = read_candidates(run, strategy)
     return frame[frame["passed"].astype(bool)] if "passed" in frame else frame.iloc[:0]
 
 
@@ -87,11 +91,11 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
     from cxrbio.data.folds import outer_folds
     from cxrbio.data.input_pipeline import build_image_cache
     from cxrbio.data.manifest import build_manifest, manifest_digest
-    from cxrbio.data.privacy import load_or_create_salt
     from cxrbio.evaluation.external import COMPARED, drop_intervals, external_metrics, fold_predictions, prediction_frame
+    from cxrbio.run.fold_files import read_predictions, trained_folds
+    from cxrbio.run.salt import load_or_create_salt
     from cxrbio.runtime.backend import initialise_tensorflow
     from cxrbio.runtime.executors import make_executor
-    from cxrbio.training.fold_trainer import read_predictions, trained_folds
 
     started = time.perf_counter()
     report = progress or silent
@@ -161,19 +165,18 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
         wanted = {fold for text in passing.get("dims", pd.Series(dtype=str)) for fold, _ in parse_dims(text)}
         embedded: dict[int, pd.DataFrame] = {}
         for fold in folds:
-            model = saving.load_model(run_.path("train_fold", strategy=strategy, fold=fold) / "model.keras",
-                                            compile=False)
+            model = saving.load_model(model_file(run_, strategy, fold), compile=False)
             per_fold[fold] = fold_predictions(model, images)
             if fold in wanted:
                 embedded[fold] = fold_embeddings(model, images)
-            atomic_write_parquet(folder / f"fold-{fold}.parquet",
-                                 prediction_frame(included, y, per_fold[fold], list(config.data.classes), fold))
+            write_fold_predictions(folder, fold, prediction_frame(included, y, per_fold[fold], list(config.data.classes),
+                                                                  fold))
             keras.backend.clear_session()
             report(ProgressEvent(f"{strategy} fold models", len(per_fold), len(folds)))
         found, ensemble = external_metrics(per_fold, included, y, list(config.data.classes), config.data.positive_class,
                                            resamples=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level,
                                            bins=evaluation.calibration_bins)
-        atomic_write_parquet(folder / "ensemble.parquet", ensemble)
+        write_ensemble(folder, ensemble)
         own = json.loads(run_.path("metrics", strategy=strategy).read_text())
         intervals = drop_intervals(read_predictions(run_, strategy), ensemble, list(config.data.classes),
                                    resamples=evaluation.bootstrap, seed=evaluation.seed, level=evaluation.level)
@@ -185,7 +188,7 @@ def run(run_dir: str | Path, *, data: str | Path, name: str | None = None, strat
             min_patients=config.analysis.confirm_min_patients, gate_q=config.analysis.gate_q,
             permutation_below=config.analysis.permutation_below, permutations=config.analysis.stratum_permutations,
             seed=config.analysis.seed)
-        atomic_write_parquet(folder / "replication.parquet", replicated)
+        write_replication(folder, replicated)
         written = {"replication": replication.summary(replicated) if run_.path("analysis", strategy=strategy).is_dir()
                    else None,
                    "strategy": strategy, "name": name, "data": str(data), "images": len(included),

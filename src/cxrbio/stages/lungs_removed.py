@@ -23,8 +23,11 @@ from cxrbio.errors import CxrbioError
 from cxrbio.run import freshness
 from cxrbio.run.artifacts import command_for
 from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.fold_layout import predictions_file
 from cxrbio.run.rundir import open_run, supersede
 from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent
+
+__all__ = ["LungsRemovedResult", "run"]
 
 STAGE = "lungs_removed"
 FOLD_ARTIFACT = "lungs_removed_fold"
@@ -42,10 +45,12 @@ class LungsRemovedResult:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool = False,
         progress: Progress | None = None) -> LungsRemovedResult:
     """Train the lungs-removed folds of each strategy (resuming), then compare them with the normal models."""
+    from cxrbio.run.fold_files import read_predictions
     from cxrbio.runtime import backend
     from cxrbio.runtime.backend import initialise_tensorflow
     from cxrbio.stages.train import resolve_strategies, strategy_complete
-    from cxrbio.training.fold_trainer import FoldTrainer, load_training_data, read_predictions
+    from cxrbio.training.data import load_training_data
+    from cxrbio.training.fold_trainer import FoldTrainer
 
     started = time.perf_counter()
     report = progress or silent
@@ -104,5 +109,5 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool
 def _removed_predictions(run: Any, strategy: str, folds: list[int]) -> Any:
     import pandas as pd
 
-    parts = [run.path(FOLD_ARTIFACT, strategy=strategy, fold=f) / "predictions.parquet" for f in folds]
+    parts = [predictions_file(run, strategy, f, artifact=FOLD_ARTIFACT) for f in folds]
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

@@ -36,6 +36,8 @@ from cxrbio.run.rundir import open_run, supersede
 from cxrbio.runtime.executors import Executor, make_executor
 from cxrbio.runtime.progress import Progress, counter
 
+__all__ = ["RadiomicsResult", "run"]
+
 STAGE = "radiomics"
 
 

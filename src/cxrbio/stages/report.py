@@ -14,8 +14,11 @@ from pathlib import Path
 from cxrbio.config import Config
 from cxrbio.report.build import ReportResult, build_report
 from cxrbio.run import runconfig
+from cxrbio.run.report_file import default_report_path, write_report
 from cxrbio.run.rundir import open_run
 from cxrbio.runtime.progress import Progress, ProgressEvent, silent
+
+__all__ = ["ReportResult", "run"]
 
 STAGE = "report"
 
@@ -37,7 +40,9 @@ def run(run_dir: str | Path, *, out: str | Path | None = None, config: Config | 
     from cxrbio.report.build import SECTION_BUILDERS
 
     built = iter(range(1, len(SECTION_BUILDERS) + 1))
-    return build_report(run.root, Path(out) if out is not None else None,
-                        progress=lambda section: report(ProgressEvent("report", next(built), len(SECTION_BUILDERS),
-                                                                      message=section)),
-                        config=effective)
+    rendered = build_report(run.root, config=effective,
+                            progress=lambda section: report(ProgressEvent("report", next(built), len(SECTION_BUILDERS),
+                                                                          message=section)))
+    target = Path(out) if out is not None else default_report_path(run.root)
+    size = write_report(target, rendered.page)
+    return ReportResult(target, size, rendered.missing, rendered.thumbnails)

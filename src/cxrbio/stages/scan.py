@@ -16,19 +16,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrbio.config import Config, load_config, save_config
+from cxrbio.config import Config, load_config
 from cxrbio.confounding.acquisition import AcquisitionBaseline, acquisition_baseline
 from cxrbio.confounding.covariates import CovariateAudit, audit_covariates
 from cxrbio.confounding.design import control_of, design_table
 from cxrbio.data.manifest import ScanResult, build_manifest, manifest_digest
-from cxrbio.data.privacy import load_or_create_salt
 from cxrbio.errors import DataError
 from cxrbio.run import freshness, runconfig
 from cxrbio.run.artifacts import downstream
 from cxrbio.run.atomic import atomic_write_parquet, atomic_write_text
+from cxrbio.run.runconfig import save_config
 from cxrbio.run.rundir import RunDir, check_layout, supersede
+from cxrbio.run.salt import load_or_create_salt
 from cxrbio.runtime.executors import Executor, make_executor
 from cxrbio.runtime.progress import Progress, counter
+
+__all__ = ["ScanStageResult", "run"]
 
 STAGE = "scan"
 

@@ -28,10 +28,14 @@ from cxrbio.models.weights import WeightsUnavailable, load_backbone
 from cxrbio.run import freshness, runconfig
 from cxrbio.run.artifacts import command_for
 from cxrbio.run.atomic import atomic_write_text
+from cxrbio.run.fold_files import STAGE, read_predictions, read_validation_predictions
 from cxrbio.run.rundir import RunDir, check_layout, supersede
 from cxrbio.runtime.executors import Executor, make_executor
 from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent
-from cxrbio.training.fold_trainer import STAGE, FoldTrainer, TrainingData, read_predictions, read_validation_predictions
+from cxrbio.training.data import TrainingData
+from cxrbio.training.fold_trainer import FoldTrainer
+
+__all__ = ["TrainResult", "run"]
 
 EpochLogs = dict[str, float]
 
@@ -155,7 +159,7 @@ def run(run_dir: str | Path, *, data: str | Path | None = None, config: Config |
     """
     from cxrbio.runtime import backend
     from cxrbio.runtime.backend import initialise_tensorflow
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     report = progress or silent
     initialise_tensorflow()  # before anything imports it: keeps its C++ start-up notices off the screen
@@ -247,7 +251,7 @@ def _train(jobs: list[tuple[str, int]], run: RunDir, config: Config, data: Train
 def train_fold_task(task: tuple[str, dict[str, Any], str, int]) -> tuple[str, int, str]:
     """Body of one task in another process: load the run's data from its disk cache and train one fold."""
     from cxrbio.runtime import backend
-    from cxrbio.training.fold_trainer import load_training_data
+    from cxrbio.training.data import load_training_data
 
     run_dir, config_json, strategy, fold = task
     backend.limit_threads()
