@@ -175,8 +175,12 @@ def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditIma
     data = load_training_data(run, config, cache="disk")
     row = {image_id: i for i, image_id in enumerate(data.manifest["image_id"])}
     size = config.data.image_size
-    lung, content, body, sources = {}, {}, {}, {}
-    for image_id, item in manifest.iterrows():
+    lung: dict[str, np.ndarray] = {}
+    content: dict[str, np.ndarray] = {}
+    body: dict[str, np.ndarray] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    image_id: str
+    for image_id, item in manifest.iterrows():  # type: ignore[assignment]  # the index holds image ids
         content[image_id] = letterbox_geometry(int(item["height"]), int(item["width"]), size).content_mask()
         lung_source, body_source = item.get("mask_source"), item.get("body_source", NO_MASK)
         if lung_source not in REAL_MASKS:
@@ -379,8 +383,8 @@ def audit_fold(model: Any, fold: int, test_ids: np.ndarray, test: np.ndarray, y_
     audited_ok = np.array([images.audited(str(i)) for i in test_ids], bool)
     pool = np.flatnonzero(audited_ok)
     column = {d: j for j, d in enumerate(dim_names)}
-    audited = [(cls, item) for cls, part in candidates.groupby("class", sort=False)
-               for item in part.head(settings.audit_dims).itertuples()]
+    audited: list[tuple[str, Any]] = [(str(cls), item) for cls, part in candidates.groupby("class", sort=False)
+                                      for item in part.head(settings.audit_dims).itertuples()]
     chosen = {item.dim: [str(i) for i in test_ids[pool[np.argsort(-test[pool, column[item.dim]])[: settings.audit_images]]]]
               for _, item in audited} if len(pool) else {}
     rng = np.random.default_rng([settings.seed, fold])
@@ -509,14 +513,15 @@ def shortcut_scores(dims: pd.DataFrame) -> pd.DataFrame:
     columns = ["fold", "class", "shortcut_score", "flagged_dims", "audited_dims"]
     if dims.empty:
         return pd.DataFrame(columns=columns)
+    scored = ["mean_abs_shap", "likely_shortcut"]
 
     def score(part: pd.DataFrame) -> pd.Series:
         weights = part["mean_abs_shap"].clip(lower=1e-12)
         return pd.Series({"shortcut_score": float(np.average(part["likely_shortcut"].astype(float), weights=weights)),
                           "flagged_dims": int(part["likely_shortcut"].sum()), "audited_dims": len(part)})
 
-    per_class = dims.groupby(["fold", "class"]).apply(score, include_groups=False).reset_index()
-    per_fold = dims.groupby("fold").apply(score, include_groups=False).reset_index().assign(**{"class": "(model)"})
+    per_class = dims.groupby(["fold", "class"])[scored].apply(score).reset_index()
+    per_fold = dims.groupby("fold")[scored].apply(score).reset_index().assign(**{"class": "(model)"})
     return pd.concat([per_class, per_fold], ignore_index=True)[columns]
 
 

@@ -246,7 +246,8 @@ def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd
     classes); None: every class against the rest. ``designs``: where each class is compared (None:
     every patient, one stratum per fold). A class whose design has no stratum is not tested (noted).
     """
-    rows, power, notes, boot, parts = [], [], [], {}, {}
+    rows, power, notes, boot = [], [], [], {}
+    parts: dict[tuple[str, str], dict[str, Any]] = {}
     rng = np.random.default_rng(seed)
     long = matched.table()
     for c, cls in enumerate(classes):
@@ -280,6 +281,7 @@ def confirm(matched: MatchedFeatures, tables: dict[int, PatientTable], ranks: pd
             secondary = stratified.blocks(values, mine, rest, labels) if versus_control else primary
             secondary_all = stratified.combine(secondary, len(dims))
             boot_t = stratified.bootstrap_t(values, mine, reference, labels, resamples=resamples, rng=rng)
+            item: Any  # pandas types rows and group keys loosely
             for j, item in enumerate(chosen.itertuples()):
                 key = (cls, item.feature)
                 boot[(cls, item.feature, fold)] = boot_t[:, j]
@@ -351,6 +353,8 @@ def combine(per_fold: pd.DataFrame, boot: dict[tuple[str, str, int], np.ndarray]
     if per_fold.empty:
         return pd.DataFrame(columns=COMBINED_COLUMNS)
     out = []
+    cls: Any  # pandas types rows and group keys loosely
+    feature: Any
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         weight = float(part["weight"].sum())
         sign = part["expected_direction"].to_numpy(float)
@@ -409,8 +413,11 @@ def acquisition_tests(per_fold: pd.DataFrame, tables: dict[int, PatientTable], c
     if per_fold.empty:
         return pd.DataFrame(columns=["class", "feature", "target", "statistic", "df", "p"])
     targets = sorted({t for table in tables.values() for t in table.targets})
+    cls: Any  # pandas types rows and group keys loosely
+    feature: Any
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         pooled: dict[str, list[np.ndarray]] = {t: [] for t in ["value", "y", *targets]}
+        item: Any  # pandas types rows and group keys loosely
         for item in part.itertuples():
             table = tables[int(item.fold)]
             pooled["value"].append(table.values[item.dim].rank(pct=True).to_numpy())
@@ -447,6 +454,8 @@ def source_equivalence(per_fold: pd.DataFrame, tables: dict[int, PatientTable], 
     None (no two recorded sources with ``min_patients`` each: untestable).
     """
     out = []
+    cls: Any  # pandas types rows and group keys loosely
+    feature: Any
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         c = classes.index(cls)
         counts: dict[str, int] = {}
@@ -461,6 +470,7 @@ def source_equivalence(per_fold: pd.DataFrame, tables: dict[int, PatientTable], 
         if len(largest) == 2:
             a, b = sorted(largest)
             found = []
+            item: Any  # pandas types rows and group keys loosely
             for item in part.itertuples():
                 table = tables[int(item.fold)]
                 mine = (table.y == c) & (table.kind == RECORDED)
@@ -487,6 +497,8 @@ def specificity_profile(per_fold: pd.DataFrame, tables: dict[int, PatientTable],
     feature, other, auc_directed, n_class, n_other (NaN AUC where fewer than ``min_patients``).
     """
     rows = []
+    cls: Any  # pandas types rows and group keys loosely
+    feature: Any
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         c = classes.index(cls)
         direction = predicted_direction(part)
@@ -494,6 +506,7 @@ def specificity_profile(per_fold: pd.DataFrame, tables: dict[int, PatientTable],
             if k == c:
                 continue
             found = []
+            item: Any  # pandas types rows and group keys loosely
             for item in part.itertuples():
                 table = tables[int(item.fold)]
                 found += stratified.blocks(table.values[[item.dim]].to_numpy(np.float64), table.y == c, table.y == k,

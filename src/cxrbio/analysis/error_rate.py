@@ -61,7 +61,7 @@ def across_families(candidates: dict[str, pd.DataFrame], settings: Any) -> tuple
             continue
         p = np.concatenate([joint_p(out[name], contrasts) for name in names])
         families = np.concatenate([(name + " / " + out[name]["class"].astype(str)).to_numpy() for name in names])
-        adjusted, counts = benjamini_bogomolov(p, families, level=settings.gate_q)
+        adjusted, counts = benjamini_bogomolov(p, families.tolist(), level=settings.gate_q)
         start = 0
         for name in names:
             frame = out[name]

@@ -56,6 +56,8 @@ class AnalysisInputs:
 
         Cleaned once per analysis: the radiomics analysis and every strategy's use the same space.
         """
+        if self.radiomics is None:
+            raise ValueError("these inputs were loaded without radiomics (load_inputs(..., need_radiomics=True))")
         frame = self.radiomics.loc[self.radiomics.index.isin(self.manifest.index)]
         values, names, dropped = clean_columns(frame.to_numpy(np.float64), list(frame.columns))
         return values, names, frame.index.to_numpy(), dropped

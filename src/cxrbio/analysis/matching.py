@@ -65,6 +65,10 @@ def null_assigned(a: np.ndarray, b: np.ndarray, groups: np.ndarray, rng: np.rand
     return correlation[rows, cols]
 
 
+PAIR_COLUMNS = ["reference", "fold", "images", "dims", "threshold", "null_quantile", "null_threshold", "matched",
+                "null_matched", "median_rho"]
+
+
 @dataclass
 class MatchedFeatures:
     """``dims``: feature x fold -> that fold's dim name ('' when unmatched); ``rho``: its correlation with the reference.
@@ -82,16 +86,14 @@ class MatchedFeatures:
 
     def table(self) -> pd.DataFrame:
         """Long form: feature, fold, dim, match_rho (the reference fold's rho is 1)."""
-        long = self.dims.stack().rename("dim").reset_index()
+        long = self.dims.stack().reset_index()
         long.columns = ["feature", "fold", "dim"]
-        rho = self.rho.stack().rename("match_rho").reset_index()
+        rho = self.rho.stack().reset_index()
         rho.columns = ["feature", "fold", "match_rho"]
         merged = long.merge(rho, on=["feature", "fold"])
         return merged[merged["dim"] != ""].reset_index(drop=True)
 
 
-PAIR_COLUMNS = ["reference", "fold", "images", "dims", "threshold", "null_quantile", "null_threshold", "matched",
-                "null_matched", "median_rho"]
 
 
 def match_folds(embeddings: dict[int, tuple[list[str], np.ndarray]], groups: np.ndarray, *, min_rho: float,

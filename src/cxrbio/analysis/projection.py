@@ -12,6 +12,7 @@ or a copy of itself. The projection's scores are descriptive: UMAP optimises nei
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ def project(values: np.ndarray, y: np.ndarray, neighbors: int, min_dist: float, 
     return coords.astype(np.float32), rows
 
 
-def projection_table(ids: np.ndarray, labels: list[str], coords: np.ndarray, **columns: object) -> pd.DataFrame:
+def projection_table(ids: np.ndarray, labels: list[str], coords: np.ndarray, **columns: Any) -> pd.DataFrame:
     frame = pd.DataFrame({"image_id": ids, "label": labels, "x": coords[:, 0], "y": coords[:, 1]})
     for name, value in columns.items():
         frame.insert(1, name, value)

@@ -72,6 +72,7 @@ def replicate(candidates: pd.DataFrame, embeddings: dict[int, pd.DataFrame], man
     patient_label, patient_source = labels[first], sources[first]
     has_control = control is not None and (patient_label == control).any()
     rows = []
+    item: Any  # pandas types rows and group keys loosely
     for item in passing.itertuples(index=False):
         cls, direction = str(item[passing.columns.get_loc("class")]), int(item.expected_direction)
         dims = parse_dims(getattr(item, "dims", ""))

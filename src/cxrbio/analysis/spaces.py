@@ -136,11 +136,11 @@ def analyze_radiomics(inputs: AnalysisInputs, summary: AnalysisSummary, say: Say
     ranking["effect"] = (ranking["auc"] - 0.5).abs()
     ranking = ranking.sort_values(["class", "effect"], ascending=[True, False])
     ranking["rank"] = ranking.groupby("class").cumcount() + 1
-    tables = {"tests": tests, "attribution": shap_table, "predictions": predicted,
+    kept = {"tests": tests, "attribution": shap_table, "predictions": predicted,
               "dropped": pd.DataFrame(dropped, columns=["feature", "reason"]), "bootstrap": boot_summary,
               "umap": projection_table(ids, inputs.manifest.loc[ids, "label"].tolist(), coords),
               "separation": pd.DataFrame(separation), "source_probe": probe, "candidates": ranking}
-    return SpaceResult(ranking, tables, documents={"baseline": metrics})
+    return SpaceResult(ranking, kept, documents={"baseline": metrics})
 
 
 def analyze_strategy(inputs: AnalysisInputs, strategy: str, parts: tuple[str, ...], summary: AnalysisSummary,
@@ -459,9 +459,14 @@ def feature_descriptors(inputs: AnalysisInputs, folds: list[Any], per_fold: pd.D
                               "pooled": (
             pooled_covariates, association.residual_ranks(radiomics.to_numpy(), pooled_covariates))}
     out = []
+    cls: Any  # pandas types rows and group keys loosely
+    feature: Any
     for (cls, feature), part in per_fold.groupby(["class", "feature"], sort=False):
         c = inputs.classes.index(cls)
-        disease, controls, pooled = [], [], []
+        disease: list[tuple[np.ndarray, Any]] = []
+        controls: list[tuple[np.ndarray, Any]] = []
+        pooled: list[tuple[np.ndarray, Any]] = []
+        item: Any  # pandas types rows and group keys loosely
         for item in part.itertuples():
             found = by_fold.get(int(item.fold))
             if found is None:
@@ -505,6 +510,7 @@ def descriptor_mediation(inputs: AnalysisInputs, part: pd.DataFrame, by_fold: di
         return pd.DataFrame(columns=["feature", *association.MEDIATION_COLUMNS])
     columns = [int(i) for i in chosen.index]  # the table's rows follow the radiomics columns
     units, radiomics, sick, strata, sources = [], [], [], [], []
+    item: Any  # pandas types rows and group keys loosely
     for item in part.itertuples():
         found = by_fold.get(int(item.fold))
         if found is None:

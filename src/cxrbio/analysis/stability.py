@@ -8,6 +8,8 @@ CNN's consistency across fold models is measured on matched features: ``analysis
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -31,7 +33,7 @@ def bootstrap_ranking(values: np.ndarray, y: np.ndarray, patients: np.ndarray, f
     codes, uniques = pd.factorize(pd.Series(patients))
     members = [np.flatnonzero(codes == k) for k in range(len(uniques))]
     rng = np.random.default_rng(seed)
-    jaccard = {c: [] for c in full}
+    jaccard: dict[Any, list[float]] = {c: [] for c in full}
     frequency = {c: pd.Series(0.0, index=features) for c in full}
     for _ in range(resamples):
         rows = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])

@@ -66,7 +66,7 @@ def blocks(values: np.ndarray, group: np.ndarray, reference: np.ndarray, strata:
         ties = np.array([_tie_sum(ranks[:, j]) for j in range(ranks.shape[1])])
         var_u = n1 * n2 / 12.0 * ((n + 1) - (ties / (n * (n - 1)) if n > 1 else 0.0))
         w = 1.0 / (n + 1)
-        out.append(Block(ranks, inside, w * (u - n1 * n2 / 2), w * w * var_u, w * n1 * n2))
+        out.append(Block(ranks, inside, w * (u - n1 * n2 / 2), np.asarray(w * w * var_u), w * n1 * n2))
     return out
 
 
@@ -161,7 +161,8 @@ def random_effects(effects: np.ndarray, se: np.ndarray, *, level: float = 0.95) 
     y, s = y[keep], s[keep]
     k = len(y)
     if k < 2:
-        return RandomEffects(*([float("nan")] * 7), k=k)
+        nan = float("nan")
+        return RandomEffects(nan, nan, nan, nan, nan, nan, nan, k=k)
     w = 1 / s**2
     fixed = float((w * y).sum() / w.sum())
     q = float((w * (y - fixed) ** 2).sum())

@@ -37,7 +37,7 @@ def render_library_logging(level: int = logging.WARNING) -> None:
 
 def frame_table(frame: pd.DataFrame, title: str, index_name: str = "", *, show_lines: bool = False) -> Table:
     table = Table(title=title, title_justify="left", show_lines=show_lines)
-    table.add_column(index_name or (frame.index.name or ""), style="bold")
+    table.add_column(index_name or str(frame.index.name or ""), style="bold")
     for column in frame.columns:
         table.add_column(str(column), justify="right")
     for index, row in frame.iterrows():

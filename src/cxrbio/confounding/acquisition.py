@@ -68,8 +68,9 @@ class AcquisitionBaseline:
 def acquisition_features(manifest: pd.DataFrame, image_size: int) -> tuple[pd.DataFrame, dict[str, str]]:
     """(one row per image: numeric features and one-hot categories, column -> property it encodes)."""
     frame = pd.DataFrame(index=manifest.index)
-    width = pd.to_numeric(manifest.get("width"), errors="coerce")
-    height = pd.to_numeric(manifest.get("height"), errors="coerce")
+    missing = pd.Series(np.nan, index=manifest.index)
+    width = pd.to_numeric(manifest.get("width", missing), errors="coerce")
+    height = pd.to_numeric(manifest.get("height", missing), errors="coerce")
     values: dict[str, pd.Series] = {"width": width, "height": height, "aspect": width / height}
     if "bits" in manifest:
         values["bits"] = pd.to_numeric(manifest["bits"], errors="coerce")
@@ -86,7 +87,7 @@ def acquisition_features(manifest: pd.DataFrame, image_size: int) -> tuple[pd.Da
     for name in CATEGORICAL:
         if name in manifest:
             dummies = pd.get_dummies(manifest[name].fillna("").astype(str), prefix=name, dtype=float)
-            for column in dummies:
+            for column in dummies.columns.astype(str):
                 frame[column] = dummies[column]
                 origin[column] = name
     varying = [c for c in frame.columns if frame[c].nunique() > 1]
@@ -150,7 +151,7 @@ def acquisition_baseline(manifest: pd.DataFrame, classes: list[str], *, image_si
     return AcquisitionBaseline(
         "done", features=sorted(set(origin.values()), key=list(DESCRIPTIONS).index), images=int(scored.sum()),
         balanced_accuracy=null.observed, null_mean=null.null_mean, null_p95=null.null_p95, p=null.p,
-        per_class=per_class.to_dict(orient="records"),
+        per_class=[{str(k): v for k, v in row.items()} for row in per_class.to_dict(orient="records")],
         importance=dict(sorted(by_property.items(), key=lambda kv: -kv[1])), permutations=permutations,
         classifier=classifier, flagged=per_class.loc[per_class["flagged"], "class"].tolist(), thresholds=thresholds)
 

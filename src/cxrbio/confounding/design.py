@@ -72,7 +72,7 @@ def inferred_groups(manifest: pd.DataFrame) -> pd.Series:
         parts.append(pd.Series(np.round(np.log2(np.maximum(longer, 1)) * 2) / 2, index=manifest.index).astype(str))
     if not parts:
         return pd.Series("inferred-00000000", index=manifest.index)
-    keys = parts[0].str.cat(parts[1:], sep="|") if len(parts) > 1 else parts[0]
+    keys = parts[0].str.cat(list(parts[1:]), sep="|") if len(parts) > 1 else parts[0]  # type: ignore[arg-type]  # Series are accepted
     return keys.map(lambda k: "inferred-" + hashlib.sha1(k.encode()).hexdigest()[:8])
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def build_image_cache(
     return cached_table(image_cache_file(cache_dir, size, cache_key(manifest, size)), write)
 
 
-def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed):  # noqa: ANN001 - tf tensors
+def augmentation_transforms(batch: int, size: int, config: AugmentConfig, seed: Any) -> Any:
     """Projective transforms (B, 8) for random rotation +-rotation_degrees and shift +-shift px.
 
     The shift is given at ``reference_size`` (200 px in the study) and scaled to ``size``.
@@ -95,7 +96,7 @@ def augmentation_bounds(rotation_degrees: float, shift_pixels: float, reference_
     return rotation_degrees * math.pi / 180.0, shift_pixels * size / reference_size
 
 
-def projective_rows(angles, shift_x, shift_y, size: int, ops):  # noqa: ANN001, ANN201 - tensors of ``ops``
+def projective_rows(angles: Any, shift_x: Any, shift_y: Any, size: int, ops: Any) -> Any:
     """(B, 8) projective rows: output pixel p samples the input at R(p - c - t) + c.
 
     ``ops``: any namespace with cos, sin, zeros_like and stack (``tensorflow`` for the tf.data path,
@@ -109,14 +110,14 @@ def projective_rows(angles, shift_x, shift_y, size: int, ops):  # noqa: ANN001, 
     return ops.stack([cos, sin, a2, -sin, cos, b2, zeros, zeros], axis=1)
 
 
-def transforms_for(angles, shift_x, shift_y, size: int):  # noqa: ANN001 - tf tensors
+def transforms_for(angles: Any, shift_x: Any, shift_y: Any, size: int) -> Any:
     import tensorflow as tf
 
     angles, shift_x, shift_y = (tf.cast(t, tf.float32) for t in (angles, shift_x, shift_y))
     return projective_rows(angles, shift_x, shift_y, size, tf)
 
 
-def apply_transforms(images, transforms):  # noqa: ANN001 - tf tensors
+def apply_transforms(images: Any, transforms: Any) -> Any:
     import tensorflow as tf
 
     size = tf.shape(images)[1:3]
@@ -134,7 +135,7 @@ def make_dataset(
     training: bool,
     augment: AugmentConfig | None = None,
     seed: int = 0,
-):
+) -> Any:
     """Batches of (images, labels) for the rows ``indices`` of the cache, for the active Keras backend.
 
     On TensorFlow a tf.data.Dataset: ``training`` shuffles (reshuffled every epoch) and augments
@@ -164,21 +165,21 @@ def make_dataset(
     if isinstance(images, tf.Tensor):  # a table built once by the caller, reused every epoch
         table = images
 
-        def gather(idx, y):  # noqa: ANN001
+        def gather(idx: Any, y: Any) -> Any:
             return tf.gather(table, idx), y
     elif isinstance(images, np.memmap):  # disk cache: read each batch's rows from the file
-        def gather(idx, y):  # noqa: ANN001
+        def gather(idx: Any, y: Any) -> Any:
             batch = tf.numpy_function(lambda i: np.asarray(images[np.asarray(i)]), [idx], tf.uint8)
             return tf.ensure_shape(batch, [None, size, size]), y
     else:
         table = tf.constant(np.asarray(images))
 
-        def gather(idx, y):  # noqa: ANN001
+        def gather(idx: Any, y: Any) -> Any:
             return tf.gather(table, idx), y
 
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def to_float(x, y):  # noqa: ANN001
+    def to_float(x: Any, y: Any) -> Any:
         return tf.cast(x, tf.float32)[..., None], y
 
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
@@ -186,7 +187,7 @@ def make_dataset(
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds)
 
-        def augment_batch(batch, seed_pair):  # noqa: ANN001
+        def augment_batch(batch: Any, seed_pair: Any) -> Any:
             x, y = batch
             transforms = augmentation_transforms(tf.shape(x)[0], size, augment, seed_pair)
             return apply_transforms(x, transforms), y

@@ -243,8 +243,8 @@ def _discover_csv(csv_path: Path, config: DataConfig) -> Discovery:
             continue
         frame[f"extra_{column}" if column in RESERVED_COLUMNS else column] = raw[column].values
     frame = _apply_labels(frame, config, str(csv_path), notes)
-    column = frame.pop("source_column")
-    frame["source"] = assign_sources(frame, config, column=column if "source" in raw else None, subfolder=None,
+    source_column = frame.pop("source_column")
+    frame["source"] = assign_sources(frame, config, column=source_column if "source" in raw else None, subfolder=None,
                                      where=str(csv_path), notes=notes)
     return Discovery("csv", base, frame, notes)
 

@@ -62,7 +62,7 @@ def compare_strategies(predictions: dict[str, pd.DataFrame], classes: list[str],
 
         draws[name] = bootstrap.collect(statistics)
         point[name] = {k: float(v[0]) for k, v in statistics(ones).items()}
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for a, b in itertools.combinations(names, 2):
         pa, pb = aligned[a], aligned[b]
         per_fold_a = pa.assign(c=pa["true"] == pa["predicted"]).groupby("fold")["c"].mean()

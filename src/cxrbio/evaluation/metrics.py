@@ -151,6 +151,7 @@ def _calibration(predictions: pd.DataFrame, classes: list[str], bins: int, boots
     else:
         temperatures, used, notes, sizes = {}, {}, [], {}
         scaled = probabilities.copy()
+        fold: Any  # pandas types rows and group keys loosely
         for fold, part in validation.groupby("fold"):
             key = str(int(fold))
             truth = part["true"].to_numpy(int)
@@ -202,6 +203,7 @@ def strategy_metrics(predictions: pd.DataFrame, classes: list[str], positive_cla
     predictions = predictions.sort_values("image_id", kind="mergesort").reset_index(drop=True)
     prob_columns = [f"p_{c}" for c in classes]
     per_fold = {}
+    fold: Any  # pandas types rows and group keys loosely
     for fold, part in predictions.groupby("fold"):
         y, p = part["true"].to_numpy(), part["predicted"].to_numpy()
         entry = paper_metrics(y, p, classes, positive_class)

@@ -137,7 +137,7 @@ def _body_fields(job: MaskJob, shape: tuple[int, ...], image: np.ndarray, conten
     assert job.body_out is not None
     if job.body_mask is not None:
         try:
-            given = letterbox_mask(_read_user_mask(job.body_mask, shape[:2]).astype(np.uint8), job.size) > 0
+            given = letterbox_mask(_read_user_mask(job.body_mask, (shape[0], shape[1])).astype(np.uint8), job.size) > 0
         except CxrbioError as error:
             return {"body_source": NO_MASK, "body_qc": np.nan, "body_note": error.message}
         body = (given | (lungs if lungs is not None else False)) & content
@@ -193,7 +193,9 @@ def plan_masks(run: RunDir, config: Config, manifest: pd.DataFrame, folder: str 
         raise DataError(f"the manifest has no column {settings.column!r} of mask paths.",
                         fix="add it to the data CSV and re-scan, or set masks.column / masks.source.")
     index = _index_folder(Path(folder)) if folder and source in ("auto", "folder") else None
+    folder_path = Path(folder or ".")  # set whenever source is 'folder' (checked above)
     jobs = []
+    row: Any  # pandas types rows and group keys loosely
     for row in manifest.itertuples(index=False):
         user, kind = None, None
         if index is not None:
@@ -201,7 +203,7 @@ def plan_masks(run: RunDir, config: Config, manifest: pd.DataFrame, folder: str 
             if found is not None:
                 user, kind = str(found), FROM_FOLDER
             elif source == "folder":
-                user, kind = str(Path(folder) / f"{Path(row.path).stem}.png"), FROM_FOLDER  # reported missing
+                user, kind = str(folder_path / f"{Path(row.path).stem}.png"), FROM_FOLDER  # reported missing
         if user is None and source in ("auto", "column") and settings.column in manifest:
             user = resolve_column_path(getattr(row, settings.column), row.path)
             kind = FROM_COLUMN if user else None

@@ -206,6 +206,7 @@ def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list
     key = params_hash(load_params(params_file))
     cache = cache_root(config)
     jobs, missing = [], []
+    row: Any  # pandas types rows and group keys loosely
     for row in manifest.itertuples(index=False):
         source = getattr(row, "mask_source", None)
         mask_file = str(run.path("mask_file", image_id=row.image_id))

@@ -19,7 +19,7 @@ def reseed_generators(model: Any, seed: int) -> None:
     """Set every SeedGenerator of the model (dropout, ...) to a state derived from ``seed``."""
     from keras.random import SeedGenerator
 
-    generators = []
+    generators: list[Any] = []
     for layer in model._flatten_layers(include_self=True, recursive=True):
         generators.extend(v for v in vars(layer).values() if isinstance(v, SeedGenerator))
     for i, generator in enumerate(generators):

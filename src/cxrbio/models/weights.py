@@ -12,6 +12,7 @@ Unavailable weights raise :class:`WeightsUnavailable`, naming the remedies.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ def imagenet_file_name(alpha: float, size: int) -> str:
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
 
 
-def load_backbone(image_size: int, alpha: float, weights: str | None):  # noqa: ANN201 - keras.Model
+def load_backbone(image_size: int, alpha: float, weights: str | None) -> Any:  # a keras.Model
     """MobileNetV2 without top for (S, S, 3) input, with the requested weights (None: random)."""
     import keras
 
-    def make(source: str | None):  # noqa: ANN202
+    def make(source: str | None) -> Any:
         with warnings.catch_warnings():
             # Keras warns that sizes other than 96-224 get the 224 weights: expected, since
             # convolution weights do not depend on the input size.
@@ -90,7 +91,7 @@ def weights_file(weights: str | None) -> Path | None:
     return Path(weights).expanduser()
 
 
-def _backbone_from_run(source: str, make) -> Any:  # noqa: ANN001
+def _backbone_from_run(source: str, make: Callable[[str | None], Any]) -> Any:
     """Copy the backbone weights of an earlier run's trained model into a fresh backbone."""
     model_path = weights_file(source)
     assert model_path is not None

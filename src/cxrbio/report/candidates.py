@@ -117,7 +117,7 @@ def gallery(result: StrategyResults, saliency_maps: Mapping[str, np.ndarray], di
     if audit is None or count == 0:
         return []
     slug = f"{_slug(result.name)}-{_slug(disease)}"
-    tiles = []
+    tiles: list[dict[str, Any]] = []
     passing = frame.sort_values(["passed", "p"], ascending=[False, True])
     for _, row in passing.iterrows():
         matches = audit[(audit["feature"] == row["feature"]) & (audit["class"] == disease)] if "feature" in audit else audit[:0]
@@ -168,7 +168,7 @@ def disease_panels(contents: RunContents, result: StrategyResults, images: Image
         audit_model = _by_class(result.analysis.get("audit_model"), disease)
         scores = _by_class(result.analysis.get("shortcut_scores"), disease)
         flagged = int(frame["likely_shortcut"].fillna(False).astype(bool).sum()) if "likely_shortcut" in frame else 0
-        panel = {
+        panel: dict[str, Any] = {
             "disease": disease, "anchor": f"{result.name}-{index}-{_slug(disease)}",
             "rows": candidate_rows(frame, settings.table_rows) if "passed" in frame else [], "total": len(frame),
             "passed": int(frame["passed"].sum()) if "passed" in frame else 0, "flagged": flagged,

@@ -47,7 +47,7 @@ def acquisition_rows(contents: RunContents) -> list[dict[str, Any]]:
         row = by_class.get(name, {})
         strategies = []
         for result in contents.trained():
-            pooled = result.metrics["pooled"]
+            pooled = result.trained_metrics["pooled"]
             strategies.append(f"{result.name} {pct(pooled['per_class'].get(name, {}).get('sensitivity'))}% / "
                               f"{number(pooled.get('auroc', {}).get(name), 2)}")
         rows.append({"class": name, "auroc": number(row.get("auroc"), 2), "null_p95": number(row.get("auroc_null_p95"), 2),
@@ -123,7 +123,8 @@ def verdicts(contents: RunContents, probes: list[dict[str, Any]]) -> list[str]:
     by_class = {row["class"]: row for row in found.get("per_class", [])}
     covariates = [r for r in (contents.covariates or {}).get("rows", []) if r.get("significant")]
     used = contents.included
-    design = {str(r["class"]): r for r in contents.design.to_dict("records")} if contents.design is not None else {}
+    design: dict[str, dict[str, Any]] = ({str(r["class"]): {str(k): v for k, v in r.items()} for r in contents.design.to_dict("records")}
+                                         if contents.design is not None else {})
     tiers = tiers_and_passes(contents)
     sentences = []
     for name in contents.classes:
@@ -207,7 +208,7 @@ def blanked_rows(contents: RunContents) -> list[dict[str, Any]]:
             continue
         means = frame.groupby("class")[["accuracy", "lungs_blanked_accuracy", "outside_blanked_accuracy"]].mean()
         for name in [c for c in contents.classes if c in means.index]:
-            row = means.loc[name]
+            row: Any = means.loc[name]  # one class's row of means
             rows.append({"strategy": result.name, "class": name, "accuracy": pct(float(row["accuracy"])),
                          "lungs": pct(float(row["lungs_blanked_accuracy"])),
                          "outside": pct(float(row["outside_blanked_accuracy"])),

@@ -45,6 +45,13 @@ class StrategyResults:
         return self.metrics is not None and self.metrics.get("status") == "done"
 
     @property
+    def trained_metrics(self) -> dict[str, Any]:
+        """The metrics of a trained strategy (for sections that show only trained ones)."""
+        if self.metrics is None:
+            raise ValueError(f"{self.name} has no metrics: it was not trained")
+        return self.metrics
+
+    @property
     def analysed(self) -> bool:
         return "candidates" in self.analysis
 

@@ -143,6 +143,7 @@ def _shortcuts(contents: RunContents) -> list[str]:
         if audit is not None and not audit.empty:
             means = audit.groupby("class")[["accuracy", "outside_blanked_accuracy"]].mean()
             drops = means["accuracy"] - means["outside_blanked_accuracy"]
+            name: Any  # pandas types an index label loosely
             for name, drop in drops[drops >= OUTSIDE_DROP].items():
                 notes.append(f"{result.name}: filling the outside of the body with air drops {name} accuracy by "
                              f"{drop:.2f} ({means.loc[name, 'accuracy']:.2f} → "
@@ -167,9 +168,9 @@ def _protocol(contents: RunContents) -> list[str]:
     if changed:
         notes.append("This run deviates from the published protocol: " + "; ".join(changed)
                      + ". Compare its numbers with the paper's with that in mind.")
-    skipped = [r for r in contents.strategies.values() if r.metrics and r.metrics.get("status") == "skipped"]
-    for result in skipped:
-        notes.append(f"{result.name} was not trained: {result.metrics.get('reason', 'skipped')}")
+    skipped = [(r.name, r.metrics) for r in contents.strategies.values() if r.metrics and r.metrics.get("status") == "skipped"]
+    for name, metrics in skipped:
+        notes.append(f"{name} was not trained: {metrics.get('reason', 'skipped')}")
     return notes
 
 

@@ -90,7 +90,7 @@ def confusion(result: StrategyResults, classes: list[str]) -> dict[str, Any]:
 
 def per_class_rows(result: StrategyResults) -> list[dict[str, Any]]:
     """Per-class one-vs-rest sensitivity, specificity, precision and AUROC with patient-bootstrap 95% intervals."""
-    metrics = result.metrics
+    metrics = result.trained_metrics
     pooled, intervals = metrics["pooled"], metrics.get("ci95_per_class", {})
     rows = []
     for name, c in pooled["per_class"].items():
@@ -119,7 +119,7 @@ def roc_figure(result: StrategyResults, classes: list[str]) -> str | None:
             continue
         scores = predictions[f"p_{name}"].to_numpy()
         fpr, tpr, _ = roc_curve(positive, scores)
-        auc = number(result.metrics["pooled"].get("auroc", {}).get(name))  # computed by cxrbio train, same predictions
+        auc = number(result.trained_metrics["pooled"].get("auroc", {}).get(name))  # computed by cxrbio train, same predictions
         figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=plot_text(f"{name} (AUC {auc})"),
                                     line={"color": CLASS_COLOURS[i % len(CLASS_COLOURS)], "width": 2}))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "#999"}))
@@ -180,7 +180,7 @@ def performance_section(contents: RunContents) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": result.name, "trained": result.trained,
                                  "reason": str((result.metrics or {}).get("reason") or "").rstrip(".") if result.metrics else "not run"}
         if result.trained:
-            metrics = result.metrics
+            metrics = result.trained_metrics
             entry.update(
                 confusion=confusion(result, classes),
                 per_class=per_class_rows(result),
@@ -206,11 +206,12 @@ def scoreboard(contents: RunContents) -> list[dict[str, str]]:
     """The headline: each trained strategy's pooled 7-class accuracy and positive-vs-rest metrics."""
     rows = []
     for result in contents.trained():
-        pooled, ci = result.metrics["pooled"], result.metrics.get("ci95", {})
+        metrics = result.trained_metrics
+        pooled, ci = metrics["pooled"], metrics.get("ci95", {})
         binary = pooled.get("binary", {})
         rows.append({"name": result.name, "accuracy": pct_ci(pooled["accuracy"], ci.get("accuracy")),
-                     "fold_mean": pct_sd(result.metrics.get("fold_mean", {}).get("accuracy"),
-                                         result.metrics.get("fold_sd", {}).get("accuracy")),
+                     "fold_mean": pct_sd(metrics.get("fold_mean", {}).get("accuracy"),
+                                         metrics.get("fold_sd", {}).get("accuracy")),
                      "sensitivity": pct_ci(binary.get("sensitivity"), ci.get("sensitivity")),
                      "specificity": pct_ci(binary.get("specificity"), ci.get("specificity")),
                      "n": str(pooled.get("n", ""))})

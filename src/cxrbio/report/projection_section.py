@@ -16,7 +16,7 @@ from cxrbio.report.figures import embedding_figure
 from cxrbio.report.formatting import number
 
 
-def separation_rows(frame: pd.DataFrame | None) -> list[dict[str, str]]:
+def separation_rows(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     if frame is None or frame.empty:
         return []
     rows = []

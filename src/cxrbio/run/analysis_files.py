@@ -8,8 +8,9 @@ compressed ``<name>.npz`` (schemas: docs/analysis.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,12 +37,19 @@ def write_space(run: RunDir, space: str, result: SpaceResult) -> Path:
     for name, document in result.documents.items():
         atomic_write_text(out / f"{name}.json", json.dumps(document, indent=1, default=float))
     for name, arrays in result.arrays.items():
-        atomic_write(out / f"{name}.npz", lambda tmp, arrays=arrays: np.savez_compressed(tmp, **arrays))
+        atomic_write(out / f"{name}.npz", _npz_writer(arrays))
     return out
 
 
 def candidates_file(run: RunDir, space: str) -> Path:
     return space_dir(run, space) / CANDIDATES
+
+
+def _npz_writer(arrays: dict[str, Any]) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        np.savez_compressed(tmp, **arrays)
+
+    return write
 
 
 def read_candidates(run: RunDir, space: str) -> pd.DataFrame:

@@ -195,7 +195,8 @@ def render_density(c: Canvas, a: Anatomy, rng: np.random.Generator) -> tuple[np.
     return density, right, left, heart
 
 
-def pose_affine(shape: tuple[int, int], angle_deg: float, shift: tuple[float, float], scale: float):
+def pose_affine(shape: tuple[int, int], angle_deg: float, shift: tuple[float, float],
+                scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Matrix and offset for ndimage.affine_transform: rotate/scale about the centre, then shift."""
     theta = math.radians(angle_deg)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) / scale

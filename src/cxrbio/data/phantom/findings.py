@@ -7,7 +7,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from cxrbio.data.phantom.anatomy import draw_polyline, smooth_noise
+from cxrbio.data.phantom.anatomy import Anatomy, Canvas, draw_polyline, smooth_noise
+
+#: A finding drawn: the density map with it, and a mask per finding name (the ground truth).
+Finding = tuple[np.ndarray, dict[str, np.ndarray]]
 
 FINDINGS: dict[str, tuple[str, ...]] = {
     "COVID-19": ("ground_glass",),
@@ -34,7 +37,8 @@ LOCALISED: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def finding_ground_glass(c, a, rng, right, left, severity):
+def finding_ground_glass(c: Canvas, a: Anatomy, rng: np.random.Generator, right: np.ndarray, left: np.ndarray,
+                severity: float) -> Finding:
     haze = np.zeros((c.h, c.w), dtype=np.float32)
     for lung, sign in ((right, -1), (left, 1)):
         cx_lateral = 0.5 + sign * (a.lung_center_offset + 0.6 * a.lung_half_width)
@@ -48,7 +52,8 @@ def finding_ground_glass(c, a, rng, right, left, severity):
     return density, {"ground_glass": haze > 0.35}
 
 
-def finding_consolidation(c, a, rng, right, left, severity):
+def finding_consolidation(c: Canvas, a: Anatomy, rng: np.random.Generator, right: np.ndarray, left: np.ndarray,
+                severity: float) -> Finding:
     lung = right if a.side == 0 else left
     sign = -1 if a.side == 0 else 1
     lower = rng.random() < 0.5  # upper/middle-lobe consolidation half the time, as in real pneumonia
@@ -69,7 +74,8 @@ def finding_consolidation(c, a, rng, right, left, severity):
     return density, {"consolidation": region}
 
 
-def finding_edema(c, a, rng, right, left, heart, severity):
+def finding_edema(c: Canvas, a: Anatomy, rng: np.random.Generator, right: np.ndarray, left: np.ndarray,
+                  heart: np.ndarray, severity: float) -> Finding:
     lungs = right | left
     hilum_y = a.heart_center_y - 0.16
     bat = np.zeros((c.h, c.w), dtype=np.float32)
@@ -90,7 +96,8 @@ def finding_edema(c, a, rng, right, left, heart, severity):
     return density, {"perihilar_haze": bat > 0.4, "kerley_lines": kerley, "cardiomegaly": heart}
 
 
-def finding_effusion(c, a, rng, right, left, severity):
+def finding_effusion(c: Canvas, a: Anatomy, rng: np.random.Generator, right: np.ndarray, left: np.ndarray,
+                severity: float) -> Finding:
     sides = [a.side] if rng.random() < 0.75 else [0, 1]
     region = np.zeros((c.h, c.w), dtype=bool)
     for side in sides:
@@ -106,7 +113,8 @@ def finding_effusion(c, a, rng, right, left, severity):
     return density, {"effusion": region}
 
 
-def finding_emphysema(c, a, rng, right, left, severity):
+def finding_emphysema(c: Canvas, a: Anatomy, rng: np.random.Generator, right: np.ndarray, left: np.ndarray,
+                severity: float) -> Finding:
     lungs = right | left
     bullae = np.zeros((c.h, c.w), dtype=bool)
     for _ in range(int(rng.integers(1, 4))):
@@ -120,7 +128,8 @@ def finding_emphysema(c, a, rng, right, left, severity):
     return density, {"hyperinflation": lungs, "bullae": bullae}
 
 
-def finding_reticulation(c, a, rng, right, left, severity):
+def finding_reticulation(c: Canvas, a: Anatomy, rng: np.random.Generator, right: np.ndarray, left: np.ndarray,
+                severity: float) -> Finding:
     lungs = right | left
     noise = rng.standard_normal((c.h, c.w))
     # The mesh scales with the image so that it survives downsampling to small training sizes.

@@ -77,6 +77,7 @@ def render_image(anatomy: Anatomy, label: str, rng: np.random.Generator, height:
     severity = float(rng.uniform(*severity_range)) if label != "Normal" else 0.0
     lesion_rng = np.random.default_rng([anatomy.lesion_seed, int(rng.integers(0, 3))])
     lesions: dict[str, np.ndarray] = {}
+    extra: np.ndarray | float
     if label == "COVID-19":
         extra, lesions = finding_ground_glass(c, anatomy, lesion_rng, right, left, severity)
     elif label == "Pneumonia":
@@ -272,7 +273,8 @@ def generate_phantom(
                     _save_export(out / image_path, result.image, site.export)
                 body_path = Path("masks") / "body" / f"{image_name}.png"
                 _save_png(out / lung_path, result.lungs)
-                _save_png(out / body_path, result.body)
+                if result.body is not None:  # render_image always draws the body; the type allows its absence
+                    _save_png(out / body_path, result.body)
                 for finding, mask in result.lesions.items():
                     mask_path = Path("masks") / "lesions" / finding / f"{image_name}.png"
                     _save_png(out / mask_path, mask)

@@ -45,7 +45,8 @@ SITE_B_SHARE = {"COVID-19": 0.1, "Edema": 0.05, "Effusion": 0.05, "Emphysema": 0
 NESTED_CONTROL_SHARE = 0.5
 
 
-def stamp_marker(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator):
+def stamp_marker(image: np.ndarray, lungs: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A bright burned-in side marker ('L'-shaped token) in a top corner, never on a lung."""
     h, w = image.shape
     size = max(6, round(0.08 * h))
