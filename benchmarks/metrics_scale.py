@@ -4,7 +4,9 @@ Times what `cxrbio train` adds after the last fold: per strategy the metrics wit
 patient-bootstrap resamples (scalar metrics, per-class rates and AUROCs, calibration, temperature
 scaling), then the 28 pairwise comparisons on shared resamples. Beside it, in the same run, the
 baseline it replaced: a Python loop over resamples, each recomputing the metrics with
-scikit-learn on the resampled rows (``--baseline-resamples`` of them, scaled to 1,000).
+scikit-learn on the resampled rows (``--baseline-resamples`` of them, scaled to 1,000). Each
+strategy's metrics and the baseline on that strategy's predictions run as one interleaved pair;
+the ratio is the median over the pairs with its range (benchmarks/paired.py).
 
     uv run python benchmarks/metrics_scale.py [--images 3905] [--strategies 8] [--resamples 1000]
 """
@@ -12,10 +14,12 @@ scikit-learn on the resampled rows (``--baseline-resamples`` of them, scaled to 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
 import pandas as pd
+from paired import PairedTimes
 
 
 def simulated_predictions(images: int, folds: int, classes: list[str], accuracy: float, seed: int) -> pd.DataFrame:
@@ -66,23 +70,37 @@ def main() -> None:
     predictions = {f"s{k}": simulated_predictions(args.images, args.folds, classes, 0.5 + 0.05 * k, seed=k)
                    for k in range(args.strategies)}
     validation = {name: frame.sample(frac=0.1, random_state=1) for name, frame in predictions.items()}
-    started = time.perf_counter()
-    for name, frame in predictions.items():
-        strategy_metrics(frame, classes, classes[0], {}, n_boot=args.resamples, validation=validation[name])
-    per_strategy = (time.perf_counter() - started) / args.strategies
+    base, ours = [], []
+    for k, (name, frame) in enumerate(predictions.items()):  # one pair per strategy, alternating which goes first
+        def cxrbio_metrics(name: str = name, frame: pd.DataFrame = frame) -> float:
+            started = time.perf_counter()
+            strategy_metrics(frame, classes, classes[0], {}, n_boot=args.resamples, validation=validation[name])
+            return time.perf_counter() - started
+
+        def baseline(frame: pd.DataFrame = frame) -> float:
+            seconds = loop_baseline(frame, classes, args.baseline_resamples, seed=0)
+            return seconds * args.resamples / args.baseline_resamples
+
+        if k % 2:
+            ours.append(cxrbio_metrics())
+            base.append(baseline())
+        else:
+            base.append(baseline())
+            ours.append(cxrbio_metrics())
+    times = PairedTimes(base, ours)
+    per_strategy = statistics.median(ours)
     started = time.perf_counter()
     result = compare_strategies(predictions, classes, n_train=0.9 * args.images, n_test=0.1 * args.images,
                                 resamples=args.resamples)
     comparisons = time.perf_counter() - started
-    baseline = loop_baseline(predictions["s0"], classes, args.baseline_resamples, seed=0) * args.resamples / args.baseline_resamples
     print(f"{args.images} images, {len(classes)} classes, {args.folds} folds, {args.strategies} strategies, "
           f"{args.resamples} patient-bootstrap resamples")
     print(f"metrics per strategy (intervals, per-class, AUROC, calibration, temperature): {per_strategy:.2f} s")
     print(f"{len(result['pairs'])} pairwise comparisons on shared resamples: {comparisons:.2f} s")
     print(f"baseline, per strategy (resample loop with scikit-learn, {args.baseline_resamples} timed, scaled): "
-          f"{baseline:.2f} s")
-    print(f"ratio baseline / cxrbio per strategy: {baseline / per_strategy:.1f}x")
-    print(f"all metrics after training: {per_strategy * args.strategies + comparisons:.1f} s")
+          f"{statistics.median(base):.2f} s")
+    print(times.describe("ratio baseline / cxrbio per strategy"))
+    print(f"all metrics after training: {sum(ours) + comparisons:.1f} s")
 
 
 if __name__ == "__main__":
