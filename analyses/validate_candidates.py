@@ -98,7 +98,7 @@ def evaluate_seed(root: Path, seed: int, args: argparse.Namespace, smoothing: li
 
     from cxrbio.analysis import localisation
     from cxrbio.data.phantom import LOCALISED
-    from cxrbio.features.lung_masks import read_body_mask, read_mask
+    from cxrbio.run.mask_files import read_body_mask, read_mask
     from cxrbio.run.rundir import open_run
     from cxrbio.training.data import load_training_data
 

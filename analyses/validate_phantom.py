@@ -435,7 +435,7 @@ def overlay_reading(run_root: Path, strategy: str, kind: str) -> object:
     from cxrbio.analysis.audit import FILL, activations, filled
     from cxrbio.data.preprocess import letterbox_geometry, letterbox_mask
     from cxrbio.features.embedding import embedding_model
-    from cxrbio.features.lung_masks import read_body_mask
+    from cxrbio.run.mask_files import read_body_mask
     from cxrbio.run.rundir import open_run
     from cxrbio.training.data import load_training_data
 

@@ -50,8 +50,8 @@ def main() -> None:
     from cxrbio.data.imageio import read_image
     from cxrbio.data.phantom import generate_phantom
     from cxrbio.data.preprocess import letterbox
-    from cxrbio.features.lung_masks import read_mask
     from cxrbio.features.radiomic_features import BORDER, params_path
+    from cxrbio.run.mask_files import read_mask
     from cxrbio.run.rundir import RunDir
     from cxrbio.runtime.executors import available_cores, make_executor
     from cxrbio.stages import masks, radiomics, scan

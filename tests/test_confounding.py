@@ -246,7 +246,7 @@ def test_the_source_probe_reads_the_site_from_radiomics_of_the_site_phantom(site
     reads the site well above its null. On the plain phantom (one source) it stays silent."""
     from cxrbio.analysis.inputs import clean_columns
     from cxrbio.confounding.source_probe import source_probe
-    from cxrbio.features.radiomic_features import read_features
+    from cxrbio.run.radiomics_files import read_features
     from cxrbio.run.rundir import RunDir
     from cxrbio.stages import masks, radiomics
     from tests.helpers import FAST_PARAMS

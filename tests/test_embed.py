@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from cxrbio.cli.app import app
 from cxrbio.config import load_config
 from cxrbio.errors import DataError
-from cxrbio.features.embedding import read_out_of_fold
 from cxrbio.run import freshness
+from cxrbio.run.embedding_files import read_out_of_fold
 from cxrbio.run.fold_files import register_fold_model
 from cxrbio.run.rundir import RunDir
 from cxrbio.stages import embed

@@ -13,8 +13,8 @@ from cxrbio.cli.app import app
 from cxrbio.config import load_config
 from cxrbio.data.imageio import read_image
 from cxrbio.data.preprocess import letterbox, letterbox_mask
-from cxrbio.features.lung_masks import read_mask, read_mask_table
 from cxrbio.features.lungseg import segment_lungs
+from cxrbio.run.mask_files import read_mask, read_mask_table
 from cxrbio.run.rundir import RunDir
 from cxrbio.stages import masks as masks_stage
 from tests.helpers import FAST_CHECKS, copy_run, scan, write_png
@@ -123,7 +123,7 @@ def test_phantom_ground_truth_is_used_from_the_manifest_column_and_never_covers_
     # Body masks: the phantom's ground truth (manifest column body_mask), lungs included.
     assert kept.table["body_source"].eq("column").all() and kept.without_body.empty
     first = masks.iloc[0]["image_id"]
-    from cxrbio.features.lung_masks import read_body_mask
+    from cxrbio.run.mask_files import read_body_mask
 
     assert not (read_mask(run, first) & ~read_body_mask(run, first)).any()
     manifest_bytes = run.manifest.read_bytes()

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from cxrbio.cli.app import app
 from cxrbio.config import bundled_config, load_config
 from cxrbio.errors import ConfigError
-from cxrbio.features.lung_masks import read_mask_table
 from cxrbio.features.radiomic_features import load_params
 from cxrbio.run import runconfig
+from cxrbio.run.mask_files import read_mask_table
 from cxrbio.run.rundir import RunDir
 from cxrbio.runtime.executors import RayExecutor, make_executor
 from cxrbio.stages import masks, radiomics
@@ -82,7 +82,7 @@ def test_default_parameters_give_2d_texture_shape2d_and_four_wavelet_bands(maske
     assert {c.split("_")[0] for c in columns if c.startswith("log")} == {f"log-sigma-{s}-0-mm-3D" for s in (1, 2, 3)}
     assert not any("shape_" in c for c in columns)  # the 3-D shape class does not apply
     # The lung area is the mask's pixel count.
-    from cxrbio.features.lung_masks import read_mask
+    from cxrbio.run.mask_files import read_mask
 
     for row in features.itertuples():
         assert row.original_shape2D_PixelSurface == pytest.approx(read_mask(run, row.image_id).sum())

@@ -169,7 +169,8 @@ class AuditImages:
 def load_audit_images(run: Any, config: Any, manifest: pd.DataFrame) -> AuditImages:
     """``manifest``: included rows indexed by image_id, with mask_source (and body_source)."""
     from cxrbio.data.preprocess import letterbox_geometry
-    from cxrbio.features.lung_masks import NO_MASK, read_body_mask, read_mask
+    from cxrbio.features.lung_masks import NO_MASK
+    from cxrbio.run.mask_files import read_body_mask, read_mask
     from cxrbio.training.data import load_training_data
 
     data = load_training_data(run, config, cache="disk")

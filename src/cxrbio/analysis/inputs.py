@@ -15,7 +15,7 @@ import pandas as pd
 
 from cxrbio.config import Config
 from cxrbio.errors import DataError
-from cxrbio.features.radiomic_features import read_features
+from cxrbio.run.radiomics_files import read_features
 from cxrbio.run.rundir import RunDir
 
 
@@ -65,7 +65,7 @@ class AnalysisInputs:
 
 def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> AnalysisInputs:
     """Included images (with their mask columns, when masks were made), labels, radiomics features."""
-    from cxrbio.features.lung_masks import with_masks
+    from cxrbio.run.mask_files import with_masks
 
     manifest = with_masks(run.read_manifest(), run)
     manifest = manifest[manifest["included"]].set_index("image_id")
@@ -84,8 +84,8 @@ def load_inputs(run: RunDir, config: Config, need_radiomics: bool = True) -> Ana
 
 def analysable_strategies(run: RunDir, requested: list[str] | None) -> list[str]:
     """Strategies with embeddings; a clear error naming the command otherwise."""
-    from cxrbio.features.embedding import embedded_folds
     from cxrbio.run.artifacts import missing_error
+    from cxrbio.run.embedding_files import embedded_folds
 
     found = list(embedded_folds(run))
     if not found:
@@ -101,7 +101,7 @@ def analysable_strategies(run: RunDir, requested: list[str] | None) -> list[str]
 
 def load_fold_embeddings(inputs: AnalysisInputs, strategy: str) -> list[FoldEmbeddings]:
     """Every fold's embeddings of ``strategy``; refuses folds that do not partition the images."""
-    from cxrbio.features.embedding import embedded_folds, read_out_of_fold
+    from cxrbio.run.embedding_files import embedded_folds, read_out_of_fold
 
     read_out_of_fold(inputs.run, strategy, expected=pd.Series(inputs.manifest.index))  # raises with the fix
     folds = []

@@ -4,7 +4,7 @@ For each strategy and fold, ``embeddings/<strategy>/fold-<k>.parquet`` holds one
 included image: ``image_id``, ``split`` (``test`` for the fold's held-out images, ``train``
 otherwise) and the GAP vector ``e0000 ... e<D-1>`` (float32, D = 1280 x alpha, rounded as
 MobileNetV2 rounds it). Analyses use the ``test`` rows: across the folds of a strategy, every
-image has exactly one, computed by a model that never saw it (:func:`read_out_of_fold`).
+image has exactly one, computed by a model that never saw it (:func:`cxrbio.run.embedding_files.read_out_of_fold`).
 
 Images are read batch by batch from the run's memory-mapped image cache and embeddings are
 written to Parquet a chunk at a time, so memory is bounded by the chunk, not the data set.
@@ -20,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from cxrbio.errors import DataError
 from cxrbio.models import saving
 from cxrbio.models.layers import GAP_LAYER
-from cxrbio.run import freshness
-from cxrbio.run.artifacts import command_for, missing_error
-from cxrbio.run.rundir import RunDir
 
 CHUNK_IMAGES = 1024  # images per model.predict call and per Parquet row group
 
@@ -87,39 +82,3 @@ def export_fold(model_path: Path, data: Any, test_mask: np.ndarray, batch_size: 
             keras.backend.clear_session()
 
     return EmbeddingStream(schema, dims, tables())
-
-
-def embedded_folds(run: RunDir) -> dict[str, list[int]]:
-    """Strategies with embeddings (stamped units), and their folds."""
-    return freshness.folds_by_strategy(run.root, "embeddings")
-
-
-def read_out_of_fold(run: RunDir, strategy: str, expected: pd.Series | None = None) -> pd.DataFrame:
-    """Each image's embedding from the fold that held it out: image_id, fold, e0000...
-
-    Raises when an image has no out-of-fold row or more than one (folds that do not partition
-    the images, or embeddings of an older training), or, with ``expected``, when the image set
-    differs from it.
-    """
-    folds = embedded_folds(run).get(strategy, [])
-    if not folds:
-        raise missing_error("embeddings", run.root, detail=strategy, strategies=strategy)
-    parts = []
-    for fold in folds:
-        part = pd.read_parquet(run.path("embeddings", strategy=strategy, fold=fold),
-                               filters=[("split", "==", "test")]).drop(columns="split")
-        part.insert(1, "fold", fold)
-        parts.append(part)
-    frame = pd.concat(parts, ignore_index=True)
-    redo = command_for("embed", run.root, strategies=strategy) + " --force"
-    repeated = frame["image_id"][frame["image_id"].duplicated()]
-    if len(repeated):
-        raise DataError(f"{strategy}: {repeated.nunique()} images have more than one out-of-fold embedding "
-                        f"(e.g. {repeated.iloc[0]}).", fix=f"run '{redo}'.")
-    if expected is not None:
-        missing = sorted(set(expected) - set(frame["image_id"]))
-        extra = sorted(set(frame["image_id"]) - set(expected))
-        if missing or extra:
-            raise DataError(f"{strategy}: out-of-fold embeddings miss {len(missing)} and add {len(extra)} images "
-                            f"relative to the manifest.", fix=f"run '{redo}'.")
-    return frame

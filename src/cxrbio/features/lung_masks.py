@@ -3,7 +3,7 @@
 Each mask is a 0/255 PNG of ``data.image_size`` x ``data.image_size``, aligned with the
 letterboxed image that the network and radiomics see, and never covering the letterbox
 padding. Where it came from is recorded in the masks stage's own table, ``masks/masks.parquet``
-(one row per included image; :func:`read_mask_table`, :func:`with_masks`):
+(one row per included image; read with :mod:`cxrbio.run.mask_files`):
 
 ``mask_source``
     ``folder`` (a user mask file named like the image), ``column`` (a path in the manifest
@@ -44,8 +44,6 @@ from cxrbio.run.rundir import RunDir
 
 SEGMENTATION_VERSION = 2  # bump when cxrbio.features.lungseg changes its output (2: body masks)
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
-BODY_COLUMNS = ("body_source", "body_qc", "body_note")
-MASK_COLUMNS = ("mask_source", "mask_qc", "mask_note", *BODY_COLUMNS)
 
 # What ``mask_source`` records (the module docstring says what each means); one spelling for
 # every reader, so a check like "is this the classical segmentation?" cannot drift from the writer.
@@ -213,32 +211,3 @@ def plan_masks(run: RunDir, config: Config, manifest: pd.DataFrame, folder: str 
                             body_mask=body, body_min_qc=settings.body_min_qc,
                             body_out=str(run.output("masks", "body_file", image_id=row.image_id))))
     return jobs
-
-
-def read_mask_table(run: RunDir) -> pd.DataFrame | None:
-    """image_id, mask_source, mask_qc, mask_note per included image; None before ``cxrbio masks``."""
-    path = run.path("masks")
-    return pd.read_parquet(path) if path.is_file() else None
-
-
-def with_masks(manifest: pd.DataFrame, run: RunDir) -> pd.DataFrame:
-    """``manifest`` with the mask columns joined on image_id (absent columns when there are no masks)."""
-    table = read_mask_table(run)
-    if table is None:
-        return manifest
-    indexed = "image_id" not in manifest.columns
-    frame = manifest.reset_index() if indexed else manifest
-    frame = frame.drop(columns=[c for c in MASK_COLUMNS if c in frame]).merge(table, on="image_id", how="left")
-    return frame.set_index("image_id") if indexed else frame
-
-
-def read_mask(run: RunDir, image_id: str) -> np.ndarray | None:
-    """The run's mask of one image, or None where it has none."""
-    path = run.path("mask_file", image_id=image_id)
-    return read_mask_file(path) if path.is_file() else None
-
-
-def read_body_mask(run: RunDir, image_id: str) -> np.ndarray | None:
-    """The run's body mask of one image (lungs included), or None where it has none."""
-    path = run.path("body_file", image_id=image_id)
-    return read_mask_file(path) if path.is_file() else None

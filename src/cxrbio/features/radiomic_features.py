@@ -34,7 +34,6 @@ import pandas as pd
 
 from cxrbio.config import Config, bundled_config
 from cxrbio.errors import ConfigError
-from cxrbio.run.artifacts import missing_error
 from cxrbio.run.caches import feature_cache_file, read_cached_json, write_cached_json
 from cxrbio.run.mask_files import read_mask_file
 from cxrbio.run.rundir import RunDir
@@ -223,10 +222,3 @@ def plan_jobs(run: RunDir, config: Config, manifest: pd.DataFrame) -> tuple[list
         jobs.append(FeatureJob(row.image_id, row.path, sha, mask_file, mask_sha, config.data.image_size,
                                str(params_file), key, str(cache)))
     return jobs, pd.DataFrame(missing, columns=["image_id", "status", "message", "cache", "nonfinite", "seconds"])
-
-
-def read_features(run: RunDir) -> pd.DataFrame:
-    path = run.path("radiomics")
-    if not path.is_file():
-        raise missing_error("radiomics", run.root)
-    return pd.read_parquet(path)

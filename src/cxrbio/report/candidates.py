@@ -103,7 +103,7 @@ class ImageSource:
             return None
 
     def mask(self, image_id: str) -> np.ndarray | None:
-        from cxrbio.features.lung_masks import read_mask
+        from cxrbio.run.mask_files import read_mask
 
         try:
             return read_mask(self.contents.run, image_id)

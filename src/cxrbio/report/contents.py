@@ -181,9 +181,9 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
 
     ``config``: the run's own, with report settings from elsewhere (the report stage passes it).
     """
-    from cxrbio.features.lung_masks import with_masks
     from cxrbio.run.artifacts import command_for
     from cxrbio.run.fold_files import read_predictions, trained_folds
+    from cxrbio.run.mask_files import with_masks
 
     run, own = open_run(run_dir)
     config = config or own
@@ -193,7 +193,7 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
     strategies: dict[str, StrategyResults] = {}
     has_embeddings: dict[str, bool] = {}
     folds = trained_folds(run)
-    from cxrbio.features.embedding import embedded_folds
+    from cxrbio.run.embedding_files import embedded_folds
 
     embedded = embedded_folds(run)
     for name in _strategy_names(run, config):

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from cxrbio.errors import DataError
-from cxrbio.features.embedding import export_fold, read_out_of_fold
+from cxrbio.features.embedding import export_fold
 from cxrbio.run import freshness
 from cxrbio.run.artifacts import command_for, missing_error
+from cxrbio.run.embedding_files import read_out_of_fold
 from cxrbio.run.fold_files import trained_folds
 from cxrbio.run.fold_layout import model_file
 from cxrbio.run.rundir import open_run, supersede

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from cxrbio.errors import CxrbioError
-from cxrbio.features.lung_masks import MASK_COLUMNS, NO_MASK, SEGMENTATION_VERSION, WHOLE_CONTENT, build_mask, plan_masks, read_mask_table
+from cxrbio.features.lung_masks import NO_MASK, SEGMENTATION_VERSION, WHOLE_CONTENT, build_mask, plan_masks
 from cxrbio.run import freshness
 from cxrbio.run.atomic import atomic_write_parquet
+from cxrbio.run.mask_files import MASK_COLUMNS, read_mask_table
 from cxrbio.run.rundir import open_run, supersede
 from cxrbio.runtime.executors import Executor, make_executor
 from cxrbio.runtime.progress import Progress, counter

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbio.features.lung_masks import with_masks
 from cxrbio.features.radiomic_features import (
     STATUS_OK,
     RadiomicsResult,
@@ -32,6 +31,7 @@ from cxrbio.features.radiomic_features import (
 )
 from cxrbio.run import freshness
 from cxrbio.run.atomic import atomic_write_parquet
+from cxrbio.run.mask_files import with_masks
 from cxrbio.run.rundir import open_run, supersede
 from cxrbio.runtime.executors import Executor, make_executor
 from cxrbio.runtime.progress import Progress, counter
