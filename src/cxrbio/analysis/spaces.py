@@ -32,7 +32,6 @@ from cxrbio.run.fold_layout import model_file, predictions_file
 from cxrbio.runtime.timing import timed
 
 PARTS = ("attribution", "stats", "association", "stability", "projection", "audit")  # stability: radiomics bootstrap
-STAGE = "analyze"
 RADIOMICS = RADIOMICS_SPACE
 Say = Callable[[str], None]
 

@@ -1,13 +1,14 @@
 """What each command prints after its stage: one printer per stage result type, behind one protocol.
 
-:func:`print_result` dispatches on the result's type (``functools.singledispatch``), so a command
-and the demo print a stage's summary the same way, and the demo needs no switch on stage names.
-A new stage registers its printer here with ``@print_result.register``.
+:func:`print_result` picks the printer by the result's type, so a command and the demo print a
+stage's summary the same way, and the demo needs no switch on stage names. A new stage adds its
+result type and printer to :func:`_printers`.
 """
 
 from __future__ import annotations
 
-from functools import cache, singledispatch
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -307,21 +308,23 @@ def print_metrics_table(results: dict[str, Any], run_dir: Path, seconds: float) 
     console.print(frame_table(pd.DataFrame(rows).T, title, "strategy", show_lines=True))
 
 
+#: A stage result's printer: (result, run directory, seconds shown where the result carries none, --top).
+Printer = Callable[[Any, Path, float | None, int | None], None]
+
+
 def print_result(result: Any, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-    """Print a stage's summary; ``seconds`` is the wall time shown where a stage's result does not carry it."""
-    _registered()
-    _printer(result, run_dir=run_dir, seconds=seconds, top=top)
-
-
-@singledispatch
-def _printer(result: Any, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-    raise TypeError(f"no printer is registered for {type(result).__name__}")
+    """Print a stage's summary by the result's type; ``seconds`` is shown where the result does not carry it."""
+    printers = _printers()
+    kind = next((k for k in type(result).__mro__ if k in printers), None)
+    if kind is None:
+        raise TypeError(f"no printer for {type(result).__name__}")
+    printers[kind](result, run_dir, seconds, top)
 
 
 @cache
-def _registered() -> None:
-    """Printers per result type, registered on first use: the result types' modules (the analysis's
-    scipy and scikit-learn among them) are not imported by ``cxrbio --help``."""
+def _printers() -> dict[type, Printer]:
+    """Printers per result type, made on first use: the result types' modules (the analysis's scipy and
+    scikit-learn among them) are not imported by ``cxrbio --help``."""
     from cxrbio.analysis.spaces import AnalysisSummary
     from cxrbio.config import load_config
     from cxrbio.features.radiomic_features import RadiomicsResult
@@ -333,44 +336,19 @@ def _registered() -> None:
     from cxrbio.stages.scan import ScanStageResult
     from cxrbio.stages.train import TrainResult
 
-    @_printer.register(ScanStageResult)
-    def _scan(result: ScanStageResult, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-        print_scan_summary(result, load_config(RunDir(run_dir).config), run_dir, seconds or 0.0)
-
-    @_printer.register(TrainResult)
-    def _train(result: TrainResult, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-        print_metrics_table(result.metrics, run_dir, result.seconds)
-
-    @_printer.register(EmbedResult)
-    def _embed(result: EmbedResult, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-        print_embed_summary(result, run_dir)
-
-    @_printer.register(MasksResult)
-    def _masks(result: MasksResult, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-        print_masks_summary(result, run_dir)
-
-    @_printer.register(RadiomicsResult)
-    def _radiomics(result: RadiomicsResult, *, run_dir: Path, seconds: float | None = None,
-                   top: int | None = None) -> None:
-        print_radiomics_summary(result, run_dir)
-
-    @_printer.register(AnalysisSummary)
-    def _analysis(result: AnalysisSummary, *, run_dir: Path, seconds: float | None = None,
-                  top: int | None = None) -> None:
-        print_analysis_summary(result, run_dir, top)
-
-    @_printer.register(LungsRemovedResult)
-    def _lungs_removed(result: LungsRemovedResult, *, run_dir: Path, seconds: float | None = None,
-                       top: int | None = None) -> None:
+    def lungs_removed(result: Any, run_dir: Path, seconds: float | None, top: int | None) -> None:
         for name, found in result.results.items():
             print_lungs_removed(name, found)
 
-    @_printer.register(EvaluateResult)
-    def _external(result: EvaluateResult, *, run_dir: Path, seconds: float | None = None,
-                  top: int | None = None) -> None:
-        print_external(result)
-
-    @_printer.register(ReportResult)
-    def _report(result: ReportResult, *, run_dir: Path, seconds: float | None = None, top: int | None = None) -> None:
-        print_report_summary(result, seconds or 0.0)
-
+    return {
+        ScanStageResult: lambda result, run_dir, seconds, top: print_scan_summary(
+            result, load_config(RunDir(run_dir).config), run_dir, seconds or 0.0),
+        TrainResult: lambda result, run_dir, seconds, top: print_metrics_table(result.metrics, run_dir, result.seconds),
+        EmbedResult: lambda result, run_dir, seconds, top: print_embed_summary(result, run_dir),
+        MasksResult: lambda result, run_dir, seconds, top: print_masks_summary(result, run_dir),
+        RadiomicsResult: lambda result, run_dir, seconds, top: print_radiomics_summary(result, run_dir),
+        AnalysisSummary: lambda result, run_dir, seconds, top: print_analysis_summary(result, run_dir, top),
+        LungsRemovedResult: lungs_removed,
+        EvaluateResult: lambda result, run_dir, seconds, top: print_external(result),
+        ReportResult: lambda result, run_dir, seconds, top: print_report_summary(result, seconds or 0.0),
+    }

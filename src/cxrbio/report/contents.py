@@ -182,7 +182,6 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
     ``config``: the run's own, with report settings from elsewhere (the report stage passes it).
     """
     from cxrbio.run.artifacts import command_for
-    from cxrbio.run.fold_files import read_predictions, trained_folds
     from cxrbio.run.mask_files import with_masks
 
     run, own = open_run(run_dir)
@@ -192,14 +191,14 @@ def load_contents(run_dir: Path, config: Config | None = None) -> RunContents:
     missing: list[Missing] = []
     strategies: dict[str, StrategyResults] = {}
     has_embeddings: dict[str, bool] = {}
-    folds = trained_folds(run)
+    folds = fold_files.trained_folds(run)
     from cxrbio.run.embedding_files import embedded_folds
 
     embedded = embedded_folds(run)
     for name in _strategy_names(run, config):
         result = StrategyResults(name, metrics=_read_json(run.path("metrics", strategy=name)))
         if result.trained:
-            predictions = read_predictions(run, name)
+            predictions = fold_files.read_predictions(run, name)
             result.predictions = predictions if len(predictions) else None
             result.histories = _histories(run, name, folds.get(name, []))
         for table in ANALYSIS_TABLES:

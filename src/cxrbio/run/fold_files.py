@@ -27,6 +27,7 @@ from cxrbio.run.fold_layout import (
     MODEL,
     PREDICTIONS,
     STATE,
+    SUMMARY,
     VALIDATION_PREDICTIONS,
     fold_dir,
     predictions_file,
@@ -95,15 +96,20 @@ class FoldFiles:
     def write_results(self, model: Any, *, predictions: pd.DataFrame, validation: pd.DataFrame,
                       history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         """The finished fold's files, then its stamp (last), then the checkpoints go."""
-        from cxrbio.data.duplicates import sha256_file
-
         atomic_write_parquet(self.out / PREDICTIONS, predictions)
         atomic_write_parquet(self.out / VALIDATION_PREDICTIONS, validation)
         atomic_write_text(self.out / HISTORY, pd.DataFrame(history).to_csv(index=False))
-        atomic_write(self.out / MODEL, model.save)
-        atomic_write_text(self.out / "summary.json", json.dumps(summary) + "\n")
-        freshness.write_stamp(self.run, self.expected, digest=sha256_file(self.out / MODEL), info=summary)
+        self.write_model(model, summary)
         self.clear()
+
+    def write_model(self, model: Any, summary: dict[str, Any]) -> None:
+        """The fold model, its summary, then the stamp naming the model's digest (last)."""
+        from cxrbio.data.duplicates import sha256_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.out / MODEL, model.save)
+        atomic_write_text(self.out / SUMMARY, json.dumps(summary) + "\n")
+        freshness.write_stamp(self.run, self.expected, digest=sha256_file(self.out / MODEL), info=summary)
 
 
 def read_validation_predictions(run: RunDir, strategy: str, folds: list[int]) -> pd.DataFrame:
@@ -117,12 +123,18 @@ def read_validation_predictions(run: RunDir, strategy: str, folds: list[int]) ->
 
 def read_history(run: RunDir, strategy: str, fold: int) -> pd.DataFrame:
     """A fold's per-epoch history (history.csv)."""
-    return pd.read_csv(run.path("train_fold", strategy=strategy, fold=fold) / HISTORY)
+    return pd.read_csv(fold_dir(run, strategy, fold) / HISTORY)
 
 
 def trained_folds(run: RunDir) -> dict[str, list[int]]:
     """Strategies with at least one completed fold (a stamp), and those folds."""
     return freshness.folds_by_strategy(run.root, "train_fold")
+
+
+def read_fold_predictions(run: RunDir, strategy: str, folds: list[int], *, artifact: str = "train_fold") -> pd.DataFrame:
+    """The test-fold predictions of these folds of ``artifact`` (each must exist)."""
+    return pd.concat([pd.read_parquet(predictions_file(run, strategy, f, artifact=artifact)) for f in folds],
+                     ignore_index=True)
 
 
 def read_predictions(run: RunDir, strategy: str) -> pd.DataFrame:
@@ -140,13 +152,4 @@ def register_fold_model(run: RunDir, config: Config, strategy: str, fold: int, m
     ones; ``summary.json`` says so (``registered: true``). It has no predictions, so the run's
     metrics cannot be computed from it.
     """
-    from cxrbio.data.duplicates import sha256_file
-
-    unit = {"strategy": strategy, "fold": fold}
-    out = run.output(STAGE, "train_fold", **unit)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / MODEL, model.save)
-    summary = {"registered": True}
-    atomic_write_text(out / "summary.json", json.dumps(summary) + "\n")
-    want = freshness.expected(run, "train_fold", config.model_dump(mode="json"), unit)
-    freshness.write_stamp(run, want, digest=sha256_file(out / MODEL), info=summary)
+    FoldFiles(run, config, {"strategy": strategy, "fold": fold}).write_model(model, {"registered": True})

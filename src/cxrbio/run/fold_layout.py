@@ -17,6 +17,7 @@ STATE = "state.json"
 MODEL = "model.keras"
 PREDICTIONS = "predictions.parquet"
 HISTORY = "history.csv"
+SUMMARY = "summary.json"
 
 
 def fold_dir(run: RunDir, strategy: str, fold: int, *, artifact: str = "train_fold") -> Path:

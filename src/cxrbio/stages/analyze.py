@@ -18,11 +18,11 @@ from pathlib import Path
 
 from cxrbio.analysis.error_rate import across_families
 from cxrbio.analysis.inputs import analysable_strategies, load_inputs
-from cxrbio.analysis.spaces import PARTS, RADIOMICS, STAGE, AnalysisSummary, analyze_radiomics, analyze_strategy
+from cxrbio.analysis.spaces import PARTS, RADIOMICS, AnalysisSummary, analyze_radiomics, analyze_strategy
 from cxrbio.config import Config
 from cxrbio.errors import ConfigError, CxrbioError
 from cxrbio.run import analysis_log, freshness, runconfig
-from cxrbio.run.analysis_files import read_candidates, write_candidates, write_space
+from cxrbio.run.analysis_files import STAGE, read_candidates, write_candidates, write_space
 from cxrbio.run.artifacts import command_for
 from cxrbio.run.atomic import atomic_write_text
 from cxrbio.run.rundir import open_run, supersede
@@ -143,7 +143,8 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, top: int | 
     if entry["changed_since_previous"]:
         names = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in entry["changed_since_previous"].items())
         summary.notes.append(f"analysis settings changed since the previous analysis: {names} (analysis/log.jsonl).")
-        warn(progress, f"note: analysis settings changed since the previous analysis: {names}")
+        if progress is not None:  # without a callback it is logged once, with the other notes, below
+            warn(progress, f"note: analysis settings changed since the previous analysis: {names}")
     if progress is None:  # a library caller without a callback still hears the notes (the CLI prints them itself)
         for note in summary.notes:
             log.warning(note)

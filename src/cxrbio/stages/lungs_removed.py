@@ -23,7 +23,6 @@ from cxrbio.errors import CxrbioError
 from cxrbio.run import freshness
 from cxrbio.run.artifacts import command_for
 from cxrbio.run.atomic import atomic_write_text
-from cxrbio.run.fold_layout import predictions_file
 from cxrbio.run.rundir import open_run, supersede
 from cxrbio.runtime.progress import Progress, ProgressEvent, say, silent
 
@@ -45,7 +44,7 @@ class LungsRemovedResult:
 def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool = False,
         progress: Progress | None = None) -> LungsRemovedResult:
     """Train the lungs-removed folds of each strategy (resuming), then compare them with the normal models."""
-    from cxrbio.run.fold_files import read_predictions
+    from cxrbio.run.fold_files import read_fold_predictions, read_predictions
     from cxrbio.runtime import backend
     from cxrbio.runtime.backend import initialise_tensorflow
     from cxrbio.stages.train import resolve_strategies, strategy_complete
@@ -93,7 +92,7 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool
             result.trained.append((name, fold.fold))
             say(progress, f"lungs removed, {name} fold {fold.fold}: {status}")
         normal = read_predictions(run_, name)
-        removed = _removed_predictions(run_, name, [f.fold for f in data.folds])
+        removed = read_fold_predictions(run_, name, [f.fold for f in data.folds], artifact=FOLD_ARTIFACT)
         evaluation = config.evaluation
         found = compare(normal, removed, data.classes, resamples=evaluation.bootstrap, seed=evaluation.seed,
                         level=evaluation.level)
@@ -104,10 +103,3 @@ def run(run_dir: str | Path, *, strategies: list[str] | None = None, force: bool
         result.results[name] = found
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _removed_predictions(run: Any, strategy: str, folds: list[int]) -> Any:
-    import pandas as pd
-
-    parts = [predictions_file(run, strategy, f, artifact=FOLD_ARTIFACT) for f in folds]
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
